@@ -1,0 +1,36 @@
+"""`python -m lnfree_core <command> ...`: every command of lnfree (each has --help)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# Each module defines register(subparsers); a command's handler returns the process exit code.
+COMMAND_MODULES = ["schedule", "train", "export", "data", "demo", "eval", "analyze", "push"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lnfree_core",
+        description="lnfree: remove LayerNorm from GPT-2-family models by fine-tuning (FakeLN), and study what changes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        modname = f"lnfree_core.cli.{name}"
+        if importlib.util.find_spec(modname) is None:
+            continue
+        importlib.import_module(modname).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

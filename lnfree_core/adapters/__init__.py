@@ -1,0 +1,30 @@
+"""Model-family adapters: everything architecture-specific about LN removal lives in one adapter.
+
+An adapter knows, for one family of Hugging Face models, where the normalisation layers are, how to
+replace them by FakeLN blocks (`install`), how to turn a FakeLN model back into a stock model of the
+family (`to_stock`), and how to recognise the Hub's LN-free exports. GPT-2 is implemented; a GPT-NeoX
+(Pythia) or RMSNorm family is added by writing one more module and registering it here.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import ModelAdapter
+from .gpt2 import GPT2Adapter
+
+ADAPTERS: dict[str, ModelAdapter] = {"gpt2": GPT2Adapter()}
+
+
+def adapter_for(model: nn.Module) -> ModelAdapter:
+    """The adapter for `model` (by `model.config.model_type`), with a clear error if there is none."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ADAPTERS:
+        raise ValueError(
+            f"lnfree has no adapter for model type {model_type!r}; supported: {sorted(ADAPTERS)}. "
+            "Add one in lnfree_core/adapters/ (see base.py)."
+        )
+    return ADAPTERS[model_type]
+
+
+__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for"]

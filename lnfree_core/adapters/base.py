@@ -1,0 +1,56 @@
+"""The interface every model-family adapter implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import nn
+
+from ..fakeln import FakeLayerNorm
+
+
+class ModelAdapter(ABC):
+    """Architecture-specific operations for LN removal on one model family.
+
+    Block names are "mlp.<l>", "qk.<l>", "v.<l>" and "f" (the paper's LN_MLP^l, LN_qk^l, LN_v^l, LN^f).
+    """
+
+    model_type: str
+
+    @abstractmethod
+    def n_layers(self, model: nn.Module) -> int: ...
+
+    @abstractmethod
+    def install(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
+        """Replace the model's LayerNorms by live FakeLN blocks in place (idempotent); return them by name."""
+
+    @abstractmethod
+    def fakeln_modules(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
+        """The installed FakeLN blocks by name, in the order mlp.*, qk.*, v.*, f (empty if none)."""
+
+    @abstractmethod
+    def to_stock(self, model: nn.Module, allow_live: bool = False) -> nn.Module:
+        """A stock model of the family (no lnfree code needed to load it) with the same logits."""
+
+    @abstractmethod
+    def is_stock_lnfree(self, model: nn.Module) -> bool:
+        """True for a stock model whose LNs are disabled the Hub's way (huge eps, rescaled weights)."""
+
+    @abstractmethod
+    def from_stock_lnfree(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
+        """Install FakeLN blocks into a Hub LN-free export, all removed, with the same function."""
+
+    # Accessors used by the analyses -------------------------------------------------------------
+    @abstractmethod
+    def blocks(self, model: nn.Module) -> list[nn.Module]:
+        """The transformer blocks, in order."""
+
+    @abstractmethod
+    def final_norm(self, model: nn.Module) -> nn.Module: ...
+
+    @abstractmethod
+    def unembed_weight(self, model: nn.Module):
+        """W_U as [d_model, vocab]."""
+
+    @abstractmethod
+    def eot_id(self, model: nn.Module) -> int: ...

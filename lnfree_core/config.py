@@ -1,0 +1,112 @@
+"""TrainConfig: everything that changes what a training run does, saved with the run as config.yaml.
+
+A run directory's config.yaml alone says what happened and is enough to resume it: it holds the
+resolved schedule (events and hyperparameters), the data and model sources, the seed, precision,
+device choice and guard settings. There are no environment switches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .schedule import HParams, Schedule, ScheduleError
+
+MODES = ("ln-free", "vanilla")
+HPARAM_OVERRIDES = ("max_steps", "micro_batch_size", "grad_accum_steps", "seq_len", "lr", "min_lr",
+                    "warmup_steps", "weight_decay", "aux_weight", "sigma_ema", "grad_clip", "grad_checkpointing")
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot run; the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    model: str  # Hub id, local HF folder, run directory, or demo model ("demo:original")
+    out: str  # run directory
+    dataset: str = "owt"  # registry name or local path
+    schedule: str | dict = "gpt2"  # preset name, "auto", schedule file, or a resolved schedule dict
+    mode: str = "ln-free"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU | fp32 | bf16
+    seed: int = 0
+    shuffle: bool = False  # shuffle the training stream (seeded); the Hub's OWT is already shuffled
+    save_every: int = 50  # checkpoint every K optimizer steps (and at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept (older ones deleted once a newer one is safe)
+    compile: bool = False  # torch.compile each transformer block
+    attn_implementation: str = "sdpa"  # sdpa | eager
+    grad_spike_factor: float = 10.0  # log a grad_spike event when grad norm > factor x running median
+    stop_on_grad_spike: bool = False
+    overrides: dict = field(default_factory=dict)  # hyperparameters that replace the schedule's
+
+    # ------------------------------------------------------------------ validation / resolution
+    def validate(self) -> "TrainConfig":
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.attn_implementation not in ("sdpa", "eager"):
+            raise ConfigError(f"attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+        if self.save_every < 1 or self.keep_checkpoints < 1:
+            raise ConfigError("save_every and keep_checkpoints must be >= 1")
+        bad = sorted(set(self.overrides) - set(HPARAM_OVERRIDES))
+        if bad:
+            raise ConfigError(f"unknown hyperparameter overrides {bad}; allowed: {list(HPARAM_OVERRIDES)}")
+        return self
+
+    def resolve_schedule(self, n_layers: int) -> Schedule:
+        """The schedule with overrides applied, validated against the model's layer count."""
+        from .presets import resolve_schedule
+
+        max_steps = self.overrides.get("max_steps")
+        if isinstance(self.schedule, dict):
+            sched = Schedule.from_dict(self.schedule)
+        else:
+            sched = resolve_schedule(self.schedule, n_layers=n_layers, max_steps=max_steps)
+        hp = asdict(sched.hparams)
+        hp.update(self.overrides)
+        hp["adam_betas"] = tuple(hp["adam_betas"])
+        sched.hparams = HParams(**hp)
+        if self.mode == "vanilla":
+            # The paper's control: same data, steps and LR schedule; no removal, no aux loss.
+            sched.n_layers = n_layers
+            try:
+                sched.validate()
+            except ScheduleError as e:
+                raise ConfigError(f"schedule: {e}") from None
+            return sched
+        try:
+            return sched.validate(n_layers)
+        except ScheduleError as e:
+            raise ConfigError(f"schedule: {e}") from None
+
+    # ------------------------------------------------------------------ files
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        missing = [k for k in ("model", "out") if k not in d]
+        if missing:
+            raise ConfigError(f"config is missing {missing}")
+        return cls(**d).validate()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys")
+        return cls.from_dict(data)

@@ -1,0 +1,85 @@
+"""Export a run as a standard Hugging Face model folder that plain `transformers` loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from .adapters import adapter_for
+from .model_card import render_model_card
+from .models import load_model
+
+EXPORT_TOLERANCE = 1e-4  # max |logit difference| in float32 between FakeLN model and export
+
+
+class ExportError(ValueError):
+    pass
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    logit_max_abs_diff: float
+    ln_free: bool
+
+
+def _check_logits(a: torch.nn.Module, b: torch.nn.Module, vocab: int, seq: int = 32) -> float:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (2, seq), generator=g)
+    with torch.no_grad():
+        return float((a(x).logits.float() - b(x).logits.float()).abs().max())
+
+
+def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, overwrite: bool = False,
+                 repo_name: str | None = None, eval_table_md: str | None = None) -> ExportResult:
+    """Export `spec` (a run directory, checkpoint or model) to `out_dir` as a stock HF model folder.
+
+    The logits of the export are checked against the FakeLN model on a random batch; an export that
+    differs by more than EXPORT_TOLERANCE is refused.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} exists and is not empty; choose another folder or pass overwrite")
+    loaded = load_model(spec, device="cpu", dtype=torch.float32)
+    model = loaded.model
+    if not loaded.ln_free and not allow_live:
+        raise ExportError(
+            f"{spec} still has live LayerNorms (a vanilla run, or a schedule that has not finished): exporting it "
+            "publishes an ordinary GPT-2. Pass allow_live=True (CLI: --allow-live) to export it anyway."
+        )
+    try:
+        stock = adapter_for(model).to_stock(model, allow_live=allow_live)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    stock.eval()
+    seq = min(32, int(getattr(model.config, "n_positions", 32)))
+    diff = _check_logits(model, stock, model.config.vocab_size, seq)
+    if diff > EXPORT_TOLERANCE:
+        raise ExportError(f"exported model's logits differ by {diff:.3g} > {EXPORT_TOLERANCE}; export refused")
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    stock.save_pretrained(str(out))
+    from .data.tokenizer import load_gpt2_tokenizer
+
+    load_gpt2_tokenizer().save_pretrained(str(out))
+    run_dir, mode, schedule, base = None, "ln-free" if loaded.ln_free else "vanilla", None, None
+    ckpt = loaded.info.get("checkpoint")
+    if ckpt and (Path(ckpt).parent.parent / "config.yaml").exists():
+        run_dir = Path(ckpt).parent.parent
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        mode, schedule, base = cfg.get("mode", mode), cfg.get("schedule"), cfg.get("model")
+    card = render_model_card(repo_name=repo_name or out.name, base_model=base, mode=mode,
+                             schedule=schedule if isinstance(schedule, dict) else None, run_dir=run_dir,
+                             logit_max_abs_diff=diff, eval_table_md=eval_table_md)
+    (out / "README.md").write_text(card)
+    (out / "lnfree_export.json").write_text(json.dumps({
+        "source": spec, "checkpoint": ckpt, "ln_free": loaded.ln_free, "mode": mode,
+        "logit_max_abs_diff": diff, "tolerance": EXPORT_TOLERANCE,
+    }, indent=1))
+    return ExportResult(out, diff, loaded.ln_free)

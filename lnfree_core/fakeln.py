@@ -1,0 +1,217 @@
+"""FakeLN: a LayerNorm whose per-token standard deviation can be frozen to a scalar.
+
+The paper (Baroni et al. 2025, section 3) replaces each LayerNorm
+
+    LN(x)     = (x - mu) / sigma_{b,s} * gamma + beta                                   (1)
+
+by a FakeLN block
+
+    FakeLN(x) = (x - mu) / sigma_bar * gamma + beta                                     (2)
+
+    sigma_{b,s} = sqrt( 1/H * sum_h (x_{b,s,h} - mu_{b,s})^2 + eps )
+    sigma_avg   = 1/(B*S) * sum_{b,s} sigma_{b,s}
+
+where mu is the per-token mean over the model dimension H, gamma and beta stay (and stay trainable),
+and only the per-token standard deviation sigma_{b,s} is replaced by one frozen scalar sigma_bar.
+Mean-centering is kept, so FakeLN is affine in x: FakeLN(x) = (x @ P) * gamma / sigma_bar + beta with
+P = I - 1/H the centering projection.
+
+Life cycle of one block (see `FakeLayerNorm`):
+  * live: computes exactly LayerNorm (1) with the model's eps, and during training records the
+    per-token std of every call so that `sigma_avg` can be tracked once per optimizer step
+    (`commit_micro_batch` / `update_sigma_avg`, driven by `lnfree_core.tracking.SigmaTracker`);
+  * removed: at its removal event sigma_bar := sigma_avg is frozen; from then on the block is the
+    affine map (2) and records nothing.
+
+The per-token statistics never update during evaluation (`module.eval()`), and are written, not
+accumulated, by each forward call, so the recomputation that gradient checkpointing performs during
+the backward pass does not count a micro-batch twice.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _FakeLNFunction(torch.autograd.Function):
+    """y = (x - mu) * r * gamma + beta with r = 1/sigma_{b,s} (live) or 1/sigma_bar (removed).
+
+    A fused-LayerNorm-like autograd function: it saves only x, mu and r (two [.., 1] tensors), as
+    `torch.nn.functional.layer_norm` does, instead of the 2-3 full-size intermediates that the
+    same formula written with tensor ops would keep alive for backward.
+
+    Backward, with g = dL/dy * gamma and x_hat = (x - mu) * r, means over the model dimension:
+        live:    dL/dx = r * (g - mean(g) - x_hat * mean(g * x_hat))      (r depends on x)
+        removed: dL/dx = r * (g - mean(g))                                (r is a constant)
+        dL/dgamma = sum_{b,s} dL/dy * x_hat,    dL/dbeta = sum_{b,s} dL/dy
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, r, live):  # x: [..., d_model], r: [..., 1], live: 0-dim float
+        mu = x.mean(dim=-1, keepdim=True)  # [..., 1]
+        y = (x - mu) * r * weight + bias  # [..., d_model]
+        ctx.save_for_backward(x, mu, r, weight, live)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, mu, r, weight, live = ctx.saved_tensors
+        x_hat = (x - mu) * r  # [..., d_model]
+        g = grad_y * weight  # [..., d_model]
+        g_mean = g.mean(dim=-1, keepdim=True)
+        gx_mean = (g * x_hat).mean(dim=-1, keepdim=True)
+        grad_x = r * (g - g_mean - live * x_hat * gx_mean)
+        reduce_dims = tuple(range(grad_y.dim() - 1))
+        grad_w = (grad_y * x_hat).sum(dim=reduce_dims) if ctx.needs_input_grad[1] else None
+        grad_b = grad_y.sum(dim=reduce_dims) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None, None
+
+
+def per_token_std(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """sigma_{b,s} = sqrt(Var_h(x_{b,s,h}) + eps), the divisor LayerNorm uses. [..., d] -> [..., 1]."""
+    var = x.var(dim=-1, keepdim=True, correction=0)
+    return torch.sqrt(var + eps)
+
+
+class FakeLayerNorm(nn.Module):
+    """A LayerNorm over the last dimension that can be switched to FakeLN (eq. 2) by `remove()`.
+
+    Args:
+        weight, bias: the LayerNorm's gamma and beta. Passing the same Parameters to two FakeLNs
+            shares them (LN_qk and LN_v of one layer share the original ln_1's gamma and beta).
+        eps: the LayerNorm's epsilon (GPT-2: 1e-5), part of sigma_{b,s}.
+        name: "mlp.3", "qk.0", "v.11", "f": the block this module stands for.
+        capture_std: keep the differentiable per-token std of the last call in `last_std`
+            ([batch, pos]); used by the auxiliary loss at LN^f (eq. 3).
+
+    Buffers (saved in state_dict): `removed` (bool), `sigma` (frozen sigma_bar, meaningful once
+    removed), `sigma_avg` (tracked average), `sigma_avg_valid` (bool: at least one step tracked).
+    """
+
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter, eps: float, name: str, capture_std: bool = False):
+        super().__init__()
+        self.weight = weight
+        self.bias = bias
+        self.eps = float(eps)
+        self.name = name
+        self.capture_std = capture_std
+        self.register_buffer("removed", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("sigma", torch.ones((), dtype=torch.float32))
+        self.register_buffer("sigma_avg", torch.zeros((), dtype=torch.float32))
+        self.register_buffer("sigma_avg_valid", torch.zeros((), dtype=torch.bool))
+        # Statistics of the current optimizer step (not saved: a step is never split by a checkpoint).
+        self._pending = None  # (sum of sigma_{b,s}, count) written by the last training forward
+        self._step_sum = torch.zeros((), dtype=torch.float32)
+        self._step_count = 0
+        self.last_std = None  # [batch, pos] with grad, when capture_std
+        # Python mirror of `removed` so that the hot path needs no host sync. Kept in step with the
+        # buffer by remove()/load hooks; `sync_flags()` re-reads it after a state_dict load.
+        self._removed_py = False
+        self.register_load_state_dict_pre_hook(FakeLayerNorm._load_hook)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [batch, pos, d_model]
+        out_dtype = x.dtype
+        x32 = x.float()
+        need_std = self.capture_std or not self._removed_py
+        std = per_token_std(x32, self.eps) if need_std else None  # [batch, pos, 1]
+        if self.capture_std:
+            self.last_std = std.squeeze(-1)  # [batch, pos], differentiable
+        if self._removed_py:
+            r = (1.0 / self.sigma).to(x32.dtype).expand(*x32.shape[:-1], 1)
+            live = torch.zeros((), dtype=x32.dtype, device=x.device)
+        else:
+            if self.training:
+                s = std.detach()
+                self._pending = (s.sum(dtype=torch.float32), s.numel())
+            r = 1.0 / std.detach()
+            live = torch.ones((), dtype=x32.dtype, device=x.device)
+        # r enters detached: its dependence on x is part of the Function's backward formula.
+        y = _FakeLNFunction.apply(x32, self.weight.float(), self.bias.float(), r, live)
+        return y.to(out_dtype) if not torch.is_autocast_enabled() else y
+
+    # ------------------------------------------------------------------ statistics
+    def commit_micro_batch(self) -> None:
+        """Add the statistics of the last training forward to the current optimizer step."""
+        if self._pending is not None:
+            s, n = self._pending
+            self._step_sum = self._step_sum.to(s.device) + s
+            self._step_count += n
+            self._pending = None
+
+    def step_statistics(self) -> tuple[torch.Tensor, int]:
+        """(sum of sigma_{b,s}, number of tokens) over the micro-batches committed this step."""
+        return self._step_sum, self._step_count
+
+    def update_sigma_avg(self, step_sum: torch.Tensor, step_count: int, ema: float | None) -> None:
+        """sigma_avg := this step's mean (ema None/0) or ema * sigma_avg + (1 - ema) * step mean."""
+        if self._removed_py or step_count == 0:
+            self.reset_step()
+            return
+        mean = (step_sum / step_count).to(self.sigma_avg.dtype).to(self.sigma_avg.device)
+        if ema and bool(self.sigma_avg_valid):
+            self.sigma_avg.mul_(ema).add_((1.0 - ema) * mean)
+        else:
+            self.sigma_avg.copy_(mean)
+        self.sigma_avg_valid.fill_(True)
+        self.reset_step()
+
+    def reset_step(self) -> None:
+        self._step_sum = torch.zeros((), dtype=torch.float32)
+        self._step_count = 0
+        self._pending = None
+
+    # ------------------------------------------------------------------ removal
+    def remove(self, sigma: float | None = None) -> float:
+        """Freeze sigma_bar (to `sigma`, or to the tracked sigma_avg) and become affine. Returns sigma_bar."""
+        if sigma is None:
+            if not bool(self.sigma_avg_valid):
+                raise RuntimeError(
+                    f"FakeLN {self.name}: cannot remove before sigma_avg was tracked for at least one "
+                    "optimizer step; schedule its removal at step >= 1."
+                )
+            sigma = float(self.sigma_avg)
+        if not (sigma > 0 and sigma < float("inf")):
+            raise ValueError(f"FakeLN {self.name}: sigma_bar must be positive and finite, got {sigma}")
+        self.sigma.fill_(sigma)
+        self.removed.fill_(True)
+        self._removed_py = True
+        self.reset_step()
+        return float(sigma)
+
+    @property
+    def is_removed(self) -> bool:
+        return self._removed_py
+
+    def sync_flags(self) -> None:
+        """Re-read the Python mirror of `removed` from the buffer (after loading a state dict)."""
+        self._removed_py = bool(self.removed)
+
+    @staticmethod
+    def _load_hook(module, state_dict, prefix, *args, **kwargs):
+        key = prefix + "removed"
+        if key in state_dict:
+            module._removed_py = bool(state_dict[key])
+
+    def divisor(self, x: torch.Tensor) -> torch.Tensor:
+        """The scale this block divides by for input x: sigma_{b,s} if live, sigma_bar if removed. [..., 1]"""
+        if self._removed_py:
+            return self.sigma.to(x.dtype).expand(*x.shape[:-1], 1)
+        return per_token_std(x.float(), self.eps).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        state = f"removed, sigma_bar={float(self.sigma):.4g}" if self._removed_py else "live"
+        return f"{self.name}, d={self.weight.shape[0]}, eps={self.eps:g}, {state}"
+
+
+def ln_divisor(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The per-token divisor of a normalisation module for input x ([..., d] -> [..., 1]).
+
+    Works for torch.nn.LayerNorm (sqrt(var + eps)) and FakeLayerNorm (sigma_{b,s} or sigma_bar).
+    """
+    if isinstance(module, FakeLayerNorm):
+        return module.divisor(x)
+    if isinstance(module, nn.LayerNorm):
+        return per_token_std(x.float(), module.eps).to(x.dtype)
+    raise TypeError(f"not a LayerNorm-like module: {type(module).__name__}")

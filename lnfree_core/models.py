@@ -1,0 +1,122 @@
+"""Load a model from anywhere lnfree meets one, and know whether it is LN-free.
+
+Sources (`load_model(spec)`):
+  * a run directory (has checkpoints/): its newest checkpoint, FakeLN blocks and all; `RUN_DIR@N`
+    picks the checkpoint of step N;
+  * a checkpoint directory (has fakeln.json and model.safetensors);
+  * a local Hugging Face folder (config.json + *.safetensors), e.g. an lnfree export;
+  * a Hub id (`gpt2`, `schaeff/gpt2-small_LNFree300`);
+  * a demo-suite model (`demo:original`, `demo:vanilla`, `demo:ln-free`).
+Weights load only from safetensors files (never pickle). Stock LN-free exports (huge eps) are
+recognised and converted to removed FakeLN blocks, so they are known as LN-free and run in any dtype.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .adapters import adapter_for
+from .checkpoint import latest_checkpoint, load_model_weights
+from .surgery import fakeln_modules, is_ln_free, load_fakeln_state
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    source: str  # "run" | "checkpoint" | "folder" | "hub" | "demo"
+    spec: str
+    ln_free: bool
+    info: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.info.get("label") or self.spec
+
+
+def _build_from_checkpoint(ckpt: Path, attn_implementation: str) -> nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(ckpt))
+    config._attn_implementation = attn_implementation
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    fake = json.loads((ckpt / "fakeln.json").read_text())
+    if fake:
+        adapter_for(model).install(model)
+    load_model_weights(model, ckpt)
+    if fake:
+        load_fakeln_state(model, fake)
+    return model
+
+
+def resolve_checkpoint(spec: str) -> Path | None:
+    """The checkpoint directory a run/checkpoint spec points to, or None if it is not one."""
+    path_s, _, step = spec.partition("@")
+    path = Path(path_s)
+    if (path / "fakeln.json").exists() and (path / "model.safetensors").exists():
+        return path
+    if (path / "checkpoints").is_dir():
+        if step:
+            ckpt = path / "checkpoints" / f"step_{int(step):08d}"
+            if not ckpt.exists():
+                raise FileNotFoundError(f"run {path} has no checkpoint for step {step}")
+            return ckpt
+        ckpt = latest_checkpoint(path)
+        if ckpt is None:
+            raise FileNotFoundError(f"run {path} has no complete checkpoint yet")
+        return ckpt
+    return None
+
+
+def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+               attn_implementation: str = "sdpa") -> LoadedModel:
+    """Load `spec` (see module docstring) in eval mode on `device`."""
+    source = "hub"
+    info: dict = {}
+    if spec.startswith("demo:"):
+        from .demo.paths import demo_model_path  # the demo suite knows its own layout
+
+        path = demo_model_path(spec.split(":", 1)[1])
+        loaded = load_model(str(path), device=device, dtype=dtype, attn_implementation=attn_implementation)
+        loaded.source, loaded.spec = "demo", spec
+        return loaded
+    ckpt = resolve_checkpoint(spec)
+    if ckpt is not None:
+        model = _build_from_checkpoint(ckpt, attn_implementation)
+        source = "run" if ckpt.parent.name == "checkpoints" else "checkpoint"
+        info["checkpoint"] = str(ckpt)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        path = Path(spec)
+        if path.exists():
+            if not (path / "config.json").exists():
+                raise FileNotFoundError(
+                    f"{spec} is neither a Hugging Face model folder (no config.json), a run directory "
+                    "(no checkpoints/), nor a checkpoint (no fakeln.json)"
+                )
+            if not any(path.glob("*.safetensors")):
+                raise FileNotFoundError(
+                    f"{spec} has no .safetensors weights; lnfree loads only safetensors (no pickle). "
+                    "Convert it with `model.save_pretrained(dir, safe_serialization=True)`."
+                )
+            source = "folder"
+        model = AutoModelForCausalLM.from_pretrained(
+            spec, use_safetensors=True, attn_implementation=attn_implementation, dtype=torch.float32
+        )
+        adapter = adapter_for(model)
+        if adapter.is_stock_lnfree(model):
+            adapter.from_stock_lnfree(model)
+            info["converted_from"] = "stock LN-free export (huge eps)"
+    model.eval()
+    if dtype is not None:
+        model.to(dtype=dtype)
+    model.to(device)
+    mods = fakeln_modules(model)
+    info["n_removed"] = sum(m.is_removed for m in mods.values())
+    info["n_blocks"] = len(mods)
+    return LoadedModel(model=model, source=source, spec=spec, ln_free=is_ln_free(model), info=info)

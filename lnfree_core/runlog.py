@@ -1,0 +1,72 @@
+"""The run directory's live files: status.json (atomic) and metrics.jsonl (append + flush per line)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+
+def atomic_write_json(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _clean(v):
+    """JSON has no NaN/inf: write them as strings so every line stays valid JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    return v
+
+
+class RunLog:
+    """Writer for one run directory (rank 0 only)."""
+
+    def __init__(self, run_dir: str | Path, max_steps: int):
+        self.dir = Path(run_dir)
+        self.max_steps = max_steps
+        self.started = time.time()
+        self._metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
+
+    def status(self, state: str, step: int, reason: str | None = None) -> None:
+        atomic_write_json(self.dir / "status.json", {
+            "state": state, "step": step, "max_steps": self.max_steps, "pid": os.getpid(),
+            "reason": reason, "updated": time.time(), "started": self.started,
+        })
+
+    def step(self, **fields) -> None:
+        self._write({"type": "step", **fields, "time": time.time()})
+
+    def event(self, kind: str, step: int, **fields) -> None:
+        self._write({"type": "event", "kind": kind, "step": step, **fields, "time": time.time()})
+
+    def _write(self, row: dict) -> None:
+        self._metrics.write(json.dumps(_clean(row)) + "\n")
+        self._metrics.flush()
+        os.fsync(self._metrics.fileno())
+
+    def close(self) -> None:
+        self._metrics.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All complete lines of a JSONL file (a partly written last line is skipped)."""
+    rows = []
+    path = Path(path)
+    if not path.exists():
+        return rows
+    with open(path) as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows

@@ -1,0 +1,242 @@
+"""LN-removal schedules as data: group starts and gaps, group order, and the training hyperparameters.
+
+Within a group g of the order (default LN_MLP, LN_qk, LN_v, LN^f) the block of layer l is removed at
+
+    step_g(l) = start_g + l * gap_g          (gap 0: every layer of the group at once)
+
+and LN^f, a single block, at start_f (paper appendix B, Tables 3 and 4). A removal event at step s is
+applied after s optimizer steps, before step s + 1, with sigma_bar := the sigma_avg tracked so far;
+so s >= 1. Groups must not overlap: each group starts after the previous group's last event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+GROUPS = ("mlp", "qk", "v", "f")
+DEFAULT_ORDER = ("mlp", "qk", "v", "f")
+
+
+class ScheduleError(ValueError):
+    """A schedule that cannot run; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Event:
+    step: int
+    block: str  # "mlp" | "qk" | "v" | "f"
+    layer: int | None  # None for the final LN
+
+    @property
+    def name(self) -> str:
+        return "f" if self.block == "f" else f"{self.block}.{self.layer}"
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "block": self.block, "layer": self.layer}
+
+
+@dataclass
+class HParams:
+    """Training hyperparameters of appendix B (Table 3) plus the settings a run needs."""
+
+    micro_batch_size: int = 32
+    grad_accum_steps: int = 16
+    seq_len: int = 1024
+    lr: float = 6e-4
+    min_lr: float = 3e-4
+    warmup_steps: int = 25
+    max_steps: int = 300
+    weight_decay: float = 0.01
+    aux_weight: float = 0.1  # lambda of eq. 3 (LN-removal runs only)
+    sigma_ema: float | None = None  # None: sigma_avg is the last step's value; else EMA factor
+    grad_clip: float = 1.0
+    grad_checkpointing: bool = False
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.micro_batch_size * self.grad_accum_steps * self.seq_len
+
+
+@dataclass
+class Schedule:
+    """A removal schedule for a model with `n_layers` blocks, and its training hyperparameters."""
+
+    n_layers: int
+    starts: dict[str, int]
+    gaps: dict[str, int]
+    order: tuple[str, ...] = DEFAULT_ORDER
+    hparams: HParams = field(default_factory=HParams)
+    name: str = "custom"
+    base_model: str | None = None  # the model the preset was made for (informational)
+
+    # ------------------------------------------------------------------ events
+    def group_events(self, group: str) -> list[Event]:
+        if group == "f":
+            return [Event(int(self.starts["f"]), "f", None)]
+        start, gap = int(self.starts[group]), int(self.gaps.get(group, 0))
+        return [Event(start + layer * gap, group, layer) for layer in range(self.n_layers)]
+
+    def events(self) -> list[Event]:
+        """Every removal event, sorted by step (then by group order, then layer)."""
+        rank = {g: i for i, g in enumerate(self.order)}
+        evs = [e for g in self.order for e in self.group_events(g)]
+        return sorted(evs, key=lambda e: (e.step, rank[e.block], e.layer or 0))
+
+    def events_at(self, step: int) -> list[Event]:
+        return [e for e in self.events() if e.step == step]
+
+    def last_event_step(self) -> int:
+        return max(e.step for e in self.events())
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, n_layers: int | None = None) -> "Schedule":
+        """Raise ScheduleError with a clear message if the schedule cannot run (on a model of n_layers)."""
+        if sorted(self.order) != sorted(GROUPS):
+            raise ScheduleError(f"group order must be a permutation of {list(GROUPS)}, got {list(self.order)}")
+        for g in GROUPS:
+            if g not in self.starts:
+                raise ScheduleError(f"no start step for group {g!r}; give starts for {list(GROUPS)}")
+            if g != "f" and int(self.gaps.get(g, -1)) < 0:
+                raise ScheduleError(f"gap of group {g!r} must be >= 0 (0 removes every layer at once)")
+        if self.n_layers < 1:
+            raise ScheduleError(f"n_layers must be >= 1, got {self.n_layers}")
+        if n_layers is not None and n_layers != self.n_layers:
+            raise ScheduleError(
+                f"this schedule is for a model with {self.n_layers} layers but the model has {n_layers}. "
+                f"Use a preset for that size, or `--schedule auto` to fit the paper's proportions to it."
+            )
+        hp = self.hparams
+        for key in ("micro_batch_size", "grad_accum_steps", "seq_len", "max_steps"):
+            if int(getattr(hp, key)) < 1:
+                raise ScheduleError(f"{key} must be >= 1, got {getattr(hp, key)}")
+        if not (hp.lr > 0 and 0 <= hp.min_lr <= hp.lr):
+            raise ScheduleError(f"need lr > 0 and 0 <= min_lr <= lr; got lr={hp.lr}, min_lr={hp.min_lr}")
+        if not 0 <= hp.warmup_steps <= hp.max_steps:
+            raise ScheduleError(f"warmup_steps must be in [0, max_steps={hp.max_steps}], got {hp.warmup_steps}")
+        if hp.sigma_ema is not None and not 0 <= hp.sigma_ema < 1:
+            raise ScheduleError(f"sigma_ema must be in [0, 1) or null, got {hp.sigma_ema}")
+        first = min(int(self.starts[g]) for g in GROUPS)
+        if first < 1:
+            raise ScheduleError(
+                f"removal events must be at step >= 1 (sigma_avg needs at least one tracked step); "
+                f"the first is at step {first}"
+            )
+        prev_group, prev_last = None, None
+        for g in self.order:
+            evs = self.group_events(g)
+            if prev_last is not None and evs[0].step <= prev_last:
+                raise ScheduleError(
+                    f"groups overlap: {g} starts at step {evs[0].step} but {prev_group} has its last event at "
+                    f"step {prev_last}; start {g} at step {prev_last + 1} or later, or reduce {prev_group}'s gap"
+                )
+            prev_group, prev_last = g, evs[-1].step
+        last = self.last_event_step()
+        if last >= hp.max_steps:
+            raise ScheduleError(
+                f"the last removal event is at step {last} but max_steps is {hp.max_steps}: every event must "
+                f"come before the end of training; raise max_steps above {last} or shorten the gaps"
+            )
+        return self
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict:
+        hp = asdict(self.hparams)
+        hp["adam_betas"] = list(hp["adam_betas"])
+        return {
+            "name": self.name,
+            "base_model": self.base_model,
+            "n_layers": self.n_layers,
+            "order": list(self.order),
+            "starts": {g: int(self.starts[g]) for g in GROUPS},
+            "gaps": {g: int(self.gaps.get(g, 0)) for g in GROUPS if g != "f"},
+            "hparams": hp,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Schedule":
+        known = {f.name for f in fields(HParams)}
+        hp_in = dict(d.get("hparams") or {})
+        unknown = sorted(set(hp_in) - known)
+        if unknown:
+            raise ScheduleError(f"unknown hyperparameters {unknown}; known: {sorted(known)}")
+        if "adam_betas" in hp_in:
+            hp_in["adam_betas"] = tuple(hp_in["adam_betas"])
+        try:
+            return cls(
+                n_layers=int(d["n_layers"]),
+                starts={k: int(v) for k, v in d["starts"].items()},
+                gaps={k: int(v) for k, v in (d.get("gaps") or {}).items()},
+                order=tuple(d.get("order") or DEFAULT_ORDER),
+                hparams=HParams(**hp_in),
+                name=d.get("name", "custom"),
+                base_model=d.get("base_model"),
+            )
+        except KeyError as e:
+            raise ScheduleError(f"schedule is missing the field {e.args[0]!r}") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write to .yaml/.yml or .json (by extension)."""
+        path = Path(path)
+        data = self.to_dict()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+        else:
+            path.write_text(json.dumps(data, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Schedule":
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ScheduleError(f"{path}: expected a mapping with n_layers, starts, gaps, hparams")
+        return cls.from_dict(data)
+
+
+def fit_schedule(n_layers: int, max_steps: int, hparams: HParams | None = None, name: str = "auto") -> Schedule:
+    """Fit the paper's proportions into `n_layers` and `max_steps` (what `--schedule auto` does).
+
+    The paper's schedules remove LN_MLP, LN_qk, LN_v with gaps in the ratio 2:2:3 (Small, Medium) or
+    4:4:6 (Large, XL), start after ~5-7% of training, and leave the rest for recovery (GPT-2 Small
+    ends removal at 35% of its steps). Here: start = 7% of max_steps (>= 1); the removal phase ends
+    by ~50% of max_steps with unit u = (end - start) / (7 * n_layers) and gaps (2u, 2u, 3u) rounded
+    down (>= 1). When even gaps of 1 do not fit, it raises ScheduleError saying how many steps are needed.
+    """
+    if n_layers < 1 or max_steps < 2:
+        raise ScheduleError(f"need n_layers >= 1 and max_steps >= 2, got {n_layers}, {max_steps}")
+    start = max(1, round(0.07 * max_steps))
+    end = max(start + 3 * n_layers, round(0.5 * max_steps))
+    unit = (end - start) / (7 * n_layers)
+    g_mlp = g_qk = max(1, math.floor(2 * unit))
+    g_v = max(1, math.floor(3 * unit))
+    qk = start + n_layers * g_mlp
+    v = qk + n_layers * g_qk
+    f = v + n_layers * g_v
+    if f >= max_steps:
+        need = 1 + 3 * n_layers + 1 + 1
+        raise ScheduleError(
+            f"{max_steps} steps are too few to remove the LNs of {n_layers} layers one at a time: "
+            f"need at least {need} (3 groups x {n_layers} layers + LN^f + 1 step before and after)"
+        )
+    hp = HParams(**asdict(hparams)) if hparams is not None else HParams()
+    hp.max_steps = max_steps
+    hp.warmup_steps = min(hp.warmup_steps, max(0, round(0.08 * max_steps)))
+    return Schedule(
+        n_layers=n_layers,
+        starts={"mlp": start, "qk": qk, "v": v, "f": f},
+        gaps={"mlp": g_mlp, "qk": g_qk, "v": g_v},
+        hparams=hp,
+        name=name,
+    )

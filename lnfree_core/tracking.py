@@ -1,0 +1,53 @@
+"""sigma_avg tracking: one update per optimizer step, over all its micro-batches and ranks.
+
+    sigma_avg(step) = sum_{micro-batches, ranks, b, s} sigma_{b,s} / number of tokens      (eq. 2)
+
+followed by sigma_avg := sigma_avg(step) ("last" mode) or the exponential moving average
+sigma_avg := ema * sigma_avg + (1 - ema) * sigma_avg(step) that the paper uses for GPT-2 Large/XL.
+Only live blocks track; removed blocks keep their frozen sigma_bar. Nothing is tracked in eval mode.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .surgery import fakeln_modules
+
+
+class SigmaTracker:
+    def __init__(self, model: nn.Module, ema: float | None = None):
+        if ema is not None and not (0.0 <= ema < 1.0):
+            raise ValueError(f"sigma EMA factor must be in [0, 1), got {ema}")
+        self.modules = fakeln_modules(model)
+        self.ema = ema or None
+
+    def commit_micro_batch(self) -> None:
+        """Call after each micro-batch's backward: adds its statistics to the current step."""
+        for m in self.modules.values():
+            m.commit_micro_batch()
+
+    def end_step(self) -> None:
+        """Call once per optimizer step: reduce over ranks and update every live block's sigma_avg."""
+        live = [m for m in self.modules.values() if not m.is_removed]
+        if not live:
+            return
+        device = next((m._step_sum.device for m in live if m._step_count), torch.device("cpu"))
+        stats = torch.stack(
+            [
+                torch.stack([m._step_sum.to(device, torch.float32), torch.tensor(float(m._step_count), device=device)])
+                for m in live
+            ]
+        )  # [n_live, 2]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_backend() == "nccl" and device.type != "cuda":
+                stats = stats.cuda()
+            torch.distributed.all_reduce(stats)
+        counts = stats[:, 1].tolist()  # one host sync per optimizer step
+        for m, s, n in zip(live, stats[:, 0], counts):
+            m.update_sigma_avg(s, int(n), self.ema)
+
+    def sigmas(self) -> dict[str, float]:
+        """Current sigma per block: the frozen sigma_bar if removed, else the tracked sigma_avg (host sync)."""
+        vals = torch.stack([m.sigma if m.is_removed else m.sigma_avg for m in self.modules.values()])
+        return dict(zip(self.modules, vals.float().cpu().tolist()))

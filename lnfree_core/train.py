@@ -1,0 +1,355 @@
+"""The fine-tuning loop: LN removal by FakeLN (paper section 3) or the vanilla control.
+
+One optimizer step (1-based step t, after t-1 steps done):
+  1. apply the removal events scheduled at step t-1 (sigma_bar := tracked sigma_avg),
+  2. for each of the grad_accum_steps micro-batches: forward (bf16 autocast on CUDA), loss =
+     CE + aux (eq. 3, LN-removal only), backward, commit the FakeLN statistics of the micro-batch,
+  3. reduce over ranks, check the loss and gradient norm are finite (else stop: never train on NaN),
+     clip, AdamW step with the step's LR, update every live block's sigma_avg once,
+  4. log a metrics line; checkpoint every save_every steps, at the end and when cancelled.
+
+Single process: `python -m lnfree_core train ...`; several GPUs: `torchrun --nproc_per_node N -m
+lnfree_core train ...` (DDP; each rank reads its slice of every global micro-batch, so the data order
+does not depend on the number of processes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .aux_loss import aux_loss
+from .checkpoint import latest_checkpoint, load_optimizer, read_checkpoint_meta, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .models import load_model
+from .optim import lr_at, make_optimizer
+from .runlog import RunLog
+from .surgery import fakeln_modules, fakeln_state, make_removable, remove_block
+from .tracking import SigmaTracker
+
+GRAD_SPIKE_ADVICE = (
+    "Paper appendix B.1: a loss spike right after a removal event usually means the schedule is too "
+    "aggressive: increase the gaps between removal events in that group. Failures during the LN_qk "
+    "phase: watch the sigma values, adjust the sigma EMA factor, the learning rate or the aux loss weight."
+)
+NONFINITE_ADVICE = (
+    "The loss or gradient became non-finite; the optimizer step was not taken and the run stopped. "
+    + GRAD_SPIKE_ADVICE
+    + " Resume from the last checkpoint with a gentler schedule (a new run directory with a changed config)."
+)
+
+
+class RunExists(ConfigError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    state: str  # finished | failed | cancelled
+    step: int
+    reason: str | None = None
+
+
+# ---------------------------------------------------------------------------------------- setup
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment protocol (1 process otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def _pick_device(spec: str, local_rank: int, world: int) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+        if world > 1 or dev.index is None:
+            dev = torch.device("cuda", local_rank if world > 1 else (dev.index or 0))
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _check_run_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "config.yaml").exists():
+            raise ConfigError(f"cannot resume: {out} has no config.yaml (was a run started there?)")
+        return
+    if (out / "metrics.jsonl").exists() or (out / "checkpoints").exists() or (out / "config.yaml").exists():
+        raise RunExists(
+            f"run directory {out} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+
+
+class _Batches:
+    """Global micro-batches of seq_len sequences; rank r takes rows [r*B, (r+1)*B). Epochs wrap around."""
+
+    def __init__(self, cfg: TrainConfig, seq_len: int, micro_bs: int, rank: int, world: int,
+                 epoch: int = 0, pos: int = 0):
+        from .data.sources import iter_sequences
+
+        self._iter_sequences = iter_sequences
+        self.cfg, self.seq_len, self.bs, self.rank, self.world = cfg, seq_len, micro_bs, rank, world
+        self.epoch, self.pos = epoch, pos
+        self._it = self._open()
+
+    def _open(self):
+        return self._iter_sequences(self.cfg.dataset, split="train", seq_len=self.seq_len, skip=self.pos,
+                                    shuffle=self.cfg.shuffle, seed=self.cfg.seed + self.epoch)
+
+    def next(self) -> np.ndarray:  # [micro_bs, seq_len]
+        n = self.bs * self.world
+        rows = list(islice(self._it, n))
+        if len(rows) < n:
+            if self.pos == 0 and not rows:
+                raise ConfigError(f"dataset {self.cfg.dataset!r} yields no training sequences of {self.seq_len} tokens")
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._it = self._open()
+            rows = list(islice(self._it, n))
+            if len(rows) < n:
+                raise ConfigError(
+                    f"dataset {self.cfg.dataset!r} has fewer than {n} training sequences of {self.seq_len} "
+                    "tokens: lower the micro batch size or the sequence length"
+                )
+        self.pos += n
+        return np.stack(rows[self.rank * self.bs:(self.rank + 1) * self.bs])
+
+
+def _rng_state(device: torch.device) -> dict:
+    st = {"torch": torch.get_rng_state().tolist()}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device).tolist()
+    return st
+
+
+def _set_rng_state(st: dict, device: torch.device) -> None:
+    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(torch.tensor(st["cuda"], dtype=torch.uint8), device)
+
+
+# ---------------------------------------------------------------------------------------- train
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Run (or resume) a training run described by `cfg`. Returns how it ended."""
+    rank, world, local_rank = _dist_info()
+    out = Path(cfg.out)
+    if resume:
+        _check_run_dir(out, True)
+        saved = TrainConfig.load(out / "config.yaml")
+        saved.out = cfg.out
+        cfg = saved
+    else:
+        cfg.validate()
+        _check_run_dir(out, False)
+    device = _pick_device(cfg.device, local_rank, world)
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+    torch.manual_seed(cfg.seed)
+    loaded = load_model(cfg.model, device="cpu", attn_implementation=cfg.attn_implementation)
+    model = loaded.model
+    from .adapters import adapter_for
+
+    adapter = adapter_for(model)
+    n_layers = adapter.n_layers(model)
+    sched = cfg.resolve_schedule(n_layers)
+    hp = sched.hparams
+    ln_free = cfg.mode == "ln-free"
+    if ln_free:
+        make_removable(model)
+        fakeln_modules(model)["f"].capture_std = True
+    eot = adapter.eot_id(model)
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            resolved = TrainConfig(**{**cfg.to_dict(), "schedule": sched.to_dict(), "overrides": {}})
+            resolved.save(out / "config.yaml")
+    log = RunLog(out, hp.max_steps) if rank == 0 else None
+
+    done, epoch, pos, tokens_seen, spikes, history = 0, 0, 0, 0, 0, []
+    ckpt = latest_checkpoint(out) if resume else None
+    optimizer_meta = None
+    if ckpt is not None:
+        from .checkpoint import load_model_weights
+        from .surgery import load_fakeln_state
+
+        fake, state = read_checkpoint_meta(ckpt)
+        load_model_weights(model, ckpt)
+        if fake:
+            load_fakeln_state(model, fake)
+        done, epoch, pos = state["step"], state["epoch"], state["pos"]
+        tokens_seen, history = state["tokens"], state.get("grad_norm_history", [])
+        optimizer_meta = state.get("optimizer_meta")
+    model.to(device)
+    model.train()
+    if hp.grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.compile:
+        for block in adapter.blocks(model):  # per block: a removal recompiles only its block
+            block.compile()
+    tracker = SigmaTracker(model, hp.sigma_ema) if ln_free else None
+    optimizer = make_optimizer(model, hp.lr, hp.weight_decay, hp.adam_betas)
+    if ckpt is not None and optimizer_meta is not None:
+        load_optimizer(optimizer, model, ckpt, optimizer_meta)
+        _set_rng_state(read_checkpoint_meta(ckpt)[1]["rng"], device)
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    batches = _Batches(cfg, hp.seq_len, hp.micro_batch_size, rank, world, epoch, pos)
+    events = [e for e in sched.events()] if ln_free else []
+    stop = {"signal": None}
+
+    def _on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def checkpoint(step: int) -> None:
+        if rank != 0:
+            return
+        save_checkpoint(out, step, model, optimizer, fakeln_state(model) if ln_free else {}, {
+            "step": step, "epoch": batches.epoch, "pos": batches.pos, "tokens": tokens_seen,
+            "rng": _rng_state(device), "grad_norm_history": history[-50:],
+        }, keep=cfg.keep_checkpoints)
+        log.event("checkpoint", step, message=f"checkpoint at step {step}")
+
+    if log:
+        if ckpt is not None:
+            log.event("resumed", done, message=f"resumed from {ckpt.name}")
+        log.status("running", done)
+    result = TrainResult("finished", done)
+    try:
+        while done < hp.max_steps:
+            for ev in (e for e in events if e.step == done):
+                mod = fakeln_modules(model)[ev.name]
+                if mod.is_removed:
+                    continue
+                sigma = remove_block(model, ev.name)
+                if log:
+                    log.event("removal", done, block=ev.block, layer=ev.layer, sigma=sigma)
+            t0 = time.perf_counter()
+            lr = lr_at(done, hp.lr, hp.min_lr, hp.warmup_steps, hp.max_steps)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            sums = torch.zeros(2, device=device)  # [main loss, aux loss] summed over micro-batches
+            for micro in range(hp.grad_accum_steps):
+                x = torch.from_numpy(batches.next()).to(device=device, dtype=torch.long)  # [batch, pos]
+                sync = micro == hp.grad_accum_steps - 1
+                ctx = ddp.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
+                with ctx:
+                    with _autocast(device, cfg.precision):
+                        main = ddp(input_ids=x, labels=x).loss
+                    loss = main
+                    if ln_free and hp.aux_weight > 0:
+                        aux = aux_loss(fakeln_modules(model)["f"].last_std, x, eot, hp.aux_weight)
+                        loss = loss + aux
+                        sums[1] += aux.detach()
+                    (loss / hp.grad_accum_steps).backward()
+                sums[0] += main.detach()
+                if tracker:
+                    tracker.commit_micro_batch()
+            if world > 1:
+                torch.distributed.all_reduce(sums)
+                sums /= world
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip if hp.grad_clip > 0 else float("inf"))
+            main_loss, aux_val = (sums / hp.grad_accum_steps).tolist()
+            gn = float(grad_norm)
+            if not (np.isfinite(main_loss) and np.isfinite(aux_val) and np.isfinite(gn)):
+                optimizer.zero_grad(set_to_none=True)
+                reason = f"non-finite loss or gradient at step {done + 1} (loss={main_loss}, grad_norm={gn}). " + NONFINITE_ADVICE
+                if log:
+                    log.event("nonfinite_loss", done + 1, message=reason)
+                result = TrainResult("failed", done, reason)
+                break
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if tracker:
+                tracker.end_step()
+            done += 1
+            step_tokens = hp.micro_batch_size * hp.seq_len * hp.grad_accum_steps * world
+            tokens_seen += step_tokens
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            dt = time.perf_counter() - t0
+            if len(history) >= 5 and gn > cfg.grad_spike_factor * statistics.median(history[-20:]):
+                msg = (f"gradient norm {gn:.3g} at step {done} is over {cfg.grad_spike_factor}x the recent median "
+                       f"{statistics.median(history[-20:]):.3g}. " + GRAD_SPIKE_ADVICE)
+                if log:
+                    log.event("grad_spike", done, message=msg, grad_norm=gn)
+                if cfg.stop_on_grad_spike:
+                    checkpoint(done)
+                    result = TrainResult("failed", done, msg)
+                    break
+            history.append(gn)
+            if log:
+                log.step(step=done, loss=main_loss, aux_loss=aux_val if ln_free else None, lr=lr, grad_norm=gn,
+                         tokens_per_s=step_tokens / dt, tokens=tokens_seen,
+                         sigma=tracker.sigmas() if tracker else None)
+                log.status("running", done)
+            if stop["signal"] is not None:
+                checkpoint(done)
+                result = TrainResult("cancelled", done, f"cancelled by signal {signal.Signals(stop['signal']).name}")
+                break
+            if done % cfg.save_every == 0 or done == hp.max_steps:
+                checkpoint(done)
+        else:
+            result = TrainResult("finished", done)
+            if ln_free and rank == 0:
+                live = [n for n, m in fakeln_modules(model).items() if not m.is_removed]
+                if live:
+                    result.reason = f"finished with {len(live)} live LN blocks (schedule ended early): {live[:4]}"
+    except BaseException as e:  # a crash keeps its checkpoints and metrics and says why
+        reason = f"{type(e).__name__}: {e}"
+        if log:
+            log.status("failed", done, reason)
+            log.close()
+        raise
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    if log:
+        log.status(result.state, result.step, result.reason)
+        log.close()
+    if world > 1:
+        torch.distributed.barrier()
+    return result
+
+
+def exit_code(result: TrainResult) -> int:
+    if result.state == "finished":
+        return 0
+    if result.state == "cancelled":
+        return 143 if "SIGTERM" in (result.reason or "") else 130
+    return 1
+
+
+def main_train(cfg: TrainConfig, resume: bool) -> int:
+    try:
+        result = train(cfg, resume=resume)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{result.state} at step {result.step}" + (f": {result.reason}" if result.reason else ""))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return exit_code(result)
