@@ -1,0 +1,113 @@
+"""Cancelling and deleting runs.
+
+cancel_run sends SIGTERM to the job's process group (the trainer checkpoints and writes state
+"cancelled"), escalates to SIGKILL after a timeout, and records the cancellation itself when the
+job could not (status.json is rewritten; metrics.jsonl is never touched).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import RunActiveError, RunNotActiveError
+from .jobfile import last_launch, load_job
+from .proc import group_alive, pid_alive, signal_group
+from .runs import STATUS_FILE, atomic_write_json, read_json, run_lock
+from .status import RunStatus, run_status
+
+_POLL_S = 0.05
+_KILL_WAIT_S = 10.0
+
+
+def _stopper(run_dir: Path, st: RunStatus) -> tuple[Callable[[int], bool], Callable[[], bool]]:
+    """(send(sig), running()) for the run's process group, or its bare pid for hand-started runs."""
+    launch = last_launch(load_job(run_dir))
+    pgid = launch.get("pgid") if launch else None
+    if isinstance(pgid, int) and pgid > 0:
+        return (lambda sig: signal_group(pgid, sig)), (lambda: group_alive(pgid))
+    pid = st.pid
+
+    def send(sig: int) -> bool:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    return send, (lambda: pid_alive(pid))
+
+
+def _wait_until_stopped(running: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while running():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True
+
+
+def _unreported(run_dir: Path) -> dict[str, Any] | None:
+    """status.json if the last launch never recorded an end (absent, older than the launch, or
+    still "running"); None if the trainer wrote a final state itself."""
+    status = read_json(run_dir / STATUS_FILE)
+    launch = last_launch(load_job(run_dir))
+    if status is None:
+        return {}
+    launched = launch.get("started") if launch else None
+    updated = status.get("updated")
+    if isinstance(launched, (int, float)) and not (isinstance(updated, (int, float)) and updated >= launched):
+        return status
+    return status if status.get("state") == "running" else None
+
+
+def cancel_run(run_dir: str | os.PathLike, timeout: float = 30.0) -> RunStatus:
+    """Stop a queued or running job; returns its status afterwards (normally "cancelled").
+
+    Raises RunNotActiveError if its process is not alive.
+    """
+    rd = Path(os.path.abspath(run_dir))
+    st = run_status(rd)
+    if not st.alive:
+        raise RunNotActiveError(f"run {st.name!r} is not running (state {st.state}); there is nothing to cancel")
+    send, running = _stopper(rd, st)
+    send(signal.SIGTERM)
+    hard = not _wait_until_stopped(running, timeout)
+    if hard:
+        send(signal.SIGKILL)
+        _wait_until_stopped(running, _KILL_WAIT_S)
+    with run_lock(rd):
+        old = _unreported(rd)
+        if old is not None:
+            how = (
+                f"the job did not stop within {timeout:g} s of SIGTERM and was killed with SIGKILL"
+                if hard
+                else "the job stopped on SIGTERM without recording its cancellation"
+            )
+            now = time.time()
+            atomic_write_json(rd / STATUS_FILE, {
+                "state": "cancelled",
+                "step": old.get("step") if isinstance(old.get("step"), int) else st.step,
+                "max_steps": old.get("max_steps") if isinstance(old.get("max_steps"), int) else (st.max_steps or 0),
+                "pid": st.pid,
+                "reason": f"cancelled: {how}; work since the last checkpoint is lost; resume to continue from it",
+                "updated": now,
+                "started": old.get("started") or st.started or now,
+            })
+    return run_status(rd)
+
+
+def delete_run(run_dir: str | os.PathLike) -> None:
+    """Delete a run directory with everything in it; refused (RunActiveError) while the job is alive.
+
+    Raises NotARunError for a directory that holds no run, so nothing else is ever deleted.
+    """
+    rd = Path(os.path.abspath(run_dir))
+    st = run_status(rd)
+    if st.alive:
+        raise RunActiveError(f"run {st.name!r} is still {st.state} (pid {st.pid}); cancel it before deleting it")
+    shutil.rmtree(rd)

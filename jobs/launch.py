@@ -1,0 +1,222 @@
+"""Starting and resuming training jobs as detached subprocesses.
+
+A job runs in its own session and process group (so it survives the app that started it, and
+cancel can signal all of its processes), with stdout and stderr appended to RUN_DIR/train.log.
+The launching process keeps a daemon thread that reaps the child and records its exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import JobError, NotARunError, RunActiveError, RunExistsError, RunFinishedError
+from .jobfile import load_job, record_exit, write_job
+from .metrics import ensure_trailing_newline
+from .proc import identity
+from .runs import LOG_FILE, REQUEST_FILE, resolve_run_dir, run_dir_for, run_lock
+from .status import RunStatus, run_status
+
+DEFAULT_TRAINER: tuple[str, ...] = ("-m", "lnfree_core")
+_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass
+class RunHandle:
+    """A launched job. `process` is set only in the process that launched it."""
+
+    name: str
+    run_dir: Path
+    pid: int
+    pgid: int
+    command: list[str]
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def status(self) -> RunStatus:
+        """The run's current status (see jobs.status.run_status)."""
+        return run_status(self.run_dir)
+
+    def wait(self, timeout: float | None = None) -> RunStatus:
+        """Wait until the launched process exits (TimeoutError after `timeout` s); return the status."""
+        if self.process is None:
+            raise JobError("this handle was not created by the launching process; poll status() instead")
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired as e:
+            raise TimeoutError(f"run {self.name!r} still running after {timeout} s") from e
+        return self.status()
+
+
+def build_command(
+    run_dir: str | os.PathLike,
+    *,
+    python: str = sys.executable,
+    trainer: Sequence[str] = DEFAULT_TRAINER,
+    nproc: int = 1,
+    resume: bool = False,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The trainer command line for `run_dir`.
+
+    `trainer` is what follows the interpreter: ("-m", "lnfree_core") or (script.py,). With
+    nproc > 1 the trainer runs under `python -m torch.distributed.run --standalone`.
+    """
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ValueError(f"nproc must be a positive integer, got {nproc!r}")
+    rd = os.path.abspath(run_dir)
+    tail = ["train", "--config", os.path.join(rd, REQUEST_FILE), "--out", rd]
+    tail += ["--resume"] if resume else []
+    tail += [str(a) for a in extra_args]
+    if nproc == 1:
+        return [python, *trainer, *tail]
+    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *trainer, *tail]
+
+
+def _plain(value: Any) -> Any:
+    """Config values as plain YAML types (tuples become lists, paths strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _reap(proc: subprocess.Popen, run_dir: Path, index: int) -> None:
+    returncode = proc.wait()
+    try:
+        record_exit(run_dir, index, proc.pid, returncode)
+    except OSError:
+        pass  # the run directory was deleted meanwhile
+
+
+def _launch(run_dir: Path, job: dict[str, Any], *, resume: bool) -> RunHandle:
+    """Start the job described by `job` (python, trainer, nproc, extra_args) and record it."""
+    cmd = build_command(
+        run_dir, python=job["python"], trainer=job["trainer"], nproc=job["nproc"], resume=resume,
+        extra_args=job["extra_args"],
+    )
+    started = time.time()
+    with open(run_dir / LOG_FILE, "ab") as log:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        log.write(f"=== jobs: {'resume' if resume else 'start'} at {stamp}: {' '.join(cmd)}\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env=_child_env(), close_fds=True,
+            )
+        except OSError as e:
+            raise JobError(f"could not launch {cmd[0]!r}: {e}") from e
+    launch = {"command": cmd, "pid": proc.pid, "pgid": proc.pid, "nproc": job["nproc"], "started": started,
+              "resume": resume, **identity(proc.pid)}
+    history = [*job.get("history", []), launch]
+    try:
+        write_job(run_dir, {**job, "history": history})
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    threading.Thread(target=_reap, args=(proc, run_dir, len(history) - 1), daemon=True).start()
+    return RunHandle(name=job["name"], run_dir=run_dir, pid=proc.pid, pgid=proc.pid, command=cmd, process=proc)
+
+
+def start_run(
+    root: str | os.PathLike,
+    name: str,
+    config: Mapping[str, Any],
+    *,
+    nproc: int = 1,
+    python: str = sys.executable,
+    trainer: Sequence[str] = DEFAULT_TRAINER,
+    extra_args: Sequence[str] = (),
+) -> RunHandle:
+    """Create ROOT/NAME, write request.yaml (`config`) and launch the trainer on it.
+
+    `extra_args` are trainer flags appended after `--config ... --out ...` (and reused on resume).
+    Refused with RunExistsError if the run directory exists: runs are never overwritten.
+    """
+    run_dir = run_dir_for(root, name)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+    build_command(run_dir, python=python, trainer=trainer, nproc=nproc)  # validates nproc early
+    try:
+        text = yaml.safe_dump(_plain(config), sort_keys=False)
+    except yaml.YAMLError as e:
+        raise ValueError(f"config cannot be written as YAML: {e}") from e
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        raise RunExistsError(
+            f"run {name!r} already exists in {run_dir.parent}; a run directory is never overwritten: "
+            "choose another name, or resume or delete that run"
+        ) from None
+    job = {"name": name, "python": python, "trainer": list(trainer), "nproc": nproc,
+           "extra_args": [str(a) for a in extra_args], "history": []}
+    try:
+        (run_dir / REQUEST_FILE).write_text(text, encoding="utf-8")
+        return _launch(run_dir, job, resume=False)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # only what this call created; nothing runs there
+        raise
+
+
+def resume_run(
+    root_or_run_dir: str | os.PathLike,
+    name: str | None = None,
+    *,
+    nproc: int | None = None,
+    python: str | None = None,
+    trainer: Sequence[str] | None = None,
+    extra_args: Sequence[str] | None = None,
+) -> RunHandle:
+    """Relaunch a stopped run with --resume in its own directory (ROOT and NAME, or RUN_DIR alone).
+
+    Settings not given are those of the last launch. Refused (RunActiveError) while the run's
+    process is alive and (RunFinishedError) once it has finished.
+    """
+    run_dir = resolve_run_dir(root_or_run_dir, name)
+    if not run_dir.is_dir():
+        raise NotARunError(f"{run_dir} is not a run directory (it does not exist)")
+    with run_lock(run_dir):
+        st = run_status(run_dir)
+        if st.active:
+            raise RunActiveError(
+                f"run {st.name!r} is still {st.state} (pid {st.pid}); cancel it or wait for it to stop before resuming"
+            )
+        if st.state == "finished":
+            raise RunFinishedError(f"run {st.name!r} has finished; there is nothing to resume")
+        if not (run_dir / REQUEST_FILE).is_file():
+            raise JobError(f"cannot resume {st.name!r}: {run_dir / REQUEST_FILE} is missing")
+        old = load_job(run_dir) or {}
+        job = {
+            **old,
+            "name": old.get("name") or run_dir.name,
+            "python": python or old.get("python") or sys.executable,
+            "trainer": list(trainer or old.get("trainer") or DEFAULT_TRAINER),
+            "nproc": nproc or old.get("nproc") or 1,
+            "extra_args": list(extra_args if extra_args is not None else old.get("extra_args") or []),
+            "history": [h for h in old.get("history", []) if h.get("pid") is not None],
+        }
+        ensure_trailing_newline(run_dir)  # a hard kill may have left half a metrics line
+        return _launch(run_dir, job, resume=True)
+

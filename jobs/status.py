@@ -1,0 +1,178 @@
+"""The state of a run, derived only from its directory and the process table.
+
+Nothing is kept in memory, so the answer is the same after an app restart, and a job that died
+without reporting (kill -9, OOM killer, power loss) is recognised as failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import NotARunError
+from .jobfile import last_launch, load_job
+from .metrics import last_step_row
+from .proc import pid_alive
+from .runs import LOG_FILE, REQUEST_FILE, STATUS_FILE, read_json, validate_name
+
+STATES = ("queued", "running", "finished", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "running")
+DIED_REASON = (
+    "the process died without reporting (killed?); see train.log; resume to continue from the last checkpoint"
+)
+
+
+@dataclass
+class RunStatus:
+    """Where a run stands. `state` is one of STATES; `alive` says whether its process still runs."""
+
+    name: str
+    run_dir: str
+    state: str
+    step: int
+    max_steps: int | None
+    reason: str | None
+    last_metrics: dict[str, Any] | None
+    alive: bool
+    pid: int | None
+    started: float | None
+    updated: float | None
+    nproc: int
+    launches: int
+    returncode: int | None
+
+    @property
+    def active(self) -> bool:
+        """True while the run is queued or running, or its process has not exited yet."""
+        return self.alive or self.state in ACTIVE_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of all fields."""
+        return asdict(self)
+
+
+def describe_exit(returncode: int | None) -> str:
+    """A short human description of a process exit code ('' if unknown)."""
+    if returncode is None:
+        return ""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    meaning = {0: "success", 1: "failed", 2: "bad configuration or usage", 130: "SIGINT", 143: "SIGTERM"}
+    return f"exit code {returncode}" + (f", {meaning[returncode]}" if returncode in meaning else "")
+
+
+def log_tail(run_dir: str | os.PathLike, max_bytes: int = 4096) -> str:
+    """The last non-empty line of train.log ('' if none)."""
+    try:
+        with open(Path(run_dir) / LOG_FILE, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def _requested_max_steps(run_dir: Path) -> int | None:
+    try:
+        with open(run_dir / REQUEST_FILE, encoding="utf-8") as f:
+            value = (yaml.safe_load(f) or {}).get("max_steps")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _is_alive(launch: dict[str, Any] | None, status: dict[str, Any] | None) -> tuple[bool, int | None]:
+    """(alive, pid) of the job: the launch recorded by jobs/, else the pid in status.json."""
+    if launch is not None:
+        pid = _int_or_none(launch.get("pid"))
+        return pid_alive(pid, start_ticks=launch.get("proc_start_ticks"), boot=launch.get("boot_id")), pid
+    pid = _int_or_none(status.get("pid")) if status else None
+    started = status.get("started") or status.get("updated") if status else None
+    when = started if isinstance(started, (int, float)) else None
+    return pid_alive(pid, started_before=when), pid
+
+
+def run_status(run_dir: str | os.PathLike) -> RunStatus:
+    """The status of the run in `run_dir` (raises NotARunError if it holds no run)."""
+    rd = Path(os.path.abspath(run_dir))
+    job = load_job(rd)
+    status = read_json(rd / STATUS_FILE)
+    if job is None and status is None:
+        raise NotARunError(f"{rd} is not a run directory (it has neither job.json nor status.json)")
+    launch = last_launch(job)
+    alive, pid = _is_alive(launch, status)
+    returncode = _int_or_none(launch.get("returncode")) if launch else None
+    updated = status.get("updated") if status else None
+    updated = updated if isinstance(updated, (int, float)) else None
+    launched = launch.get("started") if launch else None
+    # A status.json older than the latest launch belongs to an earlier launch (before a resume).
+    stale = status is not None and isinstance(launched, (int, float)) and (updated or 0.0) < launched
+    reason = status.get("reason") if status else None
+    if status is None or stale:
+        if alive:
+            state, reason = "queued", None
+        else:
+            state = "failed"
+            how = describe_exit(returncode)
+            last = log_tail(rd)
+            reason = (
+                "the process exited before reporting its status"
+                + (f" ({how})" if how else "")
+                + "; see train.log"
+                + (f": {last}" if last else "")
+            )
+    elif status.get("state") == "running":
+        state, reason = ("running", None) if alive else ("failed", DIED_REASON)
+    elif status.get("state") in ("finished", "failed", "cancelled"):
+        state = status["state"]
+    else:
+        state, reason = "failed", f"status.json has an unknown state {status.get('state')!r}"
+    max_steps = _int_or_none(status.get("max_steps")) if status else None
+    first = job["history"][0] if job else {}
+    started = first.get("started") if job else (status or {}).get("started")
+    return RunStatus(
+        name=str(job.get("name") or rd.name) if job else rd.name,
+        run_dir=str(rd),
+        state=state,
+        step=(_int_or_none(status.get("step")) or 0) if status else 0,
+        max_steps=max_steps if max_steps is not None else _requested_max_steps(rd),
+        reason=reason if isinstance(reason, str) or reason is None else str(reason),
+        last_metrics=last_step_row(rd),
+        alive=alive,
+        pid=pid,
+        started=started if isinstance(started, (int, float)) else None,
+        updated=updated,
+        nproc=_int_or_none(launch.get("nproc")) or 1 if launch else 1,
+        launches=len(job["history"]) if job else 0,
+        returncode=returncode,
+    )
+
+
+def list_runs(root: str | os.PathLike) -> list[RunStatus]:
+    """Statuses of all runs under the runs root `root`, newest first (an absent root gives [])."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in entries:
+        try:
+            validate_name(entry.name)
+            if entry.is_dir():
+                out.append(run_status(entry.path))
+        except (NotARunError, ValueError, OSError):
+            continue
+    out.sort(key=lambda s: (s.started or 0.0, s.name), reverse=True)
+    return out
