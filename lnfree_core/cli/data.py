@@ -1,0 +1,111 @@
+"""`data list | info | filter`: the dataset registry, a dataset's description, the Pile-filtered builder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub) -> None:
+    """Add the ``data`` command (with ``list``, ``info``, ``filter``) to the CLI's subparsers."""
+    p = sub.add_parser("data", help="datasets: list the registry, describe one, build a Pile-filtered set",
+                       description="Datasets of lnfree: registry names (owt, pile, pile-filtered) or local "
+                                   "paths (.parquet/.jsonl/.txt files, folders, save_to_disk folders).")
+    p.set_defaults(func=lambda args: _usage(p))
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    ls = dsub.add_parser("list", help="the named datasets of the registry")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=_list)
+
+    info = dsub.add_parser("info", help="describe a dataset (name or local path): splits and sizes")
+    info.add_argument("dataset", metavar="NAME_OR_PATH")
+    info.add_argument("--seq-len", type=int, default=1024, help="sequence length for counting sequences")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_info)
+
+    flt = dsub.add_parser(
+        "filter", help="keep target sequences without tokens absent from the reference (appendix E)",
+        description="Tokens present in the first N sequences of TARGET and absent from the first N of "
+                    "REFERENCE are reported (like Table 5); the scanned TARGET sequences containing none "
+                    "of them are written to OUT as train.parquet (+ tokens_removed.json, "
+                    "filter_report.json). The paper: --reference owt --target pile --scan 1000000 --keep 10000.")
+    flt.add_argument("--reference", required=True, metavar="NAME_OR_PATH", help="e.g. owt")
+    flt.add_argument("--target", required=True, metavar="NAME_OR_PATH", help="e.g. pile")
+    flt.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty)")
+    flt.add_argument("--scan", type=int, default=None, metavar="N",
+                     help="sequences scanned in each dataset (default 100000)")
+    flt.add_argument("--seq-len", type=int, default=1024, metavar="T", help="tokens per sequence (default 1024)")
+    flt.add_argument("--keep", type=int, default=None, metavar="K", help="write at most K kept sequences")
+    flt.add_argument("--top", type=int, default=20, help="rows of the token table to print (default 20)")
+    flt.add_argument("--json", action="store_true", help="print the full report as JSON")
+    flt.set_defaults(func=_filter)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _fail(exc: Exception) -> int:
+    """Report ``exc``; exit 2 for bad input (unknown dataset, bad argument), 1 otherwise (e.g. no Hub)."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 2 if isinstance(exc, ValueError) else 1
+
+
+def _list(args) -> int:
+    from lnfree_core.data import list_datasets
+
+    specs = list_datasets()
+    if args.json:
+        print(json.dumps([{"name": s.name, "hub_id": s.hub_id, "splits": s.split_names, "column": s.column,
+                           "size": s.size, "description": s.description, "aliases": list(s.aliases)}
+                          for s in specs], indent=1))
+        return 0
+    for s in specs:
+        print(f"{s.name:<14} {s.hub_id}\n{'':<14} splits: {', '.join(s.split_names)}; {s.size}\n"
+              f"{'':<14} {s.description}")
+    print("\nAlso accepted: a local .parquet/.jsonl/.txt file, a folder of them, or a save_to_disk folder.")
+    return 0
+
+
+def _info(args) -> int:
+    from lnfree_core.data import dataset_info
+
+    try:
+        info = dataset_info(args.dataset, seq_len=args.seq_len)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    where = info["hub_id"] or info["path"]
+    print(f"{info['name']} ({info['source']}, {info['format']}, column {info['column']}): {where}")
+    print(f"  {info['description']}")
+    if info["size"]:
+        print(f"  size: {info['size']}")
+    for name, s in info["splits"].items():
+        sizes = ", ".join(f"{v:,} {k}" for k, v in s.items() if k in ("rows", "tokens", "sequences") and v is not None)
+        mark = " (evaluation)" if name == info["eval_split"] else ""
+        print(f"  split {name}{mark}: {sizes or 'size unknown'}")
+    return 0
+
+
+def _filter(args) -> int:
+    from lnfree_core.data.filter import DEFAULT_SCAN, build_filtered
+
+    try:
+        report = build_filtered(args.reference, args.target, args.out, scan=args.scan or DEFAULT_SCAN,
+                                seq_len=args.seq_len, keep=args.keep)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+        return 0
+    print(f"scanned {report.reference_sequences:,} sequences of {report.reference} and "
+          f"{report.target_sequences:,} of {report.target} ({report.seq_len} tokens each)")
+    print(f"{len(report.removed_tokens)} tokens occur in {report.target} but not in {report.reference}:")
+    print(report.table(limit=args.top))
+    print(f"kept {report.kept_sequences:,} of {report.target_sequences:,} sequences -> {report.out_dir}")
+    return 0
