@@ -8,6 +8,7 @@ The launching process keeps a daemon thread that reaps the child and records its
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -66,16 +67,18 @@ def build_command(
     nproc: int = 1,
     resume: bool = False,
     extra_args: Sequence[str] = (),
+    with_config: bool = True,
 ) -> list[str]:
     """The trainer command line for `run_dir`.
 
     `trainer` is what follows the interpreter: ("-m", "lnfree_core") or (script.py,). With
     nproc > 1 the trainer runs under `python -m torch.distributed.run --standalone`.
+    `with_config=False` leaves out `--config RUN_DIR/request.yaml` (runs set up by flags alone).
     """
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ValueError(f"nproc must be a positive integer, got {nproc!r}")
     rd = os.path.abspath(run_dir)
-    tail = ["train", "--config", os.path.join(rd, REQUEST_FILE), "--out", rd]
+    tail = ["train", *(["--config", os.path.join(rd, REQUEST_FILE)] if with_config else []), "--out", rd]
     tail += ["--resume"] if resume else []
     tail += [str(a) for a in extra_args]
     if nproc == 1:
@@ -112,7 +115,7 @@ def _launch(run_dir: Path, job: dict[str, Any], *, resume: bool) -> RunHandle:
     """Start the job described by `job` (python, trainer, nproc, extra_args) and record it."""
     cmd = build_command(
         run_dir, python=job["python"], trainer=job["trainer"], nproc=job["nproc"], resume=resume,
-        extra_args=job["extra_args"],
+        extra_args=job["extra_args"], with_config=job.get("with_config", True),
     )
     started = time.time()
     with open(run_dir / LOG_FILE, "ab") as log:
@@ -149,17 +152,23 @@ def start_run(
     trainer: Sequence[str] = DEFAULT_TRAINER,
     extra_args: Sequence[str] = (),
 ) -> RunHandle:
-    """Create ROOT/NAME, write request.yaml (`config`) and launch the trainer on it.
+    """Create ROOT/NAME, write request.yaml (`config` with "out" set to the run directory) and run
+    `python -m lnfree_core train --config RUN_DIR/request.yaml --out RUN_DIR [extra_args]` there.
 
-    `extra_args` are trainer flags appended after `--config ... --out ...` (and reused on resume).
+    `extra_args` are trainer flags placed after `--out` (they override the config; reused on
+    resume). With an empty `config`, `--config` is left out and the flags alone set the run up.
     Refused with RunExistsError if the run directory exists: runs are never overwritten.
     """
     run_dir = run_dir_for(root, name)
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+    extra = [str(a) for a in extra_args]
     build_command(run_dir, python=python, trainer=trainer, nproc=nproc)  # validates nproc early
+    header = "# lnfree run request, written by jobs/ at launch\n"
+    if extra:
+        header += "# trainer flags given on top of this: " + " ".join(shlex.quote(a) for a in extra) + "\n"
     try:
-        text = yaml.safe_dump(_plain(config), sort_keys=False)
+        text = header + yaml.safe_dump({**_plain(config), "out": str(run_dir)}, sort_keys=False)
     except yaml.YAMLError as e:
         raise ValueError(f"config cannot be written as YAML: {e}") from e
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -170,8 +179,8 @@ def start_run(
             f"run {name!r} already exists in {run_dir.parent}; a run directory is never overwritten: "
             "choose another name, or resume or delete that run"
         ) from None
-    job = {"name": name, "python": python, "trainer": list(trainer), "nproc": nproc,
-           "extra_args": [str(a) for a in extra_args], "history": []}
+    job = {"name": name, "python": python, "trainer": list(trainer), "nproc": nproc, "extra_args": extra,
+           "with_config": bool(config), "history": []}
     try:
         (run_dir / REQUEST_FILE).write_text(text, encoding="utf-8")
         return _launch(run_dir, job, resume=False)
@@ -205,9 +214,10 @@ def resume_run(
             )
         if st.state == "finished":
             raise RunFinishedError(f"run {st.name!r} has finished; there is nothing to resume")
-        if not (run_dir / REQUEST_FILE).is_file():
-            raise JobError(f"cannot resume {st.name!r}: {run_dir / REQUEST_FILE} is missing")
         old = load_job(run_dir) or {}
+        with_config = old.get("with_config", (run_dir / REQUEST_FILE).is_file())
+        if with_config and not (run_dir / REQUEST_FILE).is_file():
+            raise JobError(f"cannot resume {st.name!r}: {run_dir / REQUEST_FILE} is missing")
         job = {
             **old,
             "name": old.get("name") or run_dir.name,
@@ -215,6 +225,7 @@ def resume_run(
             "trainer": list(trainer or old.get("trainer") or DEFAULT_TRAINER),
             "nproc": nproc or old.get("nproc") or 1,
             "extra_args": list(extra_args if extra_args is not None else old.get("extra_args") or []),
+            "with_config": bool(with_config),
             "history": [h for h in old.get("history", []) if h.get("pid") is not None],
         }
         ensure_trailing_newline(run_dir)  # a hard kill may have left half a metrics line

@@ -81,12 +81,15 @@ def log_tail(run_dir: str | os.PathLike, max_bytes: int = 4096) -> str:
 
 
 def _requested_max_steps(run_dir: Path) -> int | None:
+    """max_steps asked for in request.yaml (top level or under "overrides"), if any."""
     try:
         with open(run_dir / REQUEST_FILE, encoding="utf-8") as f:
-            value = (yaml.safe_load(f) or {}).get("max_steps")
+            request = yaml.safe_load(f) or {}
+        overrides = request.get("overrides") or {}
+        value = request.get("max_steps", overrides.get("max_steps") if isinstance(overrides, dict) else None)
     except (OSError, yaml.YAMLError, AttributeError):
         return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return _int_or_none(value)
 
 
 def _int_or_none(value: Any) -> int | None:
