@@ -79,6 +79,6 @@ def resolve_schedule(name_or_file: str, n_layers: int | None = None, max_steps: 
             raise ScheduleError(f"schedule file {path} does not exist")
         return Schedule.load(path)
     raise ScheduleError(
-        f"unknown schedule {name_or_file!r}: give a preset ({', '.join(_TABLE3)}), 'auto', "
+        f"unknown schedule {name_or_file!r}; known presets: {', '.join(_TABLE3)}; or 'auto', "
         "or a .yaml/.json schedule file"
     )

@@ -202,7 +202,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     model.to(device)
     model.train()
     if hp.grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     if cfg.compile:
         for block in adapter.blocks(model):  # per block: a removal recompiles only its block
             block.compile()
@@ -333,6 +333,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if world > 1:
         torch.distributed.barrier()
     return result
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Per-block activation checkpointing (non-reentrant); it stays on after the FakeLN surgery."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:  # transformers >= 5.x name
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def exit_code(result: TrainResult) -> int:

@@ -1,0 +1,20 @@
+"""Tiny GPT-2 builders shared by the tests (no downloads)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def tiny_config(n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=64, dropout=0.0):
+    from transformers import GPT2Config
+
+    return GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab_size,
+                      n_positions=n_positions, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+                      bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
+
+
+def tiny_model(seed=0, **kw):
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(tiny_config(**kw)).eval()
