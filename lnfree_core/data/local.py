@@ -70,15 +70,15 @@ class ArrayRowStore:
 @contextlib.contextmanager
 def _quiet_datasets():
     """Hide datasets' progress bars for one call, restoring the previous setting."""
-    from datasets.utils import tqdm as dtqdm
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-    was_disabled = dtqdm.are_progress_bars_disabled()
-    dtqdm.disable_progress_bars()
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
     try:
         yield
     finally:
         if not was_disabled:
-            dtqdm.enable_progress_bars()
+            enable_progress_bars()
 
 
 def load_arrow_dataset(spec: DatasetSpec, split: SplitSpec):

