@@ -49,15 +49,19 @@ def hub_endpoint() -> str:
 
 
 def _probe(url: str, timeout: float) -> bool:
-    """One HEAD request; any HTTP answer (even an error status) means the Hub is reachable."""
+    """One small GET; the Hub counts as reachable if it answers like the Hub (2xx/3xx, 401 or 404).
+
+    403/407/5xx are what a blocking proxy or an outage return, so they count as unreachable.
+    """
     result = [False]
 
     def target() -> None:
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            with urllib.request.urlopen(urllib.request.Request(url), timeout=timeout) as resp:
+                resp.read(1)
                 result[0] = True
-        except urllib.error.HTTPError:
-            result[0] = True
+        except urllib.error.HTTPError as err:
+            result[0] = err.code in (401, 404)
         except Exception:  # DNS failure, refused, timeout, TLS, proxy: all mean "unreachable"
             result[0] = False
 
@@ -74,7 +78,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     endpoint = hub_endpoint()
     with _probe_lock:
         if endpoint not in _probe_cache:
-            _probe_cache[endpoint] = _probe(endpoint + "/api/whoami-v2", timeout)
+            _probe_cache[endpoint] = _probe(endpoint + "/api/models/gpt2", timeout)
         return _probe_cache[endpoint]
 
 

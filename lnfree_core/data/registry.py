@@ -54,7 +54,8 @@ class DatasetNotFoundError(ValueError):
 class SplitSpec:
     """One split: a row range of a Hub split, or a list of local files/folders.
 
-    ``start``/``stop`` select rows ``[start, stop)`` of the underlying data (``stop=None``: to the end).
+    ``start``/``stop`` select rows ``[start, stop)`` of the Hub split (``stop=None``: to the end);
+    a local split always uses all rows of its files.
     ``n_rows`` is the number of rows when known without reading the data.
     """
 
