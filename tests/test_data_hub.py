@@ -67,7 +67,7 @@ def test_http_status_classification(online, status, reachable):
             pass
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         online.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
