@@ -203,3 +203,25 @@ def test_list_runs_newest_first(root, fake):
     runs = list_runs(root)
     assert [r.name for r in runs] == ["third", "second", "first"]
     assert {r.state for r in runs} == {"finished"}
+
+
+def test_status_of_an_earlier_launch_does_not_hide_a_resume(root, fake):
+    """After resume, the old status.json (failed/cancelled) is stale until the new process reports."""
+    import yaml
+
+    h = start_run(root, "again", {"max_steps": 8, "checkpoint_every": 2, "fail_at": 5}, trainer=fake)
+    assert h.wait(15).state == "failed"
+    request = h.run_dir / "request.yaml"
+    request.write_text(yaml.safe_dump({"max_steps": 8, "checkpoint_every": 2, "startup_delay": 0.8}))
+    h2 = resume_run(h.run_dir)
+    st = run_status(h.run_dir)
+    assert (st.state, st.alive, st.reason) == ("queued", True, None)
+    assert h2.wait(15).state == "finished"
+    # A resume that dies before it reports must not show the earlier launch's state either.
+    h3 = start_run(root, "again2", {"max_steps": 100, "step_time": 0.02}, trainer=fake)
+    S.wait_steps(h3.run_dir, 2)
+    assert cancel_run(h3.run_dir, timeout=10).state == "cancelled"
+    (h3.run_dir / "request.yaml").write_text(yaml.safe_dump({"bad_config": True}))
+    resume_run(h3.run_dir).wait(15)
+    st = run_status(h3.run_dir)
+    assert st.state == "failed" and "exited before reporting" in st.reason

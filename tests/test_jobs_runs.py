@@ -32,6 +32,12 @@ def test_invalid_names_are_refused_with_a_reason(name):
     assert isinstance(e.value, ValueError)
 
 
+@pytest.mark.parametrize("name, words", [(".hidden", "dot"), ("X" * 101, "101"), ("a/b", "'/'"), ("", "empty")])
+def test_name_errors_say_what_is_wrong(name, words):
+    with pytest.raises(InvalidRunName, match=words):
+        validate_name(name)
+
+
 def test_non_string_name_is_refused():
     with pytest.raises(InvalidRunName):
         validate_name(None)
