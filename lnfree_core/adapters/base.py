@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import torch
 from torch import nn
 
 from ..fakeln import FakeLayerNorm
@@ -54,3 +55,30 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def eot_id(self, model: nn.Module) -> int: ...
+
+    # Accessors used by the mechanistic analyses (lnfree_core.analysis) ---------------------------
+    @abstractmethod
+    def n_heads(self, model: nn.Module) -> int:
+        """Attention heads per layer."""
+
+    @abstractmethod
+    def attention(self, model: nn.Module, layer: int) -> nn.Module:
+        """Layer `layer`'s self-attention module. Its forward returns (output, probs) where probs is the
+        attention pattern [batch, head, query, key] whenever the model runs eager attention."""
+
+    @abstractmethod
+    def attn_out_proj(self, model: nn.Module, layer: int) -> nn.Module:
+        """The attention output projection: its input is the concatenated head outputs z
+        [batch, pos, n_heads * d_head]; its output is sum_h z_h @ W_O^h + b_O [batch, pos, d_model]."""
+
+    @abstractmethod
+    def attn_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
+        """W_O per head as [n_heads, d_head, d_model] (head h writes z_h @ W_O[h] to the residual stream)."""
+
+    @abstractmethod
+    def mlp_out_proj(self, model: nn.Module, layer: int) -> nn.Module:
+        """The MLP output projection: its input is the neuron activations [batch, pos, d_mlp]."""
+
+    @abstractmethod
+    def mlp_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
+        """W_out as [d_mlp, d_model]: row i is neuron i's output direction w_out,i."""

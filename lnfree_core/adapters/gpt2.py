@@ -218,3 +218,24 @@ class GPT2Adapter(ModelAdapter):
         for m in fakes.values():
             m.remove(1.0)
         return fakes
+
+    # ------------------------------------------------------------------ analysis accessors
+    def n_heads(self, model: nn.Module) -> int:
+        return int(model.config.n_head)
+
+    def attention(self, model: nn.Module, layer: int) -> nn.Module:
+        return self._base(model).h[layer].attn  # GPT2Attention: forward returns (output, probs | None)
+
+    def attn_out_proj(self, model: nn.Module, layer: int) -> nn.Module:
+        return self._base(model).h[layer].attn.c_proj  # Conv1D, input z [batch, pos, n_heads * d_head]
+
+    def attn_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
+        w = self._base(model).h[layer].attn.c_proj.weight  # Conv1D: [n_heads * d_head, d_model]
+        n_heads = self.n_heads(model)
+        return w.view(n_heads, w.shape[0] // n_heads, w.shape[1])  # [n_heads, d_head, d_model]
+
+    def mlp_out_proj(self, model: nn.Module, layer: int) -> nn.Module:
+        return self._base(model).h[layer].mlp.c_proj  # Conv1D, input act(c_fc(x)) [batch, pos, d_mlp]
+
+    def mlp_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
+        return self._base(model).h[layer].mlp.c_proj.weight  # Conv1D: [d_mlp, d_model]
