@@ -1,0 +1,65 @@
+"""Per-token cross-entropy of a causal LM on token sequences.
+
+For a sequence x_0 .. x_{T-1} the model predicts token t+1 from x_0..x_t; the per-token loss is
+
+    CE[i, t] = -log softmax(logits[i, t])[x_{i, t+1}]        t = 0 .. T-2   (natural log, nats)
+
+so each sequence of T tokens gives T-1 losses: the first token has no prediction, and `losses[:, t]`
+belongs to the token at position t+1. EOT handling: none. A token after an EOT (<|endoftext|>) is
+predicted like any other token from the whole preceding context, EOT included, and an EOT target is
+scored like any other target; nothing is masked (as in the paper's evaluation on fixed-length packed
+sequences).
+
+The evaluation is batched, runs `model.eval()` (no dropout), under bf16 autocast on CUDA and in fp32 on
+CPU (`precision`), with logits upcast to fp32 for the log-softmax. Losses accumulate in a device tensor
+and come to the host once at the end: no host-device synchronisation per batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision
+
+
+def token_ce_from_logits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """CE of next-token predictions: logits [batch, pos, vocab], x [batch, pos] -> [batch, pos - 1] fp32."""
+    b, t, v = logits.shape
+    pred = logits[:, :-1].reshape(-1, v).float()  # [batch * (pos - 1), vocab]
+    return F.cross_entropy(pred, x[:, 1:].reshape(-1), reduction="none").view(b, t - 1)
+
+
+def ce_and_entropy_from_logits(logits: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE, H) per predicting position, each [batch, pos - 1] fp32.
+
+    H[i, t] = -sum_v p_v log p_v with p = softmax(logits[i, t]): the entropy (nats) of the output
+    distribution at the same positions whose CE is scored.
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [batch, pos - 1, vocab]
+    ce = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # [batch, pos - 1]
+    ent = -(logp.exp() * logp).sum(-1)  # [batch, pos - 1]
+    return ce, ent
+
+
+@torch.no_grad()
+def per_token_ce(model: nn.Module, tokens, *, batch_size: int = 8, precision: str = "auto",
+                 progress: Progress | None = None) -> torch.Tensor:
+    """Per-token CE of `model` on `tokens` [n, seq_len]: a CPU float32 tensor [n, seq_len - 1].
+
+    The model runs on its own device; `precision` is "auto" (bf16 autocast on CUDA, fp32 on CPU),
+    "fp32" or "bf16". `progress(done, total)` counts sequences.
+    """
+    tokens = as_tokens(tokens)
+    device = model_device(model)
+    prec = resolve_precision(precision, device)
+    model.eval()
+    n, seq_len = tokens.shape
+    out = torch.empty((n, seq_len - 1), dtype=torch.float32, device=device)  # [n, seq_len - 1]
+    for start, stop, x in iter_batches(tokens, batch_size, device, progress):
+        with autocast(prec, device):
+            logits = model(input_ids=x, use_cache=False).logits  # [batch, pos, vocab]
+        out[start:stop] = token_ce_from_logits(logits, x)
+        del logits
+    return out.cpu()

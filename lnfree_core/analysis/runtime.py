@@ -1,0 +1,78 @@
+"""Batching, devices, precision and progress: what every analysis loop shares.
+
+* Tokens come in as an integer array [n_sequences, seq_len] (numpy or torch, any integer dtype);
+  `iter_batches` moves one batch at a time to the model's device as int64.
+* Precision: "fp32" runs in float32; "bf16" runs under `torch.autocast(dtype=bfloat16)`; "auto" is
+  bf16 on CUDA and fp32 elsewhere (CPU autocast is slower than fp32 on most CPUs).
+* Progress: every long computation takes an optional `progress(done, total)` callback, called after
+  each batch with the number of sequences done. Calling it needs no host-device synchronisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+Progress = Callable[[int, int], None]
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """"auto"/None -> cuda if available else cpu; anything else as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> "bf16" on CUDA, "fp32" elsewhere; "fp32"/"bf16" unchanged."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context for a resolved precision ("fp32": a no-op context)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def as_tokens(tokens) -> torch.Tensor:
+    """Tokens as a CPU int64 tensor [n_sequences, seq_len] (checks the shape)."""
+    t = torch.as_tensor(np.asarray(tokens) if not isinstance(tokens, torch.Tensor) else tokens)
+    if t.dim() != 2 or t.shape[1] < 2:
+        raise ValueError(f"tokens must be [n_sequences, seq_len >= 2], got shape {tuple(t.shape)}")
+    if t.dtype.is_floating_point or t.dtype == torch.bool:
+        raise TypeError(f"tokens must be integers, got {t.dtype}")
+    return t.to("cpu", torch.int64)
+
+
+def iter_batches(tokens: torch.Tensor, batch_size: int, device: torch.device,
+                 progress: Progress | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield (start, stop, x) with x = tokens[start:stop] on `device` as int64 [batch, seq_len].
+
+    `progress(stop, n)` is called after the caller has processed each batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = tokens.shape[0]
+    pin = device.type == "cuda"
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        x = tokens[start:stop]
+        if pin:
+            x = x.pin_memory()
+        yield start, stop, x.to(device, non_blocking=pin)
+        if progress is not None:
+            progress(stop, n)
