@@ -1,0 +1,51 @@
+"""lnfree's Streamlit app: `streamlit run app.py`.
+
+Pages are listed in PAGES (section, file, title, icon); a page whose file does not exist in this
+install is left out, so analysis pages appear as soon as their files are added.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import streamlit as st  # noqa: E402
+
+from pages import _common as common  # noqa: E402
+
+# (section, page file relative to this file, title, icon)
+PAGES: list[tuple[str, str, str, str]] = [
+    (common.WORKBENCH_SECTION, "pages/home.py", "Home", ":material/home:"),
+    (common.WORKBENCH_SECTION, "pages/schedule.py", "Schedule", ":material/timeline:"),
+    (common.WORKBENCH_SECTION, "pages/train.py", "Train", ":material/model_training:"),
+    (common.WORKBENCH_SECTION, "pages/runs.py", "Runs", ":material/folder_open:"),
+    (common.ANALYSIS_SECTION, "pages/compare.py", "Compare", ":material/compare_arrows:"),
+    (common.ANALYSIS_SECTION, "pages/outliers.py", "Outliers", ":material/scatter_plot:"),
+    (common.ANALYSIS_SECTION, "pages/first_tokens.py", "First tokens", ":material/first_page:"),
+    (common.ANALYSIS_SECTION, "pages/confidence_neurons.py", "Confidence neurons", ":material/neurology:"),
+    (common.ANALYSIS_SECTION, "pages/dla.py", "DLA", ":material/stacked_bar_chart:"),
+    (common.ANALYSIS_SECTION, "pages/publish.py", "Publish", ":material/publish:"),
+]
+
+
+def build_navigation() -> dict[str, list]:
+    sections: dict[str, list] = {}
+    registered = {}
+    for section, path, title, icon in PAGES:
+        if not (HERE / path).is_file():
+            continue
+        page = st.Page(path, title=title, icon=icon, default=not registered)
+        registered[path] = (section, title)
+        sections.setdefault(section, []).append(page)
+    common.register_pages(registered)
+    return sections
+
+
+st.set_page_config(page_title="lnfree", page_icon=":material/science:", layout="wide")
+common.runs_root_sidebar()
+nav = st.navigation(build_navigation())
+nav.run()

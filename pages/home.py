@@ -1,0 +1,143 @@
+"""Home: what lnfree is, what is available here (Hub, models, datasets, GPUs) and the demo suite."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+import jobs
+from lnfree_core.data import list_datasets
+from lnfree_core.presets import HUB_IDS, preset
+from lnfree_core.ui_data import DEMO_BUILD, demo_suite_state, format_duration, python_command
+from pages import _common as common
+
+
+def cached_on_disk(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:
+        return False
+
+
+def models_frame(hub: bool, runs: list) -> pd.DataFrame:
+    rows = []
+    for name, hub_id in HUB_IDS.items():
+        s = preset(name)
+        where = "Hub" if hub else ("local Hub cache" if cached_on_disk(hub_id) else "not available (offline)")
+        rows.append({"model": hub_id, "kind": "Hub", "layers": s.n_layers,
+                     "paper schedule": f"{s.hparams.max_steps} steps", "available from": where})
+    for st_ in runs:
+        if st_.state == "finished":
+            rows.append({"model": st_.name, "kind": "finished run", "layers": common.model_layers(st_.run_dir),
+                         "paper schedule": "", "available from": st_.run_dir})
+    return pd.DataFrame(rows)
+
+
+def datasets_frame(hub: bool) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"dataset": s.name, "Hub id": s.hub_id, "what": s.description, "size": s.size,
+         "available": "yes (streamed)" if hub else "no (Hub not reachable)"}
+        for s in list_datasets()
+    ])
+
+
+@st.fragment
+def demo_section() -> None:
+    state = demo_suite_state()
+    if not state["available"]:
+        st.info("Demo suite not available in this install.", icon=":material/info:")
+        if state["error"]:
+            st.caption(f"(importing it failed: {state['error']})")
+        return
+    if state["error"]:
+        st.warning(f"Could not read the demo suite's state: {state['error']}")
+    elif state["status"] is not None:
+        status = state["status"]
+        if isinstance(status, (dict, list)):
+            st.json(status, expanded=1)
+        elif hasattr(status, "to_dict"):
+            st.json(status.to_dict(), expanded=1)
+        else:
+            st.write(status)
+    st.caption("The demo suite is a small offline set of models and data (built locally, no Hub needed): "
+               "`python -m lnfree_core demo build`.")
+    if DEMO_BUILD.running:
+        build_progress()
+        return
+    if st.button("Build the demo suite", icon=":material/construction:", key="home_demo_build"):
+        try:
+            DEMO_BUILD.start(python_command("demo", "build"))
+        except (RuntimeError, OSError) as e:
+            common.show_error(e, "Could not start the build: ")
+        st.rerun(scope="fragment")
+    rc = DEMO_BUILD.returncode
+    if rc is not None:
+        (st.success if rc == 0 else st.error)(
+            "Last build finished." if rc == 0 else f"Last build failed (exit code {rc}); see its log below.")
+        with st.expander("Build log"):
+            st.code(DEMO_BUILD.tail(60) or "(empty)", language=None)
+
+
+@st.fragment(run_every=1.0)
+def build_progress() -> None:
+    if not DEMO_BUILD.running:
+        st.rerun()  # the build ended: redraw the section without the timer
+    frac = DEMO_BUILD.progress()
+    elapsed = format_duration(time.time() - (DEMO_BUILD.started or time.time()))
+    if frac is None:
+        st.progress(0.0, text=f"Building the demo suite ({elapsed} so far)...")
+    else:
+        st.progress(frac, text=f"Building the demo suite: {frac:.0%} ({elapsed} so far)")
+    st.code(DEMO_BUILD.tail(12) or "starting...", language=None)
+
+
+st.title("lnfree")
+st.markdown(
+    "**Remove LayerNorm from GPT-2 by fine-tuning.** Each LayerNorm block is replaced by a *FakeLN* block "
+    "that divides by a fixed scalar, the average standard deviation $\\bar\\sigma_{avg}$ tracked during "
+    "fine-tuning, instead of each token's own standard deviation. Blocks are removed one at a time "
+    "(first every LN_MLP, then LN_qk, LN_v and finally LN_f), with a few fine-tuning steps between removals so "
+    "the loss recovers (Baroni et al. 2025, section 3 and appendix B). A *vanilla* run with the same data and "
+    "learning-rate schedule but no removal is the control. The result is a GPT-2 with no LayerNorm "
+    "non-linearity at inference, exported as a stock Hugging Face model."
+)
+st.markdown(
+    "1. **Schedule**: pick the paper's schedule for a model size, or fit one to any model, and adjust it.\n"
+    "2. **Train**: fine-tune with LN removal (and the vanilla control) on CPU or GPUs, watching loss and sigma live.\n"
+    "3. **Runs**: every run with its status; resume, cancel, delete, compare."
+)
+links = st.columns(3)
+for col, (path, label, icon) in zip(links, [("pages/schedule.py", "Design a schedule", ":material/timeline:"),
+                                            ("pages/train.py", "Train a model", ":material/model_training:"),
+                                            ("pages/runs.py", "See the runs", ":material/folder_open:")]):
+    with col:
+        common.page_link(path, label=label, icon=icon)
+
+st.header("This machine")
+with st.spinner("Checking the Hugging Face Hub..."):
+    hub = common.hub_reachable()
+root = common.runs_root()
+runs = jobs.list_runs(root)
+gpus = common.gpu_count()
+c = st.columns(3)
+c[0].metric("Hugging Face Hub", "reachable" if hub else "not reachable")
+c[1].metric("GPUs", gpus if gpus else "none (CPU)")
+c[2].metric("Runs", len(runs), help=str(root))
+if not hub:
+    st.warning("The Hub is not reachable (or HF_HUB_OFFLINE is set): Hub models and datasets work only from the "
+               "local cache. Use local folders, or build the demo suite below.", icon=":material/cloud_off:")
+
+st.subheader("Models")
+st.dataframe(models_frame(hub, runs), hide_index=True, width="stretch")
+st.caption("Any local Hugging Face GPT-2 folder (config.json + safetensors) and any run's checkpoint can be "
+           "used too; pick them on the Train page.")
+st.subheader("Datasets")
+st.dataframe(datasets_frame(hub), hide_index=True, width="stretch")
+st.caption("Local data: a .parquet/.jsonl/.txt file or a folder of them, with `input_ids` (token ids) or `text` rows.")
+
+st.header("Demo suite")
+demo_section()

@@ -1,0 +1,264 @@
+"""Train: launch LN-removal / vanilla runs (or a pair) through jobs/, and watch them live."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+import jobs
+from lnfree_core.config import ConfigError
+from lnfree_core.presets import HUB_IDS, preset, preset_names
+from lnfree_core.schedule import Schedule, ScheduleError
+from lnfree_core.ui_data import (
+    MODE_CHOICES,
+    MetricsCache,
+    device_choices,
+    downsample,
+    eta_seconds,
+    launch_plan,
+    metric_long,
+    notable_events,
+    partner_run,
+    progress_text,
+    removal_frame,
+    schedule_from_text,
+    schedule_summary,
+    sigma_frame,
+    step_frame,
+    tail_lines,
+)
+from pages import _common as common
+
+REFRESH_S = 2.0
+SCHED_SOURCES = {"preset": "a preset", "auto": "auto (fit to the model)", "designed": "the one designed on the "
+                 "Schedule page", "file": "a schedule file"}
+OVERRIDES = {"max_steps": "max steps", "micro_batch_size": "batch size (micro)", "grad_accum_steps": "grad accum",
+             "seq_len": "sequence length"}
+CHARTS = [("loss", "main loss"), ("aux_loss", "aux loss"), ("lr", "learning rate"), ("grad_norm", "gradient norm"),
+          ("tokens_per_s", "tokens / s")]
+LOG_METRICS = {"loss", "aux_loss", "grad_norm"}
+
+
+# ---------------------------------------------------------------------------------------- launch form
+def schedule_choice(model: str | None) -> str | dict | None:
+    """The schedule to train with: a preset name, 'auto', or a schedule dict (designed or from a file)."""
+    common.seed("train.sched_src", "preset")
+    src = st.radio("Schedule", list(SCHED_SOURCES), key="train.sched_src", **common.PERSIST, format_func=SCHED_SOURCES.get,
+                   horizontal=True)
+    if src == "preset":
+        guess = next((n for n, h in HUB_IDS.items() if model in (n, h)), "gpt2")
+        common.seed("train.preset", guess)
+        return st.selectbox("Preset", preset_names(), key="train.preset", **common.PERSIST)
+    if src == "auto":
+        st.caption("Fits the paper's proportions to the model's layer count and the max steps below (300 if empty).")
+        return "auto"
+    if src == "designed":
+        d = st.session_state.get("designed_schedule")
+        if not d:
+            st.info("No schedule designed yet.")
+            common.page_link("pages/schedule.py", label="Design one", icon=":material/timeline:")
+            return None
+        st.caption(schedule_summary(Schedule.from_dict(d)))
+        return d
+    up = st.file_uploader("Schedule file", type=["yaml", "yml", "json"], key="train_sched_upload")
+    if up is None:
+        return None
+    try:
+        s = schedule_from_text(up.getvalue(), up.name).validate()
+    except ScheduleError as e:
+        common.show_error(e, f"{up.name}: ")
+        return None
+    st.caption(schedule_summary(s))
+    return s.to_dict()
+
+
+def layer_mismatch(model: str | None, schedule: str | dict | None, mode: str) -> str | None:
+    if not model or schedule in (None, "auto") or mode == "vanilla":
+        return None
+    n_model = common.model_layers(model)
+    try:
+        n_sched = Schedule.from_dict(schedule).n_layers if isinstance(schedule, dict) else preset(schedule).n_layers
+    except ScheduleError:
+        return None
+    if n_model is not None and n_model != n_sched:
+        return (f"The schedule is for {n_sched} layers but the model has {n_model}: choose the preset for that "
+                "size, `auto`, or a schedule designed for it.")
+    return None
+
+
+def launch_form(root: Path) -> None:
+    common.seed("train.name", time.strftime("run-%Y%m%d-%H%M%S"))
+    st.text_input("Run name", key="train.name", **common.PERSIST, help="Letters, digits, '-', '_' and '.'; a pair adds -lnfree / -vanilla.")
+    c1, c2 = st.columns(2)
+    with c1:
+        model = common.model_picker("train.model", root=root)
+    with c2:
+        dataset = common.dataset_picker("train.data")
+    schedule = schedule_choice(model)
+    c1, c2 = st.columns(2)
+    common.seed("train.mode", "ln-free")
+    mode = c1.radio("Mode", list(MODE_CHOICES), key="train.mode", **common.PERSIST, format_func=MODE_CHOICES.get, horizontal=True,
+                    help="A pair launches <name>-lnfree and <name>-vanilla with the same data order and schedule.")
+    devices = device_choices(common.gpu_count())
+    labels = [d.label for d in devices]
+    if st.session_state.get("train.device") not in labels:
+        st.session_state["train.device"] = labels[1] if len(labels) > 1 else labels[0]
+    label = c2.selectbox("Device", labels, key="train.device", **common.PERSIST)
+    device = devices[labels.index(label)]
+    st.markdown("**Overrides** (empty: the schedule's value)")
+    cols = st.columns(len(OVERRIDES) + 1)
+    overrides = {k: cols[i].number_input(lbl, min_value=1, value=None, step=1, key=f"train.ov.{k}", **common.PERSIST)
+                 for i, (k, lbl) in enumerate(OVERRIDES.items())}
+    common.seed("train.save_every", 50)
+    save_every = cols[-1].number_input("checkpoint every", min_value=1, step=10, key="train.save_every", **common.PERSIST)
+    mismatch = layer_mismatch(model, schedule, mode)
+    if mismatch:
+        st.error(mismatch)
+    go = st.button("Launch", type="primary", icon=":material/rocket_launch:", key="train_launch",
+                   disabled=bool(mismatch) or model is None or dataset is None or schedule is None)
+    if not go:
+        return
+    name = st.session_state["train.name"].strip()
+    try:
+        jobs.validate_name(name)
+        plan = launch_plan(root, name, model=model, dataset=dataset, schedule=schedule,
+                           mode=mode, device=device.device,
+                           overrides={k: int(v) if v is not None else None for k, v in overrides.items()},
+                           save_every=int(save_every))
+        for run_name, _ in plan:
+            if (root / run_name).exists():
+                raise jobs.RunExistsError(f"run {run_name!r} already exists under {root}; choose another name")
+        started = []
+        for run_name, cfg in plan:
+            jobs.start_run(root, run_name, cfg, nproc=device.nproc)
+            started.append(run_name)
+    except (jobs.JobError, ConfigError, ScheduleError, ValueError, OSError) as e:
+        common.show_error(e, "Not launched: ")
+        return
+    st.session_state["train.watch"] = started[0]
+    st.session_state["train.name"] = time.strftime("run-%Y%m%d-%H%M%S")
+    st.toast(f"Launched {', '.join(started)}", icon=":material/rocket_launch:")
+    st.rerun()
+
+
+# ---------------------------------------------------------------------------------------- live view
+def metrics_cache(run_dir: Path) -> MetricsCache:
+    caches = st.session_state.setdefault("_train.metrics", {})
+    key = str(run_dir)
+    if key not in caches:
+        caches[key] = MetricsCache(key)
+    return caches[key]
+
+
+def run_controls(status) -> None:
+    """Cancel / resume buttons for one run (cancelling runs in a worker thread: it can take a while)."""
+    key = f"cancel.{status.name}"
+    fut = common.background_future(key)
+    if fut is not None and not fut.done():
+        st.info(f"Cancelling {status.name}...", icon=":material/hourglass_top:")
+        return
+    if fut is not None and fut.done():
+        common.clear_background(key)
+        if fut.exception() is not None:
+            common.show_error(fut.exception(), f"Cancelling {status.name} failed: ")
+    if status.alive:
+        if st.button(f"Cancel {status.name}", icon=":material/stop_circle:", key=f"train_cancel_{status.name}"):
+            common.run_in_background(key, jobs.cancel_run, status.run_dir)
+            st.rerun(scope="fragment")
+    elif status.state in ("failed", "cancelled"):
+        if st.button(f"Resume {status.name}", icon=":material/play_circle:", key=f"train_resume_{status.name}"):
+            try:
+                jobs.resume_run(status.run_dir)
+            except jobs.JobError as e:
+                common.show_error(e)
+            else:
+                st.rerun()
+
+
+def live_view(root: Path, names: list[str], log: bool, was_active: bool) -> None:
+    statuses = {n: jobs.run_status(root / n) for n in names}
+    if was_active and not any(s.active for s in statuses.values()):
+        st.rerun()  # everything stopped: redraw the page once without the refresh timer
+    rows = {n: metrics_cache(root / n).update() for n in names}
+    steps = {n: step_frame(r) for n, r in rows.items()}
+    removals = next((f for f in (removal_frame(r) for r in rows.values()) if not f.empty), None)
+
+    for n, s in statuses.items():
+        eta = eta_seconds(steps[n], s.step, s.max_steps)
+        frac, text = progress_text(s.step, s.max_steps, eta, s.state)
+        st.progress(frac, text=f"**{n}**: {text}")
+        if s.state == "failed":
+            st.error(f"{n} failed: {s.reason}")
+        elif s.state == "cancelled":
+            st.warning(f"{n} was cancelled: {s.reason or ''}")
+        elif s.state == "finished" and s.reason:
+            st.info(f"{n}: {s.reason}")
+    cols = st.columns(max(1, len(names)))
+    for col, n in zip(cols, names):
+        with col:
+            run_controls(statuses[n])
+
+    main = names[0]
+    last = steps[main].iloc[-1] if not steps[main].empty else None
+    c = st.columns(4)
+    c[0].metric("main loss", f"{last['loss']:.4f}" if last is not None else "-")
+    c[1].metric("aux loss", f"{last['aux_loss']:.3g}" if last is not None and last["aux_loss"] == last["aux_loss"] else "-")
+    c[2].metric("tokens / s", f"{last['tokens_per_s']:,.0f}" if last is not None else "-")
+    c[3].metric("LN blocks removed", 0 if removals is None else len(removals))
+
+    long = metric_long(steps)
+    if long.empty:
+        st.info("No optimizer step logged yet (the job is starting: loading the model and data).")
+    else:
+        grid = st.columns(2)
+        for i, (metric, title) in enumerate(CHARTS):
+            part = downsample(long[long["metric"] == metric], by=["run"])
+            if part.empty:
+                continue
+            with grid[i % 2]:
+                st.altair_chart(common.metric_chart(part, title=title, log=log and metric in LOG_METRICS,
+                                                    events=removals), width="stretch")
+        sig = next((f for f in (sigma_frame(r) for r in rows.values()) if not f.empty), None)
+        if sig is not None:
+            with grid[len(CHARTS) % 2]:
+                st.altair_chart(common.sigma_chart(downsample(sig, y="sigma", by=["block"], max_points=4000),
+                                                   log=log, events=removals), width="stretch")
+    for n in names:
+        notes = notable_events(rows[n])
+        if not notes.empty:
+            with st.expander(f"Events of {n} ({len(notes)})"):
+                st.dataframe(notes, hide_index=True, width="stretch")
+    for n in names:
+        with st.expander(f"Log of {n} (train.log, last lines)"):
+            st.code(tail_lines(root / n / "train.log", 40) or "(empty)", language=None)
+
+
+# ---------------------------------------------------------------------------------------- page
+st.title("Train")
+root = common.runs_root()
+q_run = st.query_params.get("run")
+if q_run and (root / q_run).is_dir() and st.session_state.get("_train.q_run") != q_run:
+    st.session_state["train.watch"] = q_run
+    st.session_state["_train.q_run"] = q_run
+
+with st.expander("Launch a run", expanded=not jobs.list_runs(root) or "train.watch" not in st.session_state):
+    launch_form(root)
+
+st.header("Live view")
+c1, c2, c3 = st.columns([3, 2, 1])
+with c1:
+    name = common.run_picker("train.watch", label="Run", root=root)
+names = [name] if name else []
+partner = partner_run(name) if name else None
+if partner and (root / partner).is_dir():
+    common.seed("train.overlay", True)
+    if c2.checkbox(f"show the paired run {partner} on the same axes", key="train.overlay", **common.PERSIST):
+        names.append(partner)
+log = c3.toggle("log scale", key="train.log", **common.PERSIST)
+if names:
+    active = any(jobs.run_status(root / n).active for n in names)
+    st.fragment(live_view, run_every=REFRESH_S if active else None)(root, names, log, active)
+else:
+    st.info("Launch a run above; it will show here.")

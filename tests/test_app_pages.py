@@ -1,0 +1,277 @@
+"""The app's pages render under streamlit.testing.v1.AppTest and show what they should."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def load_support():
+    spec = importlib.util.spec_from_file_location("test_app_support", Path(__file__).with_name("test_app_support.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+S = load_support()
+PAGES = ["pages/home.py", "pages/schedule.py", "pages/train.py", "pages/runs.py"]
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "runs"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_no_runs(root, page):
+    at = S.open_page(S.new_app(root), page)
+    assert at.title, f"{page} has no title"
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_runs(root, page):
+    S.write_fake_run(root, "a-lnfree")
+    S.write_fake_run(root, "a-vanilla", mode="vanilla")
+    S.write_fake_run(root, "broken", state="failed", steps=4, reason="loss became NaN at step 5")
+    at = S.open_page(S.new_app(root), page)
+    assert at.title
+
+
+def test_sidebar_runs_root_is_shown_and_changeable(root, tmp_path):
+    other = tmp_path / "elsewhere"
+    S.write_fake_run(other, "only-here")
+    at = S.new_app(root)
+    del at.session_state["runs_root"]
+    at.run()
+    box = at.sidebar.text_input(key="runs_root")
+    assert box.value == "runs"  # ./runs by default
+    assert str(Path("runs").resolve()) in " ".join(c.value for c in at.sidebar.caption)
+    # AppTest drops the sidebar of st.navigation apps after the first run, so set the widget's state
+    # directly (what typing into it does), then check a fresh session's sidebar and the Runs page.
+    at.session_state["runs_root"] = str(other)
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["name"]) == ["only-here"]
+    fresh = S.new_app(other)
+    fresh.run()
+    assert fresh.sidebar.text_input(key="runs_root").value == str(other)
+    assert str(other) in " ".join(c.value for c in fresh.sidebar.caption)
+
+
+def test_home_reports_offline_hub_and_missing_demo_suite(root):
+    at = S.open_page(S.new_app(root), "pages/home.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Hugging Face Hub"] == "not reachable"
+    datasets = at.dataframe[1].value
+    assert {"owt", "pile", "pile-filtered"} <= set(datasets["dataset"])
+    models = at.dataframe[0].value
+    assert "openai-community/gpt2" in set(models["model"])
+    if importlib.util.find_spec("lnfree_core.demo") is None:
+        assert any("demo suite not available" in i.value.lower() for i in at.info)
+
+
+# ---------------------------------------------------------------------------------------- Schedule page
+def schedule_chart(at):
+    (chart,) = [c for c in S.charts(at) if "removal events" in S.chart_title(c)]
+    return chart
+
+
+@pytest.mark.parametrize("name, expected", [("gpt2", 12 * 3 + 1), ("gpt2-medium", 24 * 3 + 1),
+                                            ("gpt2-xl", 48 * 3 + 1)])
+def test_schedule_chart_has_one_rule_per_removal_event(root, name, expected):
+    at = S.open_page(S.new_app(root), "pages/schedule.py")
+    at.selectbox(key="sched.preset").set_value(name).run()
+    assert not at.exception
+    chart = schedule_chart(at)
+    (rules,) = S.layer_rows(chart, "rule")
+    assert len(rules) == expected
+    from lnfree_core.presets import preset
+
+    assert sorted(rules["step"]) == sorted(e.step for e in preset(name).events())
+    assert set(rules["group"]) == {"LN_MLP", "LN_qk", "LN_v", "LN_f"}
+    spec = S.chart_spec(chart)
+    rule_layer = [leaf for leaf in S.layers(spec) if leaf["mark"]["type"] == "rule"][0]
+    assert rule_layer["encoding"]["color"]["field"] == "group"
+    (lr,) = S.layer_rows(chart, "line")
+    assert lr["step"].max() == preset(name).hparams.max_steps
+    assert st_session(at)["designed_schedule"]["name"] == name
+
+
+def st_session(at):
+    return {k: at.session_state[k] for k in at.session_state}
+
+
+def test_schedule_auto_fit_and_edits_move_the_rules(root):
+    at = S.open_page(S.new_app(root), "pages/schedule.py")
+    at.radio(key="sched.source").set_value("auto").run()
+    at.number_input(key="sched.auto_layers").set_value(4).run()
+    at.number_input(key="sched.auto_steps").set_value(100).run()
+    (rules,) = S.layer_rows(schedule_chart(at), "rule")
+    assert len(rules) == 4 * 3 + 1
+    # edit: LN_f later
+    at.number_input(key="sched.e.start.f").set_value(90).run()
+    (rules,) = S.layer_rows(schedule_chart(at), "rule")
+    assert rules[rules["group"] == "LN_f"]["step"].tolist() == [90]
+    assert at.session_state["designed_schedule"]["starts"]["f"] == 90
+
+
+def test_schedule_validation_error_inline(root):
+    at = S.open_page(S.new_app(root), "pages/schedule.py")
+    at.number_input(key="sched.e.start.qk").set_value(21).run()  # LN_MLP runs to step 42
+    errors = [e.value for e in at.error]
+    assert any("groups overlap" in e for e in errors), errors
+    assert not at.download_button  # nothing to save while invalid
+    at.number_input(key="sched.e.max_steps").set_value(100).run()
+    assert any("groups overlap" in e for e in (e.value for e in at.error))
+    at.number_input(key="sched.e.start.qk").set_value(44).run()
+    errors = [e.value for e in at.error]
+    assert any("max_steps" in e for e in errors), errors  # events now run past step 100
+
+
+def test_schedule_download_and_upload_round_trip(root):
+    at = S.open_page(S.new_app(root), "pages/schedule.py")
+    at.selectbox(key="sched.preset").set_value("gpt2-large").run()
+    at.number_input(key="sched.e.gap.v").set_value(5).run()
+    at.text_input(key="sched.e.name").set_value("my-large").run()
+    buttons = {b.label: b for b in at.download_button}
+    assert set(buttons) == {"Download YAML", "Download JSON"}
+    yaml_text = at.session_state["designed_schedule"]
+    assert yaml_text["gaps"]["v"] == 5
+
+    from lnfree_core.schedule import Schedule
+    from lnfree_core.ui_data import schedule_to_text
+
+    text = schedule_to_text(Schedule.from_dict(at.session_state["designed_schedule"]), "yaml")
+    at2 = S.open_page(S.new_app(root), "pages/schedule.py")
+    at2.radio(key="sched.source").set_value("file").run()
+    at2.file_uploader[0].set_value(("my-large.yaml", text.encode(), "application/x-yaml")).run()
+    assert not at2.exception
+    assert at2.text_input(key="sched.e.name").value == "my-large"
+    assert at2.number_input(key="sched.e.gap.v").value == 5
+    (rules,) = S.layer_rows(schedule_chart(at2), "rule")
+    assert len(rules) == 36 * 3 + 1
+
+
+def test_schedule_upload_of_a_bad_file_shows_the_error(root):
+    at = S.open_page(S.new_app(root), "pages/schedule.py")
+    at.radio(key="sched.source").set_value("file").run()
+    at.file_uploader[0].set_value(("bad.json", json.dumps({"n_layers": 2}).encode(), "application/json")).run()
+    assert not at.exception
+    assert any("starts" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_schedule_edits_survive_a_page_change(root):
+    at = S.open_page(S.new_app(root), "pages/schedule.py")
+    at.number_input(key="sched.e.gap.mlp").set_value(1).run()
+    at.switch_page("pages/train.py").run()
+    at.switch_page("pages/schedule.py").run()
+    assert at.number_input(key="sched.e.gap.mlp").value == 1
+    assert at.session_state["designed_schedule"]["gaps"]["mlp"] == 1
+
+
+# ---------------------------------------------------------------------------------------- Train page
+def test_train_page_uses_the_designed_schedule(root):
+    at = S.open_page(S.new_app(root), "pages/schedule.py")
+    at.selectbox(key="sched.preset").set_value("gpt2-medium").run()
+    at.switch_page("pages/train.py").run()
+    at.radio(key="train.sched_src").set_value("designed").run()
+    assert not at.exception
+    assert any("gpt2-medium: 24 layers" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_train_page_refuses_a_schedule_for_another_layer_count(root, tmp_path):
+    from transformers import GPT2Config
+
+    folder = tmp_path / "m"
+    GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100).save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"")
+    at = S.open_page(S.new_app(root), "pages/train.py")
+    at.radio(key="train.model.kind").set_value("folder").run()
+    at.text_input(key="train.model.folder").set_value(str(folder)).run()
+    assert any("2 layers" in c.value for c in at.caption)
+    errors = [e.value for e in at.error]
+    assert any("schedule is for 12 layers but the model has 2" in e for e in errors), errors
+    assert at.button(key="train_launch").disabled
+    at.radio(key="train.sched_src").set_value("auto").run()
+    assert not at.error
+
+
+def test_train_page_shows_a_pair_with_removal_rules_and_sigma(root):
+    S.write_fake_run(root, "p-lnfree", steps=10)
+    S.write_fake_run(root, "p-vanilla", steps=10, mode="vanilla")
+    at = S.new_app(root)
+    at.query_params["run"] = "p-lnfree"
+    S.open_page(at, "pages/train.py")
+    assert at.selectbox(key="train.watch").value == "p-lnfree"
+    assert at.checkbox(key="train.overlay").value
+    by_title = {S.chart_title(c): c for c in S.charts(at)}
+    loss = by_title["main loss"]
+    (lines,) = S.layer_rows(loss, "line")
+    assert set(lines["run"]) == {"p-lnfree", "p-vanilla"}
+    assert sorted(lines[lines["run"] == "p-vanilla"]["step"]) == list(range(1, 11))
+    (rules,) = S.layer_rows(loss, "rule")
+    assert sorted(rules["step"]) == [3, 5]
+    sigma = [c for t, c in by_title.items() if t.startswith("sigma")][0]
+    (sig,) = S.layer_rows(sigma, "line")
+    assert set(sig["block"]) == {"mlp.0", "qk.0", "v.0", "f"}
+    assert any("finished: step 10 of 10" in p.proto.text for p in at.get("progress"))
+    # log scale on, and the overlay off
+    at.toggle(key="train.log").set_value(True).run()
+    at.checkbox(key="train.overlay").set_value(False).run()
+    loss = {S.chart_title(c): c for c in S.charts(at)}["main loss"]
+    assert S.chart_spec(loss)["layer"][1]["encoding"]["y"]["scale"]["type"] == "log"
+    (lines,) = S.layer_rows(loss, "line")
+    assert set(lines["run"]) == {"p-lnfree"}
+
+
+def test_train_page_offers_resume_for_a_failed_run(root):
+    S.write_fake_run(root, "broken", state="failed", steps=4, reason="loss became NaN at step 5")
+    at = S.new_app(root)
+    at.query_params["run"] = "broken"
+    S.open_page(at, "pages/train.py")
+    assert any("loss became NaN" in e.value for e in at.error)
+    assert at.button(key="train_resume_broken")
+    assert "last line of the log" in " ".join(c.value for c in at.code)
+
+
+# ---------------------------------------------------------------------------------------- Runs page
+def test_runs_page_lists_runs_with_status_progress_and_loss(root):
+    S.write_fake_run(root, "done", steps=10, max_steps=10)
+    S.write_fake_run(root, "half", state="cancelled", steps=5, max_steps=10, reason="cancelled by SIGTERM")
+    at = S.open_page(S.new_app(root), "pages/runs.py")
+    table = at.dataframe[0].value.set_index("name")
+    assert table.loc["done", "state"] == "finished"
+    assert table.loc["half", "state"] == "cancelled"
+    assert table.loc["half", "progress"] == pytest.approx(0.5)
+    assert table.loc["done", "loss"] == pytest.approx(5.0 - 0.1 * 10)
+    at.multiselect(key="runs.selected").set_value(["done", "half"]).run()
+    assert not at.exception
+    assert at.session_state["selected_runs"] == ["done", "half"]
+    links = [link.proto.page for link in at.get("page_link")]
+    assert any(p.endswith("train") or "train" in p for p in links), links
+    registered = at.session_state["_lnfree_pages"]
+    for link in at.get("page_link"):
+        assert any(link.proto.page.rstrip("/").split("/")[-1] in path.replace(".py", "") for path in registered) \
+            or link.proto.page in ("", "/"), link.proto.page
+    assert at.button(key="runs_resume_half")
+    assert at.button(key="runs_delete_done")
+    at.button(key="runs_delete_done").click().run()
+    assert not (root / "done").exists()
+    assert list(at.dataframe[0].value["name"]) == ["half"]
+
+
+def test_runs_page_links_to_analysis_pages_only_when_registered(root, monkeypatch):
+    S.write_fake_run(root, "x")
+    at = S.open_page(S.new_app(root), "pages/runs.py")
+    at.multiselect(key="runs.selected").set_value(["x"]).run()
+    registered = at.session_state["_lnfree_pages"]
+    analysis = [p for p, (sec, _) in registered.items() if sec == "Analyse"]
+    labels = [link.proto.label for link in at.get("page_link")]
+    assert len([lb for lb in labels if lb.endswith("(1)")]) == len(analysis)
+    if not analysis:
+        assert any("not installed yet" in c.value for c in at.caption)
