@@ -34,38 +34,32 @@ import torch
 from torch import nn
 
 
-class _FakeLNFunction(torch.autograd.Function):
-    """y = (x - mu) * r * gamma + beta with r = 1/sigma_{b,s} (live) or 1/sigma_bar (removed).
+class _RemovedLNFunction(torch.autograd.Function):
+    """FakeLN with a frozen scalar: y = (x - mu) * (gamma / sigma_bar) + beta (eq. 2), affine in x.
 
-    A fused-LayerNorm-like autograd function: it saves only x, mu and r (two [.., 1] tensors), as
-    `torch.nn.functional.layer_norm` does, instead of the 2-3 full-size intermediates that the
-    same formula written with tensor ops would keep alive for backward.
-
-    Backward, with g = dL/dy * gamma and x_hat = (x - mu) * r, means over the model dimension:
-        live:    dL/dx = r * (g - mean(g) - x_hat * mean(g * x_hat))      (r depends on x)
-        removed: dL/dx = r * (g - mean(g))                                (r is a constant)
-        dL/dgamma = sum_{b,s} dL/dy * x_hat,    dL/dbeta = sum_{b,s} dL/dy
+    Written as an autograd function so that it saves only x and mu for backward, as the fused
+    LayerNorm kernel does (the same formula in tensor ops would keep the full-size x - mu alive).
+    With g = dL/dy * gamma / sigma_bar and means over the model dimension:
+        dL/dx = g - mean(g)          dL/dgamma = sum_{b,s} dL/dy * (x - mu) / sigma_bar
+        dL/dbeta = sum_{b,s} dL/dy   (sigma_bar is frozen: no gradient)
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, r, live):  # x: [..., d_model], r: [..., 1], live: 0-dim float
+    def forward(ctx, x, weight, bias, sigma):  # x: [..., d_model], sigma: 0-dim
         mu = x.mean(dim=-1, keepdim=True)  # [..., 1]
-        y = (x - mu) * r * weight + bias  # [..., d_model]
-        ctx.save_for_backward(x, mu, r, weight, live)
-        return y
+        scale = weight / sigma  # [d_model]
+        ctx.save_for_backward(x, mu, scale, sigma)
+        return torch.addcmul(bias, x - mu, scale)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, mu, r, weight, live = ctx.saved_tensors
-        x_hat = (x - mu) * r  # [..., d_model]
-        g = grad_y * weight  # [..., d_model]
-        g_mean = g.mean(dim=-1, keepdim=True)
-        gx_mean = (g * x_hat).mean(dim=-1, keepdim=True)
-        grad_x = r * (g - g_mean - live * x_hat * gx_mean)
+        x, mu, scale, sigma = ctx.saved_tensors
+        g = grad_y * scale
+        grad_x = g - g.mean(dim=-1, keepdim=True)
         reduce_dims = tuple(range(grad_y.dim() - 1))
-        grad_w = (grad_y * x_hat).sum(dim=reduce_dims) if ctx.needs_input_grad[1] else None
+        grad_w = ((grad_y * (x - mu)).sum(dim=reduce_dims) / sigma) if ctx.needs_input_grad[1] else None
         grad_b = grad_y.sum(dim=reduce_dims) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None
 
 
 def per_token_std(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -114,22 +108,17 @@ class FakeLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [batch, pos, d_model]
         out_dtype = x.dtype
         x32 = x.float()
-        need_std = self.capture_std or not self._removed_py
-        std = per_token_std(x32, self.eps) if need_std else None  # [batch, pos, 1]
-        if self.capture_std:
-            self.last_std = std.squeeze(-1)  # [batch, pos], differentiable
+        if self.capture_std:  # differentiable sigma_{b,s} for the auxiliary loss (LN^f only)
+            self.last_std = per_token_std(x32, self.eps).squeeze(-1)  # [batch, pos]
         if self._removed_py:
-            r = (1.0 / self.sigma).to(x32.dtype).expand(*x32.shape[:-1], 1)
-            live = torch.zeros((), dtype=x32.dtype, device=x.device)
+            y = _RemovedLNFunction.apply(x32, self.weight.float(), self.bias.float(), self.sigma)
         else:
+            # Exact LayerNorm (1); the fused kernel also returns 1 / sigma_{b,s}, so tracking is free.
+            y, _, rstd = torch.native_layer_norm(x32, (x32.shape[-1],), self.weight.float(), self.bias.float(), self.eps)
             if self.training:
-                s = std.detach()
-                self._pending = (s.sum(dtype=torch.float32), s.numel())
-            r = 1.0 / std.detach()
-            live = torch.ones((), dtype=x32.dtype, device=x.device)
-        # r enters detached: its dependence on x is part of the Function's backward formula.
-        y = _FakeLNFunction.apply(x32, self.weight.float(), self.bias.float(), r, live)
-        return y.to(out_dtype) if not torch.is_autocast_enabled() else y
+                std = 1.0 / rstd.detach()  # [batch, pos, 1]
+                self._pending = (std.sum(dtype=torch.float32), std.numel())
+        return y if torch.is_autocast_enabled() else y.to(out_dtype)
 
     # ------------------------------------------------------------------ statistics
     def commit_micro_batch(self) -> None:
