@@ -1,8 +1,8 @@
 """Cancelling and deleting runs.
 
-cancel_run sends SIGTERM to the job's process group (the trainer checkpoints and writes state
-"cancelled"), escalates to SIGKILL after a timeout, and records the cancellation itself when the
-job could not (status.json is rewritten; metrics.jsonl is never touched).
+cancel_run sends SIGTERM to the job's process group and its workers (the trainer checkpoints and
+writes state "cancelled"), escalates to SIGKILL after a timeout, and records the cancellation
+itself when the job could not (status.json is rewritten; metrics.jsonl is never touched).
 """
 
 from __future__ import annotations
@@ -16,20 +16,33 @@ from typing import Any, Callable
 
 from .errors import RunActiveError, RunNotActiveError
 from .jobfile import last_launch, load_job
-from .proc import group_alive, pid_alive, signal_group
+from .proc import group_alive, pid_alive, signal_group, token_pids
 from .runs import STATUS_FILE, atomic_write_json, read_json, run_lock
-from .status import RunStatus, run_status
+from .status import RunStatus, job_token, run_status
 
 _POLL_S = 0.05
 _KILL_WAIT_S = 10.0
 
 
 def _stopper(run_dir: Path, st: RunStatus) -> tuple[Callable[[int], bool], Callable[[], bool]]:
-    """(send(sig), running()) for the run's process group, or its bare pid for hand-started runs."""
+    """(send(sig), running()) for the run's processes: the launcher's process group plus, for
+    multi-process jobs, every process carrying the launch's token; the bare pid for hand-started runs."""
     launch = last_launch(load_job(run_dir))
     pgid = launch.get("pgid") if launch else None
+    token = job_token(launch)
     if isinstance(pgid, int) and pgid > 0:
-        return (lambda sig: signal_group(pgid, sig)), (lambda: group_alive(pgid))
+
+        def send_all(sig: int) -> bool:
+            sent = signal_group(pgid, sig)
+            for pid in token_pids(token):
+                try:
+                    os.kill(pid, sig)
+                    sent = True
+                except ProcessLookupError:
+                    pass
+            return sent
+
+        return send_all, (lambda: group_alive(pgid) or bool(token_pids(token)))
     pid = st.pid
 
     def send(sig: int) -> bool:

@@ -1,9 +1,10 @@
 """RUN_DIR/job.json: what jobs/ launched, kept as a history of launches.
 
 Top-level keys follow docs/CONTRACTS.md and describe the latest launch: command, pid, pgid, nproc,
-started, name. Extra keys: python, trainer, extra_args (to relaunch the same way on resume) and
-history, a list of launches, each {command, pid, pgid, nproc, started, resume, proc_start_ticks,
-boot_id} plus returncode once the launching process has seen the job exit.
+started, name (and token). Extra keys: python, trainer, extra_args (to relaunch the same way on resume) and
+history, a list of launches, each {command, pid, pgid, nproc, started, resume, token,
+proc_start_ticks, boot_id} plus returncode once the launching process has seen the job exit
+(token: the launch's LNFREE_JOB_TOKEN environment value, see jobs.proc.token_pids).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from .runs import JOB_FILE, atomic_write_json, read_json, run_lock
 
 _CONTRACT_KEYS = ("command", "pid", "pgid", "nproc", "started")
+_TOP_LEVEL = (*_CONTRACT_KEYS, "token")
 
 
 def load_job(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -37,7 +39,7 @@ def last_launch(job: dict[str, Any] | None) -> dict[str, Any] | None:
 def write_job(run_dir: str | os.PathLike, job: dict[str, Any]) -> None:
     """Write job.json atomically, copying the latest launch's fields to the top level."""
     latest = job["history"][-1]
-    atomic_write_json(Path(run_dir) / JOB_FILE, {**job, **{k: latest.get(k) for k in _CONTRACT_KEYS}})
+    atomic_write_json(Path(run_dir) / JOB_FILE, {**job, **{k: latest.get(k) for k in _TOP_LEVEL}})
 
 
 def record_exit(run_dir: str | os.PathLike, index: int, pid: int, returncode: int) -> None:

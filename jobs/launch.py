@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import yaml
 from .errors import JobError, NotARunError, RunActiveError, RunExistsError, RunFinishedError
 from .jobfile import load_job, record_exit, write_job
 from .metrics import ensure_trailing_newline
-from .proc import identity
+from .proc import TOKEN_ENV, identity
 from .runs import LOG_FILE, REQUEST_FILE, resolve_run_dir, run_dir_for, run_lock
 from .status import RunStatus, run_status
 
@@ -97,8 +98,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def _child_env(token: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{TOKEN_ENV: token})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
     return env
 
@@ -117,7 +118,7 @@ def _launch(run_dir: Path, job: dict[str, Any], *, resume: bool) -> RunHandle:
         run_dir, python=job["python"], trainer=job["trainer"], nproc=job["nproc"], resume=resume,
         extra_args=job["extra_args"], with_config=job.get("with_config", True),
     )
-    started = time.time()
+    started, token = time.time(), uuid.uuid4().hex
     with open(run_dir / LOG_FILE, "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
         log.write(f"=== jobs: {'resume' if resume else 'start'} at {stamp}: {' '.join(cmd)}\n".encode())
@@ -125,12 +126,12 @@ def _launch(run_dir: Path, job: dict[str, Any], *, resume: bool) -> RunHandle:
         try:
             proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=_child_env(), close_fds=True,
+                start_new_session=True, env=_child_env(token), close_fds=True,
             )
         except OSError as e:
             raise JobError(f"could not launch {cmd[0]!r}: {e}") from e
     launch = {"command": cmd, "pid": proc.pid, "pgid": proc.pid, "nproc": job["nproc"], "started": started,
-              "resume": resume, **identity(proc.pid)}
+              "resume": resume, "token": token, **identity(proc.pid)}
     history = [*job.get("history", []), launch]
     try:
         write_job(run_dir, {**job, "history": history})

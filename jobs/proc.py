@@ -1,7 +1,8 @@
 """Process liveness with identity checks, so a recycled pid is never mistaken for a job.
 
 On Linux the identity of a process is its start time (clock ticks since boot, from
-/proc/<pid>/stat) together with the boot id; both are recorded in job.json at launch. Zombies
+/proc/<pid>/stat) together with the boot id; both are recorded in job.json at launch. The
+processes of a multi-process job are found by a token in their environment (token_pids). Zombies
 count as dead. Without /proc (other systems) only `os.kill(pid, 0)` is available.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 _PROC = "/proc"
 _DEAD_STATES = ("Z", "X", "x")
+TOKEN_ENV = "LNFREE_JOB_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,32 @@ def group_alive(pgid: int) -> bool:
             if info is not None and info.pgrp == pgid and info.state not in _DEAD_STATES:
                 return True
     return False
+
+
+def token_pids(token: str | None) -> list[int]:
+    """Live (non-zombie) processes whose environment holds TOKEN_ENV=token (Linux; else []).
+
+    jobs/ gives every launch a unique token in its environment; all descendants inherit it, also
+    those that leave the job's process group (torch.distributed.run starts each worker in a
+    session of its own) or outlive the launcher. A recycled pid never carries the token.
+    """
+    if not token or not have_procfs():
+        return []
+    needle = f"{TOKEN_ENV}={token}".encode()
+    found = []
+    for entry in os.listdir(_PROC):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(os.path.join(_PROC, entry, "environ"), "rb") as f:
+                env = f.read()
+        except OSError:
+            continue  # gone, or another user's process
+        if needle in env.split(b"\0"):
+            info = proc_info(int(entry))
+            if info is not None and info.state not in _DEAD_STATES:
+                found.append(int(entry))
+    return found
 
 
 def signal_group(pgid: int, sig: int = signal.SIGTERM) -> bool:

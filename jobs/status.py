@@ -17,7 +17,7 @@ import yaml
 from .errors import NotARunError
 from .jobfile import last_launch, load_job
 from .metrics import last_step_row
-from .proc import pid_alive
+from .proc import pid_alive, token_pids
 from .runs import LOG_FILE, REQUEST_FILE, STATUS_FILE, read_json, validate_name
 
 STATES = ("queued", "running", "finished", "failed", "cancelled")
@@ -96,11 +96,22 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def job_token(launch: dict[str, Any] | None) -> str | None:
+    """The token to look a launch's workers up by: only multi-process jobs need the (slower) scan."""
+    if not launch or (_int_or_none(launch.get("nproc")) or 1) <= 1:
+        return None
+    token = launch.get("token")
+    return token if isinstance(token, str) and token else None
+
+
 def _is_alive(launch: dict[str, Any] | None, status: dict[str, Any] | None) -> tuple[bool, int | None]:
     """(alive, pid) of the job: the launch recorded by jobs/, else the pid in status.json."""
     if launch is not None:
         pid = _int_or_none(launch.get("pid"))
-        return pid_alive(pid, start_ticks=launch.get("proc_start_ticks"), boot=launch.get("boot_id")), pid
+        if pid_alive(pid, start_ticks=launch.get("proc_start_ticks"), boot=launch.get("boot_id")):
+            return True, pid
+        # Workers of a multi-process job may outlive their launcher (they run in sessions of their own).
+        return bool(job_token(launch) and token_pids(job_token(launch))), pid
     pid = _int_or_none(status.get("pid")) if status else None
     started = status.get("started") or status.get("updated") if status else None
     when = started if isinstance(started, (int, float)) else None

@@ -225,3 +225,28 @@ def test_status_of_an_earlier_launch_does_not_hide_a_resume(root, fake):
     resume_run(h3.run_dir).wait(15)
     st = run_status(h3.run_dir)
     assert st.state == "failed" and "exited before reporting" in st.reason
+
+
+def test_multi_process_job_under_torchrun(root, fake):
+    """Workers run in sessions of their own and may outlive the launcher: the token still finds them."""
+    pytest.importorskip("torch.distributed.run")
+    from jobs.proc import group_alive, token_pids
+
+    cfg = {"max_steps": 400, "step_time": 0.02, "checkpoint_every": 1000, "ignore_sigterm": True}
+    h = start_run(root, "ddp", cfg, nproc=2, trainer=fake)
+    assert h.command[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", fake[0]]
+    S.wait_steps(h.run_dir, 2, timeout=60)
+    token = json.loads((h.run_dir / "job.json").read_text())["token"]
+    worker = json.loads((h.run_dir / "status.json").read_text())["pid"]
+    assert worker != h.pid and worker in token_pids(token) and len(token_pids(token)) == 3  # launcher + 2 ranks
+    os.kill(h.pid, signal.SIGKILL)  # the launcher dies (e.g. OOM killer); its workers carry on
+    h.process.wait(5)
+    n = len(S.step_rows(h.run_dir))
+    S.wait_steps(h.run_dir, n + 2)
+    st = run_status(h.run_dir)
+    assert (st.state, st.alive, st.nproc) == ("running", True, 2)
+    with pytest.raises(RunActiveError):
+        resume_run(h.run_dir)  # two trainers must never share a run directory
+    st = cancel_run(h.run_dir, timeout=0.5)  # the workers ignore SIGTERM: SIGKILL must reach them
+    assert st.state == "cancelled" and "SIGKILL" in st.reason and not st.alive
+    assert not token_pids(token) and not group_alive(h.pgid)

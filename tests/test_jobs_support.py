@@ -39,19 +39,28 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN if cfg.get("ignore_sigterm") else l
 time.sleep(cfg.get("startup_delay", 0))
 old = json.loads((out / "status.json").read_text()) if (out / "status.json").exists() else {}
 started = old.get("started", time.time())
-metrics = open(out / "metrics.jsonl", "a")
+metrics = open(out / "metrics.jsonl", "a") if os.environ.get("RANK", "0") == "0" else None
+
+rank = int(os.environ.get("RANK", "0"))  # under torch.distributed.run only rank 0 writes
+
 
 def emit(row):
+    if rank:
+        return
     metrics.write(json.dumps({**row, "time": time.time()}) + "\n")
     metrics.flush()
 
 def status(state, step, reason=None):
+    if rank:
+        return
     tmp = out / ".status.json.tmp"
     tmp.write_text(json.dumps({"state": state, "step": step, "max_steps": max_steps, "pid": os.getpid(),
                                "reason": reason, "updated": time.time(), "started": started}))
     os.replace(tmp, out / "status.json")
 
 def checkpoint(step):
+    if rank:
+        return
     final = out / "checkpoints" / f"step_{step:08d}"
     if final.exists():
         return
