@@ -33,7 +33,7 @@ from .checkpoint import latest_checkpoint, load_optimizer, read_checkpoint_meta,
 from .config import ConfigError, TrainConfig
 from .models import load_model
 from .optim import lr_at, make_optimizer
-from .runlog import RunLog
+from .runlog import RunLog, atomic_write_json
 from .surgery import fakeln_modules, fakeln_state, make_removable, remove_block
 from .tracking import SigmaTracker
 
@@ -164,13 +164,26 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
     torch.manual_seed(cfg.seed)
-    loaded = load_model(cfg.model, device="cpu", attn_implementation=cfg.attn_implementation)
-    model = loaded.model
     from .adapters import adapter_for
 
-    adapter = adapter_for(model)
-    n_layers = adapter.n_layers(model)
-    sched = cfg.resolve_schedule(n_layers)
+    try:
+        loaded = load_model(cfg.model, device="cpu", attn_implementation=cfg.attn_implementation)
+        model = loaded.model
+        adapter = adapter_for(model)
+        n_layers = adapter.n_layers(model)
+        sched = cfg.resolve_schedule(n_layers)
+        from .data.registry import resolve_dataset
+
+        resolve_dataset(cfg.dataset)
+    except Exception as e:  # bad model / schedule / dataset: say so, in status.json too if the run dir exists
+        reason = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+        if not isinstance(e, ConfigError):
+            reason = f"cannot set up the run (model {cfg.model!r}, dataset {cfg.dataset!r}): {reason}"
+        if rank == 0 and out.is_dir():
+            atomic_write_json(out / "status.json", {"state": "failed", "step": 0, "max_steps": None,
+                                                    "pid": os.getpid(), "reason": reason, "updated": time.time(),
+                                                    "started": time.time()})
+        raise ConfigError(reason) from e
     hp = sched.hparams
     ln_free = cfg.mode == "ln-free"
     if ln_free:
@@ -215,7 +228,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    batches = _Batches(cfg, hp.seq_len, hp.micro_batch_size, rank, world, epoch, pos)
+    try:
+        batches = _Batches(cfg, hp.seq_len, hp.micro_batch_size, rank, world, epoch, pos)
+    except Exception as e:
+        reason = f"cannot read training data from {cfg.dataset!r}: {e}"
+        if log:
+            log.status("failed", done, reason)
+        raise ConfigError(reason) from e
     events = [e for e in sched.events()] if ln_free else []
     stop = {"signal": None}
 

@@ -201,3 +201,46 @@ def test_two_process_torchrun_ddp_gloo(tiny_model_dir, tiny_dataset, tmp_path):
     single = tmp_path / "single"
     train(_cfg(tiny_model_dir, tiny_dataset, single, overrides={"max_steps": 20, "micro_batch_size": 4}, save_every=10))
     assert rows[0]["loss"] == pytest.approx(_losses(single)[0], rel=1e-5)
+
+
+def test_bad_inputs_give_clear_errors_without_tracebacks(tiny_model_dir, tiny_dataset, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "lnfree_core", "train", *args], env=env, capture_output=True,
+                              text=True, timeout=120, cwd=str(tmp_path))
+
+    missing = run("--model", str(tmp_path / "nope"), "--dataset", str(tiny_dataset), "--out", str(tmp_path / "r1"))
+    assert missing.returncode == 2 and "cannot set up the run" in missing.stderr and "Traceback" not in missing.stderr
+    layers = run("--model", str(tiny_model_dir), "--dataset", str(tiny_dataset), "--schedule", "gpt2",
+                 "--out", str(tmp_path / "r2"))
+    assert layers.returncode == 2 and "12 layers but the model has 2" in layers.stderr
+    data = run("--model", str(tiny_model_dir), "--dataset", "no-such-dataset", "--schedule", "auto",
+               "--max-steps", "30", "--out", str(tmp_path / "r3"))
+    assert data.returncode == 2 and "no-such-dataset" in data.stderr and "Traceback" not in data.stderr
+    # a run directory prepared by the job runner gets the reason in status.json
+    prepared = tmp_path / "r4"
+    prepared.mkdir()
+    run("--model", str(tmp_path / "nope"), "--dataset", str(tiny_dataset), "--out", str(prepared))
+    assert json.loads((prepared / "status.json").read_text())["state"] == "failed"
+
+
+def test_weight_decay_only_on_matrices_not_on_fakeln_or_layernorm_gamma():
+    from _tiny import tiny_model
+
+    from lnfree_core.optim import param_groups
+    from lnfree_core.surgery import make_removable
+
+    for surgery in (False, True):
+        m = tiny_model()
+        if surgery:
+            make_removable(m)
+        decay, no_decay = param_groups(m, 0.01)
+        assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+        ids_no = {id(p) for p in no_decay["params"]}
+        for mod in m.modules():
+            if hasattr(mod, "eps") and hasattr(mod, "weight"):  # LayerNorm or FakeLayerNorm
+                assert id(mod.weight) in ids_no and id(mod.bias) in ids_no
+        assert all(p.dim() >= 2 for p in decay["params"])
+        n_params = len({id(p) for p in m.parameters()})
+        assert len(decay["params"]) + len(no_decay["params"]) == n_params  # shared gamma counted once
