@@ -121,7 +121,7 @@ def _launch(run_dir: Path, job: dict[str, Any], *, resume: bool) -> RunHandle:
     started, token = time.time(), uuid.uuid4().hex
     with open(run_dir / LOG_FILE, "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        log.write(f"=== jobs: {'resume' if resume else 'start'} at {stamp}: {' '.join(cmd)}\n".encode())
+        log.write(f"=== jobs: {'resume' if resume else 'start'} at {stamp}: {shlex.join(cmd)}\n".encode())
         log.flush()
         try:
             proc = subprocess.Popen(

@@ -11,7 +11,9 @@ import pytest
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 import test_jobs_support as S  # noqa: E402
 
-from jobs import InvalidRunName, JobError, RunExistsError, build_command, run_dir_for, start_run, validate_name  # noqa: E402
+from jobs import (  # noqa: E402
+    InvalidRunName, JobError, RunExistsError, build_command, run_dir_for, start_run, validate_name,
+)
 
 fake, root = S.fake, S.root
 
