@@ -105,9 +105,21 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
                     "Convert it with `model.save_pretrained(dir, safe_serialization=True)`."
                 )
             source = "folder"
-        model = AutoModelForCausalLM.from_pretrained(
-            spec, use_safetensors=True, attn_implementation=attn_implementation, dtype=torch.float32
-        )
+        kwargs = dict(use_safetensors=True, attn_implementation=attn_implementation, dtype=torch.float32)
+        if source == "hub":
+            from .data.hub import hub_reachable
+
+            kwargs["local_files_only"] = not hub_reachable()
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
+        except OSError as e:
+            if kwargs.get("local_files_only"):
+                raise FileNotFoundError(
+                    f"model {spec!r} is not a local folder, not in the Hugging Face cache, and the Hub is not "
+                    "reachable (or HF_HUB_OFFLINE is set). Use a local model folder, a run directory, or the "
+                    "offline demo suite (`python -m lnfree_core demo build`, then demo:original)."
+                ) from None
+            raise FileNotFoundError(f"cannot load model {spec!r}: {e}") from None
         adapter = adapter_for(model)
         if adapter.is_stock_lnfree(model):
             adapter.from_stock_lnfree(model)
