@@ -116,17 +116,27 @@ def launch_form(root: Path) -> None:
     mismatch = layer_mismatch(model, schedule, mode)
     if mismatch:
         st.error(mismatch)
-    go = st.button("Launch", type="primary", icon=":material/rocket_launch:", key="train_launch",
-                   disabled=bool(mismatch) or model is None or dataset is None or schedule is None)
-    if not go:
-        return
-    name = st.session_state["train.name"].strip()
+    st.button("Launch", type="primary", icon=":material/rocket_launch:", key="train_launch",
+              disabled=bool(mismatch) or model is None or dataset is None or schedule is None,
+              on_click=launch, args=(root, model, dataset, schedule, mode, device, overrides, int(save_every)))
+    result = st.session_state.pop("_train.launched", None)
+    if result and result.get("error"):
+        common.show_error(RuntimeError(result["error"]), "Not launched: ")
+    elif result:
+        st.success(f"Launched {', '.join(result['started'])}.", icon=":material/rocket_launch:")
+
+
+def launch(root: Path, model: str, dataset: str, schedule: str | dict, mode: str, device, overrides: dict,
+           save_every: int) -> None:
+    """The Launch button's callback (runs before the widgets are drawn, so it may set their values)."""
+    ss = st.session_state
+    name = str(ss.get("train.name") or "").strip()
     try:
         jobs.validate_name(name)
-        plan = launch_plan(root, name, model=model, dataset=dataset, schedule=schedule,
-                           mode=mode, device=device.device,
+        plan = launch_plan(root, name, model=model, dataset=dataset, schedule=schedule, mode=mode,
+                           device=device.device,
                            overrides={k: int(v) if v is not None else None for k, v in overrides.items()},
-                           save_every=int(save_every))
+                           save_every=save_every)
         for run_name, _ in plan:
             if (root / run_name).exists():
                 raise jobs.RunExistsError(f"run {run_name!r} already exists under {root}; choose another name")
@@ -135,12 +145,11 @@ def launch_form(root: Path) -> None:
             jobs.start_run(root, run_name, cfg, nproc=device.nproc)
             started.append(run_name)
     except (jobs.JobError, ConfigError, ScheduleError, ValueError, OSError) as e:
-        common.show_error(e, "Not launched: ")
+        ss["_train.launched"] = {"error": str(e)}
         return
-    st.session_state["train.watch"] = started[0]
-    st.session_state["train.name"] = time.strftime("run-%Y%m%d-%H%M%S")
-    st.toast(f"Launched {', '.join(started)}", icon=":material/rocket_launch:")
-    st.rerun()
+    ss["_train.launched"] = {"started": started}
+    ss["train.watch"] = started[0]
+    ss["train.name"] = time.strftime("run-%Y%m%d-%H%M%S")
 
 
 # ---------------------------------------------------------------------------------------- live view

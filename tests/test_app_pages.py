@@ -275,3 +275,30 @@ def test_runs_page_links_to_analysis_pages_only_when_registered(root, monkeypatc
     assert len([lb for lb in labels if lb.endswith("(1)")]) == len(analysis)
     if not analysis:
         assert any("not installed yet" in c.value for c in at.caption)
+
+
+def test_train_page_refuses_to_launch_over_an_existing_run(root, tmp_path):
+    from transformers import GPT2Config
+
+    folder = tmp_path / "m"
+    GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100).save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"input_ids": list(range(64))}) + "\n")
+    S.write_fake_run(root, "dup-vanilla", mode="vanilla")
+    at = S.open_page(S.new_app(root), "pages/train.py")
+    at.text_input(key="train.name").set_value("dup")
+    at.radio(key="train.model.kind").set_value("folder").run()
+    at.text_input(key="train.model.folder").set_value(str(folder))
+    at.selectbox(key="train.data.name").set_value("local").run()
+    at.text_input(key="train.data.path").set_value(str(data))
+    at.radio(key="train.sched_src").set_value("auto")
+    at.radio(key="train.mode").set_value("pair").run()
+    at.button(key="train_launch").click().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("Not launched" in e and "'dup-vanilla' already exists" in e for e in errors), errors
+    assert sorted(p.name for p in root.iterdir()) == ["dup-vanilla"]  # nothing half-launched
+    at.text_input(key="train.name").set_value("bad name!").run()
+    at.button(key="train_launch").click().run()
+    assert any("contains" in e.value for e in at.error), [e.value for e in at.error]
