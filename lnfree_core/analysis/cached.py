@@ -1,0 +1,314 @@
+"""Cached entry points: (model spec, data) -> result, computed once and then read from the cache.
+
+The app and the CLI call these. Each loads the model and the tokens only on a cache miss, runs one
+analysis function (ce.py, first_token.py, confidence.py + neuron_ablation.py, dla.py) and stores its
+arrays; cheap statistics that have parameters (sink threshold, NMAE granularity, bootstrap) are
+computed from the stored arrays on every call, so changing them never recomputes a forward pass.
+
+`model` is a spec string for `lnfree_core.models.load_model` or an already loaded `LoadedModel`
+(identified by its spec). `data` is a `DataSpec`. `progress(done, total)` reports sequences.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..models import LoadedModel
+from .cache import DEFAULT_CACHE_DIR, AnalysisCache, CacheEntry, model_identity, path_identity, tokens_identity
+from .ce_summary import CESummary, summarize_ce
+from .runtime import Progress, resolve_device, resolve_precision
+
+
+class EmptyDataError(ValueError):
+    """The data holds no sequence of the requested length."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Token sequences: `n` sequences of `seq_len` tokens of a dataset's split (None: the dataset's
+    evaluation split / evaluation size), read with `lnfree_core.data.load_sequences`; or, when `tokens`
+    is given, that array [n, seq_len] itself (`dataset` is then only its label)."""
+
+    dataset: str
+    split: str | None = None
+    n: int | None = None
+    seq_len: int = 1024
+    tokens: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def identity(self) -> dict:
+        ident: dict = {"dataset": self.dataset}
+        if self.tokens is not None:
+            return {**ident, **tokens_identity(self.tokens)}
+        if os.path.exists(self.dataset):
+            ident.update(path_identity(self.dataset))
+        return {**ident, "split": self.split, "n": self.n, "seq_len": self.seq_len}
+
+    def load(self) -> np.ndarray:
+        """The tokens [n, seq_len]; raises EmptyDataError when there are none."""
+        if self.tokens is not None:
+            toks = np.asarray(self.tokens)
+        else:
+            from ..data import load_sequences
+
+            toks = load_sequences(self.dataset, split=self.split, seq_len=self.seq_len, n_sequences=self.n)
+        if toks.ndim != 2 or toks.shape[0] == 0:
+            raise EmptyDataError(f"{self.dataset}: no sequences of {self.seq_len} tokens to analyse "
+                                 f"(got an array of shape {toks.shape}); use a shorter --seq-len or more data")
+        return toks
+
+
+class _Run:
+    """One cached computation: key, cache lookup, lazy model/tokens on a miss."""
+
+    def __init__(self, kind: str, model: str | LoadedModel, data: DataSpec, settings: dict,
+                 cache_dir: str | os.PathLike | None, device: str):
+        self.kind, self.model, self.data, self.device = kind, model, data, device
+        spec = model.spec if isinstance(model, LoadedModel) else model
+        self.key = {"kind": kind, "version": 1, "model": model_identity(spec), "data": data.identity(),
+                    "settings": settings}
+        self.cache = AnalysisCache(cache_dir)
+
+    def lookup(self, refresh: bool) -> CacheEntry | None:
+        return None if refresh else self.cache.get(self.kind, self.key)
+
+    def loaded(self) -> LoadedModel:
+        if isinstance(self.model, LoadedModel):
+            return self.model
+        from ..models import load_model
+
+        self.model = load_model(self.model, device=resolve_device(self.device))
+        return self.model
+
+    def store(self, meta: dict, arrays: dict[str, np.ndarray]) -> CacheEntry:
+        lm = self.loaded()
+        base = {"model": lm.spec, "label": lm.label, "ln_free": bool(lm.ln_free), "dataset": self.data.dataset}
+        return self.cache.put(self.kind, self.key, {**base, **meta}, arrays)
+
+
+def _precision(model: str | LoadedModel, device: str, precision: str) -> str:
+    """The resolved precision on the device the model will run on (a loaded model's own device)."""
+    if isinstance(model, LoadedModel):
+        from .runtime import model_device
+
+        return resolve_precision(precision, model_device(model.model))
+    return resolve_precision(precision, resolve_device(device))
+
+
+def _hit(entry: CacheEntry, progress: Progress | None) -> CacheEntry:
+    if progress is not None:
+        n = int(entry.meta.get("n_sequences", 0))
+        progress(n, n)
+    return entry
+
+
+# ------------------------------------------------------------------ cross-entropy
+@dataclass
+class CEResult:
+    entry: CacheEntry
+
+    @property
+    def summary(self) -> CESummary:
+        return CESummary.from_dict(self.entry.meta["summary"])
+
+    @property
+    def losses(self) -> np.ndarray:
+        """Per-token CE, float32 [n, seq_len - 1] (memory-mapped from the cache)."""
+        return self.entry.array("losses")
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """The evaluated tokens [n, seq_len] (uint16 when every id fits, else int32)."""
+        return self.entry.array("tokens")
+
+    @property
+    def label(self) -> str:
+        return self.entry.meta["label"]
+
+    @property
+    def ln_free(self) -> bool:
+        return bool(self.entry.meta["ln_free"])
+
+    def to_json(self) -> dict:
+        """{"model", "dataset", "tokens", "mean", "median", "p95", "p99", "p999"} (+ label, ln_free, n_sequences)."""
+        s = self.summary.to_dict()
+        m = self.entry.meta
+        return {"model": m["model"], "dataset": m["dataset"], **s, "label": m["label"], "ln_free": m["ln_free"],
+                "n_sequences": m["n_sequences"]}
+
+
+def ce_eval(model: str | LoadedModel, data: DataSpec, *, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
+            device: str = "auto", precision: str = "auto", batch_size: int = 8, progress: Progress | None = None,
+            refresh: bool = False) -> CEResult:
+    """Per-token CE (ce.py) and its summary (ce_summary.py), cached."""
+    from .ce import per_token_ce
+
+    prec = _precision(model, device, precision)
+    run = _Run("ce", model, data, {"precision": prec}, cache_dir, device)
+    entry = run.lookup(refresh)
+    if entry is not None:
+        return CEResult(_hit(entry, progress))
+    lm = run.loaded()  # the model first: a bad spec fails before a long data read
+    tokens = run.data.load()
+    losses = per_token_ce(lm.model, tokens, batch_size=batch_size, precision=prec, progress=progress).numpy()
+    tok_dtype = np.uint16 if tokens.size and int(tokens.max()) < 2**16 and int(tokens.min()) >= 0 else np.int32
+    meta = {"n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]), "precision": prec,
+            "summary": summarize_ce(losses).to_dict()}
+    return CEResult(run.store(meta, {"losses": losses.astype(np.float32), "tokens": tokens.astype(tok_dtype)}))
+
+
+# ------------------------------------------------------------------ first-token norms and attention sinks
+@dataclass
+class FirstTokenResult:
+    entry: CacheEntry
+
+    @property
+    def stats(self):
+        from .first_token import FirstTokenStats
+
+        e = self.entry
+        return FirstTokenStats(points=list(e.meta["points"]), first_norm=np.asarray(e.array("first_norm")),
+                               rest_norm=np.asarray(e.array("rest_norm")), first_attn=np.asarray(e.array("first_attn")))
+
+    def sink_rate(self, threshold: float = 0.3, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
+        from .sinks import sink_rate
+
+        return sink_rate(self.stats.first_attn, threshold, n_boot=n_boot, ci=ci, seed=seed)
+
+    def to_json(self, threshold: float = 0.3, n_boot: int = 1000) -> dict:
+        m = self.entry.meta
+        return {"model": m["model"], "label": m["label"], "ln_free": m["ln_free"], "dataset": m["dataset"],
+                "n_sequences": m["n_sequences"], "norms": self.stats.profile(),
+                "sinks": self.sink_rate(threshold, n_boot=n_boot).to_dict()}
+
+
+def first_token_eval(model: str | LoadedModel, data: DataSpec, *,
+                     cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, device: str = "auto",
+                     precision: str = "fp32", batch_size: int = 4, progress: Progress | None = None,
+                     refresh: bool = False) -> FirstTokenResult:
+    """First-token residual norms and per-head attention to the first token (first_token.py), cached."""
+    from .first_token import first_token_stats
+
+    prec = _precision(model, device, precision)
+    run = _Run("first_token", model, data, {"precision": prec}, cache_dir, device)
+    entry = run.lookup(refresh)
+    if entry is not None:
+        return FirstTokenResult(_hit(entry, progress))
+    lm = run.loaded()
+    tokens = run.data.load()
+    st = first_token_stats(lm.model, tokens, batch_size=batch_size, precision=prec, progress=progress)
+    meta = {"n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]), "points": st.points}
+    return FirstTokenResult(run.store(meta, {"first_norm": st.first_norm, "rest_norm": st.rest_norm,
+                                             "first_attn": st.first_attn}))
+
+
+# ------------------------------------------------------------------ confidence neurons
+@dataclass
+class ConfidenceResult:
+    entry: CacheEntry
+
+    @property
+    def scores(self):
+        from .confidence import ConfidenceScores
+
+        e = self.entry
+        return ConfidenceScores(norm=np.asarray(e.array("norm")), logit_var=np.asarray(e.array("logit_var")),
+                                score=np.asarray(e.array("score")))
+
+    @property
+    def top(self) -> list[int]:
+        return list(self.entry.meta["top"])
+
+    @property
+    def svd(self):
+        from .confidence import UnembedSVD
+
+        return UnembedSVD(singular_values=np.asarray(self.entry.array("singular_values")), neurons=self.top,
+                          cosines=np.asarray(self.entry.array("cosines")))
+
+    @property
+    def ablation(self):
+        from .neuron_ablation import AblationResult
+
+        return AblationResult.from_dict(self.entry.meta["ablation"])
+
+    def to_json(self) -> dict:
+        m, sc = self.entry.meta, self.scores
+        return {"model": m["model"], "label": m["label"], "ln_free": m["ln_free"], "dataset": m["dataset"],
+                "n_sequences": m["n_sequences"], "layer": m["layer"],
+                "top": [{"neuron": i, "score": float(sc.score[i]), "norm": float(sc.norm[i]),
+                         "logit_var": float(sc.logit_var[i])} for i in self.top],
+                "ablation": m["ablation"],
+                "svd": {"singular_values": self.svd.singular_values.tolist(), "cosines": self.svd.cosines.tolist()}}
+
+
+def confidence_eval(model: str | LoadedModel, data: DataSpec, *, top_k: int = 3, fold_ln: bool = True,
+                    center: bool = True, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, device: str = "auto",
+                    precision: str = "fp32", batch_size: int = 4, progress: Progress | None = None,
+                    refresh: bool = False) -> ConfidenceResult:
+    """CN scores of the last MLP layer, the top-k neurons' mean ablations and the W_U SVD, cached."""
+    from ..adapters import adapter_for
+    from .confidence import confidence_scores, unembed_svd
+    from .neuron_ablation import ablate_neurons
+
+    prec = _precision(model, device, precision)
+    settings = {"precision": prec, "top_k": top_k, "fold_ln": fold_ln, "center": center}
+    run = _Run("confidence", model, data, settings, cache_dir, device)
+    entry = run.lookup(refresh)
+    if entry is not None:
+        return ConfidenceResult(_hit(entry, progress))
+    m = run.loaded().model
+    tokens = run.data.load()
+    sc = confidence_scores(m, fold_ln=fold_ln, center=center)
+    top = sc.top(top_k)
+    svd = unembed_svd(m, top, fold_ln=fold_ln, center=center)
+    abl = ablate_neurons(m, tokens, top, batch_size=batch_size, precision=prec, progress=progress)
+    meta = {"n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]),
+            "layer": adapter_for(m).n_layers(m) - 1, "top": top, "ablation": abl.to_dict()}
+    arrays = {"norm": sc.norm, "logit_var": sc.logit_var, "score": sc.score,
+              "singular_values": svd.singular_values, "cosines": svd.cosines}
+    return ConfidenceResult(run.store(meta, arrays))
+
+
+# ------------------------------------------------------------------ DLA vs DE
+@dataclass
+class DLAResult:
+    entry: CacheEntry
+
+    @property
+    def attribution(self):
+        from .dla import HeadAttribution
+
+        e = self.entry
+        return HeadAttribution(**{k: np.asarray(e.array(k)) for k in ("dla", "de", "abs_err", "abs_de")},
+                               positions=int(e.meta["seq_len"]) - 1)
+
+    def nmae(self, granularity: str = "sequence", *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
+        from .nmae import nmae
+
+        return nmae(self.attribution, granularity, n_boot=n_boot, ci=ci, seed=seed)
+
+    def to_json(self, granularity: str = "sequence", n_boot: int = 1000) -> dict:
+        m = self.entry.meta
+        return {"model": m["model"], "label": m["label"], "ln_free": m["ln_free"], "dataset": m["dataset"],
+                "n_sequences": m["n_sequences"], "nmae": self.nmae(granularity, n_boot=n_boot).to_dict()}
+
+
+def dla_eval(model: str | LoadedModel, data: DataSpec, *, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
+             device: str = "auto", precision: str = "fp32", batch_size: int = 4, progress: Progress | None = None,
+             refresh: bool = False) -> DLAResult:
+    """Per-head DLA and DE of the correct-token logit (dla.py), cached."""
+    from .dla import head_attribution
+
+    prec = _precision(model, device, precision)
+    run = _Run("dla", model, data, {"precision": prec}, cache_dir, device)
+    entry = run.lookup(refresh)
+    if entry is not None:
+        return DLAResult(_hit(entry, progress))
+    lm = run.loaded()
+    tokens = run.data.load()
+    at = head_attribution(lm.model, tokens, batch_size=batch_size, precision=prec, progress=progress)
+    meta = {"n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1])}
+    return DLAResult(run.store(meta, {"dla": at.dla, "de": at.de, "abs_err": at.abs_err, "abs_de": at.abs_de}))
