@@ -1,0 +1,181 @@
+"""`analyze <name>`: the paper's analyses of one model on one dataset, cached (see lnfree_core.analysis).
+
+    analyze outliers     high-loss sequences, per-token losses, first token with CE > threshold (app. E.1)
+    analyze first-token  first-position residual norms and attention sink rate (section 5.3)
+    analyze confidence   confidence neurons of the last MLP layer: scores, ablations, W_U SVD (app. H)
+    analyze dla          DLA vs direct effect per attention head: NMAE (section 5.1, app. G)
+
+Every command takes --model and --dataset (plus --n, --seq-len, --split, --device, --cache-dir, ...)
+and prints text, or one JSON object with --json.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .eval import add_common_args, data_spec, print_json, run_kwargs, user_errors
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="interpretability analyses (outliers, first-token, confidence, dla)",
+                       description=__doc__.split("\n\n")[0])
+    s = p.add_subparsers(dest="analysis", metavar="ANALYSIS")
+    s.required = True
+
+    def common(q, *, n, seq_len, batch, precision):
+        q.add_argument("--model", required=True, help="model spec (Hub id, HF folder, run dir, checkpoint, demo:NAME)")
+        q.add_argument("--dataset", required=True, help="dataset name (owt, pile, pile-filtered) or local path")
+        add_common_args(q, n_default=n, seq_len_default=seq_len, batch_default=batch, precision_default=precision)
+
+    o = s.add_parser("outliers", help="high-loss sequences and per-token losses (appendix E.1)")
+    common(o, n=None, seq_len=1024, batch=8, precision="auto")
+    o.add_argument("--by", choices=["mean", "max"], default="mean", help="rank by mean or max token CE")
+    o.add_argument("--top", type=int, default=10, help="how many sequences to list (default: %(default)s)")
+    o.add_argument("--threshold", type=float, default=50.0, help="CE threshold in nats (default: %(default)s)")
+    o.add_argument("--context", type=int, default=5, help="tokens shown before the first exceedance")
+    o.add_argument("--sequence", type=int, help="show this sequence token by token")
+    o.add_argument("--compare", metavar="MODEL", help="a second model: per-token losses side by side")
+    o.set_defaults(func=_outliers)
+
+    f = s.add_parser("first-token", help="first-position residual norms and attention sinks (section 5.3)")
+    common(f, n=1000, seq_len=512, batch=4, precision="fp32")
+    f.add_argument("--sink-threshold", type=float, default=0.3,
+                   help="a head is a sink when the first token gets >= this share of attention (default: 0.3)")
+    f.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CI")
+    f.set_defaults(func=_first_token)
+
+    c = s.add_parser("confidence", help="confidence neurons of the last MLP layer (appendix H)")
+    common(c, n=1000, seq_len=512, batch=4, precision="fp32")
+    c.add_argument("--top-k", type=int, default=3, help="neurons to ablate (default: %(default)s)")
+    c.add_argument("--no-fold-ln", action="store_true", help="do not fold the final norm's gain into W_U")
+    c.add_argument("--no-center", action="store_true", help="do not center w_out and W_U")
+    c.set_defaults(func=_confidence)
+
+    d = s.add_parser("dla", help="DLA vs direct effect per attention head: NMAE (section 5.1, appendix G)")
+    common(d, n=1000, seq_len=512, batch=4, precision="fp32")
+    d.add_argument("--granularity", choices=["sequence", "token"], default="sequence",
+                   help="eq. 9 over per-sequence means (paper) or over all tokens (default: %(default)s)")
+    d.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CI")
+    d.set_defaults(func=_dla)
+
+
+def _guard(fn):
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except user_errors() as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return run
+
+
+@_guard
+def _outliers(args) -> int:
+    from ..analysis.cached import ce_eval
+    from ..analysis.outliers import (compare_token_losses, first_exceeding, format_report, rank_sequences,
+                                     sequences_exceeding, token_losses)
+    from ..data import load_gpt2_tokenizer
+
+    res = ce_eval(args.model, data_spec(args, args.dataset), **run_kwargs(args, f"{args.model} on {args.dataset}"))
+    losses, toks = res.losses, res.tokens
+    ranked = rank_sequences(losses, args.by, args.top)
+    exceeding = sequences_exceeding(losses, args.threshold)
+    out: dict = {"model": args.model, "label": res.label, "dataset": args.dataset, "by": args.by,
+                 "threshold": args.threshold, "n_sequences": int(losses.shape[0]),
+                 "ranked": [r.to_dict() for r in ranked], "exceeding": [int(i) for i in exceeding]}
+    decode = None
+    if args.sequence is not None or args.compare:
+        tok = load_gpt2_tokenizer()
+        decode = lambda ids: tok.decode(ids)  # noqa: E731
+    if args.sequence is not None:
+        i = args.sequence
+        if not 0 <= i < losses.shape[0]:
+            print(f"error: --sequence {i} is out of range (0..{losses.shape[0] - 1})", file=sys.stderr)
+            return 2
+        ex = first_exceeding(toks[i], losses[i], decode, args.threshold, args.context)
+        out["sequence"] = {"index": i, "first_exceeding": None if ex is None else ex.to_dict(),
+                           "tokens": [r.to_dict() for r in token_losses(toks[i], losses[i], decode)]}
+        if args.compare:
+            other = ce_eval(args.compare, data_spec(args, args.dataset), **run_kwargs(args, f"{args.compare}"))
+            rows = compare_token_losses(toks[i], losses[i], other.losses[i], decode)
+            out["compare"] = {"model": args.compare, "label": other.label, "tokens": [r.to_dict() for r in rows]}
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{res.label} on {args.dataset}: {len(exceeding)} of {losses.shape[0]} sequences have a token with "
+          f"CE > {args.threshold:g}")
+    print(f"top {len(ranked)} by {args.by} token CE:  index  mean  max  (position of max)")
+    for r in ranked:
+        print(f"  {r.index:6d}  {r.mean:10.4f}  {r.max:10.4f}  ({r.argmax_position})")
+    if args.sequence is not None:
+        print()
+        print(format_report(args.sequence, losses.shape[0], toks[args.sequence], losses[args.sequence], decode,
+                            args.threshold, args.context), end="")
+        if args.compare:
+            print(f"\nposition  token  {res.label}  {out['compare']['label']}  diff")
+            for r in out["compare"]["tokens"]:
+                if r["loss_a"] is not None:
+                    print(f"  {r['position']:5d}  {r['escaped']!s:>12}  {r['loss_a']:10.4f}  {r['loss_b']:10.4f}  "
+                          f"{r['diff']:+10.4f}")
+    return 0
+
+
+@_guard
+def _first_token(args) -> int:
+    from ..analysis.cached import first_token_eval
+
+    res = first_token_eval(args.model, data_spec(args, args.dataset), **run_kwargs(args, args.model))
+    out = res.to_json(args.sink_threshold, n_boot=args.n_boot)
+    if args.json:
+        print_json(out)
+        return 0
+    prof, sk = out["norms"], out["sinks"]
+    print(f"{out['label']} on {args.dataset} ({out['n_sequences']} sequences)")
+    print("residual point      first-token norm   other tokens (mean)   ratio")
+    for name, f, r, q in zip(prof["points"], prof["first"], prof["rest"], prof["ratio"]):
+        print(f"  {name:16s}  {f:16.2f}  {r:20.2f}  {q:7.2f}")
+    print(f"attention sink rate (first token >= {sk['threshold']:g} of attention, averaged over query "
+          f"positions > 0): {100 * sk['rate']:.1f}% [{100 * sk['ci'][0]:.1f}%, {100 * sk['ci'][1]:.1f}%] (95% CI)")
+    return 0
+
+
+@_guard
+def _confidence(args) -> int:
+    from ..analysis.cached import confidence_eval
+
+    res = confidence_eval(args.model, data_spec(args, args.dataset), top_k=args.top_k, fold_ln=not args.no_fold_ln,
+                          center=not args.no_center, **run_kwargs(args, args.model))
+    out = res.to_json()
+    if args.json:
+        print_json(out)
+        return 0
+    ab = out["ablation"]
+    print(f"{out['label']} on {args.dataset}: confidence neurons of layer {out['layer']}")
+    print("  neuron    CN score      ||w_out||   LogitVar")
+    for t in out["top"]:
+        print(f"  {t['neuron']:6d}  {t['score']:10.4g}  {t['norm']:10.4g}  {t['logit_var']:10.4g}")
+    print(f"baseline: CE {ab['baseline']['ce']:.4f}, entropy {ab['baseline']['entropy']:.4f}")
+    for r in ab["single"]:
+        print(f"  ablate {r['neuron']}: dCE {r['delta_ce']:+.5f} ({100 * r['rel_ce']:+.3f}%), "
+              f"dH {r['delta_entropy']:+.5f} ({100 * r['rel_entropy']:+.3f}%)")
+    for r in ab["cumulative"]:
+        print(f"  ablate {r['neurons']}: dCE {r['delta_ce']:+.5f} ({100 * r['rel_ce']:+.3f}%), "
+              f"dH {r['delta_entropy']:+.5f} ({100 * r['rel_entropy']:+.3f}%)")
+    return 0
+
+
+@_guard
+def _dla(args) -> int:
+    from ..analysis.cached import dla_eval
+
+    res = dla_eval(args.model, data_spec(args, args.dataset), **run_kwargs(args, args.model))
+    out = res.to_json(args.granularity, n_boot=args.n_boot)
+    if args.json:
+        print_json(out)
+        return 0
+    nm = out["nmae"]
+    print(f"{out['label']} on {args.dataset}: NMAE(DLA, DE) = {nm['overall']:.2f}% "
+          f"[{nm['ci'][0]:.2f}%, {nm['ci'][1]:.2f}%] (95% CI, {nm['granularity']} granularity)")
+    for l, row in enumerate(nm["per_head"]):
+        print(f"  layer {l:2d}: " + " ".join(f"{v:7.2f}" for v in row))
+    return 0

@@ -1,0 +1,146 @@
+"""`eval`: cross-entropy of one or more models on one or more datasets (Table 1), cached.
+
+    python -m lnfree_core eval --model gpt2 --dataset pile-filtered --n 1000 --json
+    python -m lnfree_core eval --model gpt2 --label "GPT-2 Small original" \\
+        --model runs/small-lnfree --label "GPT-2 Small LN-free" \\
+        --dataset owt --dataset pile --markdown table1.md --csv table1.csv
+
+Per (model, dataset) it reports the mean per-token CE, the median and the central 95/99/99.9%
+percentile ranges ([2.5, 97.5], [0.5, 99.5], [0.05, 99.95] percentiles) over all scored tokens. The
+token after an EOT is predicted and scored like any other token. With --json, one JSON object per
+line: {"model", "dataset", "tokens", "mean", "median", "p95", "p99", "p999", ...}. Per-token losses are
+cached (--cache-dir) and reused by `analyze outliers`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+DEFAULT_CACHE = "./lnfree_cache"
+
+
+# ------------------------------------------------------------------ helpers shared with `analyze`
+def add_common_args(p, *, n_default: int | None, seq_len_default: int, batch_default: int,
+                    precision_default: str) -> None:
+    p.add_argument("--split", help="dataset split (default: the dataset's evaluation split)")
+    p.add_argument("--n", type=int, default=n_default,
+                   help="number of sequences (default: %(default)s; None = the dataset's evaluation size)")
+    p.add_argument("--seq-len", type=int, default=seq_len_default, help="tokens per sequence (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=batch_default, help="sequences per batch (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--precision", default=precision_default, choices=["auto", "fp32", "bf16"],
+                   help="auto = bf16 autocast on CUDA, fp32 on CPU (default: %(default)s)")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="result cache directory (default: %(default)s)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--refresh", action="store_true", help="recompute and overwrite cached results")
+    p.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per line)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def data_spec(args, dataset: str):
+    from ..analysis.cached import DataSpec
+
+    return DataSpec(dataset=dataset, split=args.split, n=args.n, seq_len=args.seq_len)
+
+
+def run_kwargs(args, label: str = "") -> dict:
+    return {"cache_dir": None if args.no_cache else args.cache_dir, "device": args.device,
+            "precision": args.precision, "batch_size": args.batch_size, "refresh": args.refresh,
+            "progress": None if args.quiet or not sys.stderr.isatty() else _progress(label)}
+
+
+def _progress(label: str):
+    def report(done: int, total: int) -> None:
+        print(f"\r{label}: {done}/{total} sequences", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    return report
+
+
+def jsonable(obj):
+    """Replace non-finite floats by None so the output is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def print_json(obj) -> None:
+    print(json.dumps(jsonable(obj)))
+
+
+class UsageError(ValueError):
+    """Inconsistent command-line arguments."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean a bad spec, name or missing resource (exit code 2, no traceback)."""
+    from ..analysis.cached import EmptyDataError
+    from ..data import DatasetNotFoundError, HubUnavailableError
+
+    return (OSError, DatasetNotFoundError, HubUnavailableError, EmptyDataError, UsageError)
+
+
+# ------------------------------------------------------------------ eval
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="cross-entropy of models on datasets (Table 1), cached",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", action="append", required=True,
+                   help="model spec (Hub id, HF folder, run dir[@STEP], checkpoint, demo:NAME); repeatable")
+    p.add_argument("--label", action="append", help="display name of the model at the same position; repeatable")
+    p.add_argument("--group", action="append",
+                   help="Table-1 group of the model at the same position (best is marked per group); repeatable")
+    p.add_argument("--dataset", action="append", required=True,
+                   help="dataset name (owt, pile, pile-filtered) or local path; repeatable")
+    add_common_args(p, n_default=None, seq_len_default=1024, batch_default=8, precision_default="auto")
+    p.add_argument("--markdown", metavar="PATH", help="write Table 1 as Markdown")
+    p.add_argument("--csv", metavar="PATH", help="write Table 1 as CSV")
+    p.set_defaults(func=_run)
+
+
+def _aligned(values: list[str] | None, n: int, what: str) -> list[str | None]:
+    if values is None:
+        return [None] * n
+    if len(values) != n:
+        raise UsageError(f"give one {what} per --model ({n}), got {len(values)}")
+    return list(values)
+
+
+def _run(args) -> int:
+    from ..analysis.cached import ce_eval
+    from ..analysis.tables import TableEntry, ce_table
+
+    try:
+        labels = _aligned(args.label, len(args.model), "--label")
+        groups = _aligned(args.group, len(args.model), "--group")
+        entries = []
+        for spec, label, group in zip(args.model, labels, groups):
+            for ds in args.dataset:
+                res = ce_eval(spec, data_spec(args, ds), **run_kwargs(args, f"{label or spec} on {ds}"))
+                s = res.summary
+                name = label or res.label
+                if args.json:
+                    print_json({**res.to_json(), "label": name})
+                else:
+                    print(f"{name} on {ds}: mean {s.mean:.4f}  median {s.median:.4f}  "
+                          f"p95 [{s.p95[0]:.4f}, {s.p95[1]:.4f}]  p99 [{s.p99[0]:.4f}, {s.p99[1]:.4f}]  "
+                          f"p99.9 [{s.p999[0]:.4f}, {s.p999[1]:.4f}]  ({s.tokens} tokens, "
+                          f"{'LN-free' if res.ln_free else 'with LN'})")
+                entries.append(TableEntry(name, ds, s.mean, ln_free=res.ln_free, group=group))
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    table = ce_table(entries)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table.to_markdown())
+    if args.csv:
+        with open(args.csv, "w") as f:
+            f.write(table.to_csv())
+    if not args.json and len(entries) > 1:
+        print()
+        print(table.to_markdown(), end="")
+    return 0
