@@ -352,6 +352,35 @@ def make_export_dir(path, card: str = "---\nlibrary_name: transformers\n---\n# t
     return out
 
 
+_TRAINED: dict[str, Path] = {}
+
+
+def tiny_finished_run(tmp_path_factory) -> Path:
+    """A finished run (RUNS_ROOT/tiny) of a tiny GPT-2 trained with the auto schedule until every
+    LayerNorm is removed; trained once per test session (the tests only read it)."""
+    if "run" in _TRAINED:
+        return _TRAINED["run"]
+    import numpy as np
+    from _tiny import tiny_model
+
+    from lnfree_core.config import TrainConfig
+    from lnfree_core.train import train
+
+    base = tmp_path_factory.mktemp("publish_run")
+    tiny_model().save_pretrained(str(base / "model"))
+    rng = np.random.default_rng(0)
+    with open(base / "tokens.jsonl", "w") as fh:
+        for _ in range(64):
+            fh.write(json.dumps({"input_ids": [int(x) for x in rng.integers(0, 127, 64)]}) + "\n")
+    run = base / "runs" / "tiny"
+    hp = dict(max_steps=12, micro_batch_size=2, grad_accum_steps=1, seq_len=32, warmup_steps=1, lr=3e-3, min_lr=1e-3)
+    res = train(TrainConfig(model=str(base / "model"), dataset=str(base / "tokens.jsonl"), schedule="auto",
+                            out=str(run), overrides=hp, save_every=100))
+    assert res.state == "finished", res
+    _TRAINED["run"] = run
+    return run
+
+
 def snapshot(folder) -> dict[str, tuple[bytes, int]]:
     """{relative path: (bytes, mtime_ns)} of every file under `folder`, to show it was not changed."""
     root = Path(folder)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-from fake_hub import TOKEN, FakeHub, files_containing, hub_env, snapshot  # noqa: F401
+from fake_hub import TOKEN, FakeHub, files_containing, hub_env, snapshot, tiny_finished_run  # noqa: F401
 
 from lnfree_core.publish import (
     ExportPushResult,
@@ -23,24 +22,8 @@ CE_TABLE = "| Model | OpenWebText |\n|---|---|\n| tiny-ln-free | **4.8123** |\n"
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A tiny GPT-2 trained with the auto schedule until every LayerNorm is removed (runs/tiny)."""
-    from _tiny import tiny_model
-
-    from lnfree_core.config import TrainConfig
-    from lnfree_core.train import train
-
-    base = tmp_path_factory.mktemp("publish_run")
-    tiny_model().save_pretrained(str(base / "model"))
-    rng = np.random.default_rng(0)
-    with open(base / "tokens.jsonl", "w") as fh:
-        for _ in range(64):
-            fh.write(json.dumps({"input_ids": [int(x) for x in rng.integers(0, 127, 64)]}) + "\n")
-    run = base / "runs" / "tiny"
-    hp = dict(max_steps=12, micro_batch_size=2, grad_accum_steps=1, seq_len=32, warmup_steps=1, lr=3e-3, min_lr=1e-3)
-    res = train(TrainConfig(model=str(base / "model"), dataset=str(base / "tokens.jsonl"), schedule="auto",
-                            out=str(run), overrides=hp, save_every=100))
-    assert res.state == "finished"
-    return run
+    """A tiny GPT-2 trained until every LayerNorm is removed (runs/tiny; trained once per session)."""
+    return tiny_finished_run(tmp_path_factory)
 
 
 @pytest.fixture
