@@ -173,20 +173,33 @@ def _hub_advice(status: int | None, repo_id: str) -> str:
     return f"the Hub answered with HTTP {status}"
 
 
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and the exceptions it was raised from (huggingface_hub wraps some HTTP errors)."""
+    seen: list[BaseException] = []
+    while err is not None and err not in seen and len(seen) < 10:
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
 def _explain(err: BaseException, repo_id: str, endpoint: str, token: str) -> PublishError:
     """A PublishError for a failure of huggingface_hub (the token scrubbed from every part)."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     retry = " The export folder is unchanged; run the push again to retry (an existing repo is reused)."
-    if isinstance(err, OfflineModeIsEnabled):
+    chain = _chain(err)
+    if any(isinstance(e, OfflineModeIsEnabled) for e in chain):
         return PublishError("HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: unset it to push to the Hub.")
-    if isinstance(err, HfHubHTTPError):
-        status = err.response.status_code if err.response is not None else None
-        detail = (getattr(err, "server_message", None) or "").strip()
+    http = next((e for e in chain if isinstance(e, HfHubHTTPError)), None)
+    if http is not None:
+        status = http.response.status_code if http.response is not None else None
+        detail = (getattr(http, "server_message", None) or "").strip()
         detail = f" Server said: {scrub(detail, token)[:500]}." if detail else ""
         return PublishError(f"push to {repo_id} failed: {_hub_advice(status, repo_id)}.{detail}{retry}", status)
-    if isinstance(err, (ConnectionError, TimeoutError, OSError)) or type(err).__module__.startswith("httpx"):
-        return PublishError(f"could not reach the Hub at {endpoint}: {scrub(str(err), token)[:500]}. Check the "
+    net = next((e for e in chain if isinstance(e, (ConnectionError, TimeoutError, OSError))
+                or type(e).__module__.startswith("httpx")), None)
+    if net is not None:
+        return PublishError(f"could not reach the Hub at {endpoint}: {scrub(str(net), token)[:500]}. Check the "
                             f"network, proxy settings and the endpoint (--endpoint / HF_ENDPOINT).{retry}")
     return PublishError(f"push to {repo_id} failed: {type(err).__name__}: {scrub(str(err), token)[:500]}.{retry}")
 
@@ -212,8 +225,9 @@ def push_export(export_dir: str | Path, repo_id: str, *, private: bool = False, 
 
     base = (endpoint or constants.ENDPOINT).rstrip("/")
     api = HfApi(endpoint=base, token=tok)
+    failure: PublishError | None = None
     try:
-        say(f"creating {rid} ({'private' if private else 'public'}) on {base}")
+        say(f"creating {rid} on {base} if needed ({'private' if private else 'public'})")
         repo_url = api.create_repo(rid, private=private, exist_ok=True)
         if private and not api.repo_info(rid).private:
             raise PublishError(f"{rid} already exists and is public, but a private push was asked for; nothing "
@@ -225,7 +239,9 @@ def push_export(export_dir: str | Path, repo_id: str, *, private: bool = False, 
     except PublishError:
         raise
     except Exception as e:
-        raise _explain(e, rid, base, tok) from None
+        failure = _explain(e, rid, base, tok)
+    if failure is not None:  # raised here, outside the handler: no chained exception carries the request
+        raise failure
     say(f"pushed commit {info.oid[:10]}")
     return PushResult(url=scrub(str(repo_url), tok), commit=info.oid, repo_id=rid,
                       commit_url=scrub(str(info.commit_url), tok))

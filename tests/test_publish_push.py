@@ -86,6 +86,17 @@ def test_weights_routed_through_lfs_arrive_byte_identical(hub_env, export_dir, m
     assert repo.files["model.safetensors"] == (export_dir / "model.safetensors").read_bytes()
 
 
+def test_failed_lfs_upload_reports_the_storage_status(hub_env, export_dir, monkeypatch):
+    # huggingface_hub wraps a failed LFS upload in a RuntimeError; the HTTP status underneath is reported.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    before = snapshot(export_dir)
+    with FakeHub(token=TOKEN, lfs_suffixes=(".safetensors",), fail={"lfs_upload": 403}) as hub:
+        with pytest.raises(PublishError, match="403 Forbidden") as ei:
+            push_export(export_dir, "alice/lfs", token=TOKEN, endpoint=hub.endpoint)
+    assert ei.value.status == 403 and "commit" not in hub.endpoints_called()
+    assert hub.repos["alice/lfs"].files == {} and snapshot(export_dir) == before
+
+
 def test_token_from_hf_token_env(hub_env, export_dir, hub, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     assert resolve_token(None) == TOKEN and resolve_token("  ") == TOKEN
@@ -108,6 +119,7 @@ def test_failing_hub_gives_clear_error_and_leaves_folder(hub_env, export_dir, fa
     assert not isinstance(err, PublishInputError)
     assert err.status == status and words in str(err) and "alice/fails" in str(err)
     assert "unchanged" in str(err) and "retry" in str(err)
+    assert err.__cause__ is None and err.__context__ is None  # no chained error holds the request
     assert "received Authorization" in str(err)  # the server's message is passed on ...
     _no_token_anywhere("".join(traceback.format_exception(err)))  # ... with the token scrubbed
     _no_token_anywhere(repr(err))
