@@ -26,7 +26,7 @@ PAGES: list[tuple[str, str, str, str]] = [
     (common.ANALYSIS_SECTION, "pages/compare.py", "Compare", ":material/compare_arrows:"),
     (common.ANALYSIS_SECTION, "pages/outliers.py", "Outliers", ":material/scatter_plot:"),
     (common.ANALYSIS_SECTION, "pages/first_tokens.py", "First tokens", ":material/first_page:"),
-    (common.ANALYSIS_SECTION, "pages/confidence_neurons.py", "Confidence neurons", ":material/neurology:"),
+    (common.ANALYSIS_SECTION, "pages/confidence.py", "Confidence neurons", ":material/neurology:"),
     (common.ANALYSIS_SECTION, "pages/dla.py", "DLA", ":material/stacked_bar_chart:"),
     (common.ANALYSIS_SECTION, "pages/publish.py", "Publish", ":material/publish:"),
 ]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -523,3 +523,417 @@ def demo_suite_state() -> dict[str, Any]:
         return {"available": True, "status": fn(), "error": None}
     except Exception as e:
         return {"available": True, "status": None, "error": f"{type(e).__name__}: {e}"}
+
+
+def gpt2_id_mapper(model_spec: str | None) -> Callable[[list[int]], list[int]] | None:
+    """For a model that uses the demo suite's compact vocabulary: a function mapping its token ids to
+    GPT-2 ids (lnfree_core.data.vocab_map), for display; None when ids are GPT-2 ids already."""
+    import importlib.util
+
+    if not model_spec or importlib.util.find_spec("lnfree_core.data.vocab_map") is None:
+        return None
+    from .data import vocab_map
+
+    finder = getattr(vocab_map, "vocab_map_for", None)
+    if finder is None:
+        return None
+    try:
+        vm = finder(model_spec)
+    except (OSError, ValueError, KeyError):
+        return None
+    return None if vm is None else (lambda ids: [int(i) for i in vm.to_gpt2(ids)])
+
+
+# ---------------------------------------------------------------------------------------- analysis pages
+# Frames and HTML for the analysis pages (Compare, Outliers, First tokens, Confidence neurons, DLA).
+# Every number in them comes from lnfree_core.analysis; these helpers only reshape it for charts and
+# tables (the one exception is loss_histogram, which counts per-token losses into bins for a chart).
+SUMMARY_STATS = {"mean": "mean (Table 1)", "median": "median", "p95": "central 95% range",
+                 "p99": "central 99% range", "p999": "central 99.9% range"}
+RANGE_STATS = ("p95", "p99", "p999")
+
+
+def model_kind(spec: str) -> str:
+    """'demo', 'run', 'checkpoint', 'folder' or 'hub': where a model spec points (nothing is loaded)."""
+    if spec.startswith("demo:"):
+        return "demo"
+    path = Path(spec.partition("@")[0])
+    if (path / "checkpoints").is_dir():
+        return "run"
+    if (path / "fakeln.json").is_file():
+        return "checkpoint"
+    if path.exists() or (os.sep in spec and not re.fullmatch(r"[\w.-]+/[\w.-]+", spec)):
+        return "folder"
+    return "hub"
+
+
+def model_label(spec: str) -> str:
+    """A short name for a model spec: 'demo ln-free', a run's or folder's name ('name@120' for a
+    step), or the Hub id itself."""
+    kind = model_kind(spec)
+    if kind == "demo":
+        return f"demo {spec.split(':', 1)[1]}"
+    if kind == "hub":
+        return spec
+    path_s, at, step = spec.partition("@")
+    path = Path(path_s)
+    name = path.name
+    if kind == "checkpoint" and path.parent.name == "checkpoints" and path.name.startswith("step_"):
+        name = f"{path.parent.parent.name}@{int(path.name.split('_')[-1])}"  # RUN/checkpoints/step_N
+    return f"{name}@{step}" if at else name
+
+
+def unique_labels(specs: Sequence[str]) -> dict[str, str]:
+    """{spec: label} with labels made unique ('x', 'x (2)', ...) in the order given."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        base = label = model_label(spec)
+        k = 1
+        while label in out.values():
+            k += 1
+            label = f"{base} ({k})"
+        out[spec] = label
+    return out
+
+
+def model_option_text(spec: str) -> str:
+    """How a model spec reads in a picker: 'demo: ln-free', 'run: name', 'folder: name', 'Hub: id'."""
+    kind = model_kind(spec)
+    prefix = {"demo": "demo", "run": "run", "checkpoint": "checkpoint", "folder": "folder", "hub": "Hub"}[kind]
+    name = spec.split(":", 1)[1] if kind == "demo" else model_label(spec)
+    return f"{prefix}: {name}"
+
+
+def model_spec_problem(spec: str, hub_ok: bool) -> str | None:
+    """Why a model spec cannot be loaded as it stands (None when it looks usable); nothing is loaded."""
+    kind = model_kind(spec)
+    if kind == "demo":
+        return None if spec.split(":", 1)[1] in demo_catalog()["models"] else \
+            f"`{spec}`: the demo suite is not built here (Home page: Build the demo suite)."
+    if kind == "hub":
+        if hub_ok:
+            return None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
+        except Exception:  # a malformed id, or no cache
+            cached = False
+        return None if cached else f"`{spec}`: not in the local Hugging Face cache and the Hub is not reachable."
+    path_s, _, step = spec.partition("@")
+    path = Path(path_s)
+    if not path.exists():
+        return f"`{path}` does not exist."
+    if kind == "run":
+        from .checkpoint import latest_checkpoint
+
+        if step:
+            ok = (path / "checkpoints" / f"step_{int(step) if step.isdigit() else -1:08d}").is_dir()
+            return None if ok else f"run `{path.name}` has no checkpoint for step {step}."
+        return None if latest_checkpoint(path) is not None else f"run `{path.name}` has no checkpoint yet."
+    if kind == "folder":
+        if not (path / "config.json").is_file():
+            return f"`{path}` is not a Hugging Face model folder (no config.json)."
+        if not any(path.glob("*.safetensors")):
+            return f"`{path}` has no .safetensors weights."
+    return None
+
+
+def demo_catalog() -> dict[str, dict[str, str]]:
+    """What a *built* demo suite offers: {'models': {name: 'demo:name'}, 'datasets': {name: path}};
+    both empty when this install has no demo suite or it is not built yet."""
+    import importlib
+    import importlib.util
+
+    out: dict[str, dict[str, str]] = {"models": {}, "datasets": {}}
+    try:
+        if importlib.util.find_spec("lnfree_core.demo") is None or \
+                importlib.util.find_spec("lnfree_core.demo.paths") is None:
+            return out
+        paths = importlib.import_module("lnfree_core.demo.paths")
+    except Exception:  # a broken or half-written install must not break a page
+        return out
+    model_path = getattr(paths, "demo_model_path", None)
+    for name in ("original", "vanilla", "ln-free"):
+        try:
+            if model_path is not None and Path(model_path(name)).exists():
+                out["models"][name] = f"demo:{name}"
+        except Exception:
+            continue
+    lister = getattr(paths, "demo_datasets", None)
+    try:
+        found = lister() if callable(lister) else {}
+        for name, path in dict(found).items():
+            if Path(path).exists():
+                out["datasets"][str(name)] = str(path)
+    except Exception:
+        pass
+    return out
+
+
+# ---------------------------------------------------------------------------------------- Compare
+@dataclass(frozen=True)
+class CERow:
+    """One evaluated (model, dataset) pair as the Compare page shows it."""
+
+    label: str
+    dataset: str
+    summary: Any  # lnfree_core.analysis.ce_summary.CESummary
+    ln_free: bool
+    group: str | None = None
+
+
+def ce_summary_frame(rows: Sequence[CERow]) -> pd.DataFrame:
+    """Every summary number of every pair: model, dataset, group, ln_free, tokens, mean, median and
+    the lower/upper ends of the central 95/99/99.9% ranges."""
+    cols = ["model", "dataset", "group", "ln_free", "tokens", "mean", "median"] + \
+        [f"{k}_{e}" for k in RANGE_STATS for e in ("lo", "hi")]
+    data = []
+    for r in rows:
+        s = r.summary
+        rec = {"model": r.label, "dataset": r.dataset, "group": r.group or "", "ln_free": bool(r.ln_free),
+               "tokens": int(s.tokens), "mean": float(s.mean), "median": float(s.median)}
+        for k in RANGE_STATS:
+            lo, hi = getattr(s, k)
+            rec[f"{k}_lo"], rec[f"{k}_hi"] = float(lo), float(hi)
+        data.append(rec)
+    return pd.DataFrame(data, columns=cols)
+
+
+def stat_table(rows: Sequence[CERow], stat: str = "mean"):
+    """Table 1 (lnfree_core.analysis.tables.ce_table) of `stat` ('mean' or 'median'): the lowest per
+    group and dataset marked, LN-free gaps to it."""
+    from .analysis.tables import TableEntry, ce_table
+
+    if stat not in ("mean", "median"):
+        raise ValueError(f"stat must be 'mean' or 'median' for Table 1, got {stat!r}")
+    return ce_table([TableEntry(r.label, r.dataset, float(getattr(r.summary, stat)), ln_free=bool(r.ln_free),
+                                group=r.group or None) for r in rows])
+
+
+def range_frame(rows: Sequence[CERow], stat: str, digits: int = 4) -> pd.DataFrame:
+    """Models x datasets of a central percentile range ('p95', 'p99', 'p999') as '[lo, hi]' texts."""
+    if stat not in RANGE_STATS:
+        raise ValueError(f"stat must be one of {RANGE_STATS}, got {stat!r}")
+    models: list[str] = []
+    datasets: list[str] = []
+    cells: dict[tuple[str, str], str] = {}
+    for r in rows:
+        if r.label not in models:
+            models.append(r.label)
+        if r.dataset not in datasets:
+            datasets.append(r.dataset)
+        lo, hi = getattr(r.summary, stat)
+        cells[(r.label, r.dataset)] = f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+    data = [{"Model": m, **{d: cells.get((m, d), "-") for d in datasets}} for m in models]
+    return pd.DataFrame(data, columns=["Model", *datasets])
+
+
+def frame_markdown(df: pd.DataFrame) -> str:
+    """A frame as a Markdown table (cells as text, '|' escaped)."""
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|")
+
+    head = [cell(c) for c in df.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def loss_histogram(losses: Mapping[str, Any], bins: int = 60, floor: float = 1e-6) -> pd.DataFrame:
+    """Per-token CE distributions on log-spaced bins shared by all models, for a log-x chart.
+
+    Bins span [floor, the largest finite loss of any model]; losses below `floor` (0 included) count
+    in the first bin. Rows: model, lo, hi, count, share (count / the model's finite losses).
+    Non-finite losses are left out.
+    """
+    finite = {}
+    top = floor * 10
+    for label, arr in losses.items():
+        v = np.asarray(arr, dtype=np.float64).ravel()
+        v = v[np.isfinite(v)]
+        finite[label] = v
+        if v.size:
+            top = max(top, float(v.max()))
+    edges = np.geomspace(floor, top * (1 + 1e-9), bins + 1)
+    parts = []
+    for label, v in finite.items():
+        counts, _ = np.histogram(np.clip(v, floor, None), bins=edges)
+        parts.append(pd.DataFrame({"model": label, "lo": edges[:-1], "hi": edges[1:], "count": counts,
+                                   "share": counts / max(1, v.size)}))
+    if not parts:
+        return pd.DataFrame(columns=["model", "lo", "hi", "count", "share"])
+    return pd.concat(parts, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------- Outliers
+def ranked_frame(ranked: Sequence[Any], exceeding: Iterable[int] = ()) -> pd.DataFrame:
+    """Ranked sequences (analysis.outliers.RankedSequence) as rows: rank, sequence, mean CE, max CE,
+    max at position, over threshold (whether the sequence is among `exceeding`)."""
+    over = {int(i) for i in exceeding}
+    cols = ["rank", "sequence", "mean CE", "max CE", "max at position", "over threshold"]
+    data = [{"rank": k + 1, "sequence": r.index, "mean CE": r.mean, "max CE": r.max,
+             "max at position": r.argmax_position, "over threshold": r.index in over} for k, r in enumerate(ranked)]
+    return pd.DataFrame(data, columns=cols)
+
+
+def token_frame(rows: Sequence[Any], label_a: str = "loss", label_b: str = "loss_b") -> pd.DataFrame:
+    """Per-token rows of one sequence (TokenLoss, or TokenDiff of two models) for tables and charts:
+    position, token_id, token (unicode_escape), and the loss, or the two losses and diff = b - a."""
+    data = []
+    for r in rows:
+        rec = {"position": r.position, "token_id": r.token_id, "token": r.escaped}
+        if hasattr(r, "diff"):
+            rec.update({label_a: r.loss_a, label_b: r.loss_b, "diff": r.diff})
+        else:
+            rec[label_a] = r.loss
+        data.append(rec)
+    cols = ["position", "token_id", "token", label_a] + ([label_b, "diff"] if rows and hasattr(rows[0], "diff") else [])
+    return pd.DataFrame(data, columns=cols).astype({c: float for c in cols[3:]})
+
+
+def display_token(text: str) -> str:
+    """What a token shows as in the coloured view: printable text as is; a newline as '⏎' and a line
+    break; tabs and other control or invisible characters as their unicode_escape form ('\\x0c')."""
+    if text == "":
+        return "∅"
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch == "\n":
+            out.append("⏎\n")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def _rgba_loss(value: float | None, vmax: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "transparent"
+    a = min(1.0, math.log1p(max(0.0, value)) / math.log1p(vmax)) if vmax > 0 else 0.0
+    return f"rgba(220, 38, 38, {0.06 + 0.84 * a:.3f})"
+
+
+def _rgba_diff(value: float | None, vmax: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "transparent"
+    a = min(1.0, abs(value) / vmax) if vmax > 0 else 0.0
+    rgb = "220, 38, 38" if value > 0 else "37, 99, 235"
+    return f"rgba({rgb}, {0.04 + 0.86 * a:.3f})"
+
+
+def token_spans_html(rows: Sequence[Any], values: Sequence[float | None], *, vmax: float = 10.0,
+                     diverging: bool = False, value_name: str = "loss", highlight: int | None = None,
+                     context: Iterable[int] = ()) -> str:
+    """A sequence's tokens as coloured HTML spans (text escaped), one per row (TokenLoss/TokenDiff),
+    coloured by `values` (None: uncoloured): red by log(1 + loss) up to `vmax`, or, when `diverging`,
+    blue (< 0) / red (> 0) by |value| / vmax. Hovering shows position, id, escaped text and value.
+    The token at position `highlight` is outlined, the `context` positions underlined."""
+    import html
+
+    ctx = {int(p) for p in context}
+    spans = []
+    for r, v in zip(rows, values):
+        color = _rgba_diff(v, vmax) if diverging else _rgba_loss(v, vmax)
+        val = "N/A" if v is None else (f"{v:+.4f}" if diverging else f"{v:.4f}")
+        title = f"position {r.position} | id {r.token_id} | '{r.escaped}' | {value_name} {val}"
+        style = f"background:{color};border-radius:3px;"
+        if highlight is not None and r.position == highlight:
+            style += "outline:2px solid #111;outline-offset:1px;font-weight:700;"
+        elif r.position in ctx:
+            style += "text-decoration:underline;text-decoration-style:dotted;text-underline-offset:3px;"
+        spans.append(f'<span title="{html.escape(title, quote=True)}" style="{style}">'
+                     f"{html.escape(display_token(r.text))}</span>")
+    return ('<div style="font-family:ui-monospace,monospace;font-size:0.85rem;white-space:pre-wrap;'
+            'word-break:break-all;line-height:1.9">' + "".join(spans) + "</div>")
+
+
+# ---------------------------------------------------------------------------------------- First tokens
+def norm_profile_frame(profiles: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """{model: FirstTokenStats.profile()} as a long frame: model, point (residual point name), layer
+    (its index), position ('first token' | 'other tokens'), norm, ratio (first / other)."""
+    data = []
+    for label, prof in profiles.items():
+        for i, (pt, f, r, q) in enumerate(zip(prof["points"], prof["first"], prof["rest"], prof["ratio"])):
+            data.append({"model": label, "point": pt, "layer": i, "position": "first token", "norm": f, "ratio": q})
+            data.append({"model": label, "point": pt, "layer": i, "position": "other tokens", "norm": r, "ratio": q})
+    return pd.DataFrame(data, columns=["model", "point", "layer", "position", "norm", "ratio"])
+
+
+def sink_frames(rates: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """{model: SinkRate} as (overall: model, rate, ci_lo, ci_hi, threshold; per layer: model, layer, rate)."""
+    overall = pd.DataFrame([{"model": m, "rate": r.rate, "ci_lo": r.ci[0], "ci_hi": r.ci[1], "threshold": r.threshold}
+                            for m, r in rates.items()], columns=["model", "rate", "ci_lo", "ci_hi", "threshold"])
+    per_layer = pd.DataFrame([{"model": m, "layer": i, "rate": v} for m, r in rates.items()
+                              for i, v in enumerate(r.per_layer)], columns=["model", "layer", "rate"])
+    return overall, per_layer
+
+
+# ---------------------------------------------------------------------------------------- Confidence neurons
+def cn_scatter_frame(label: str, scores: Any, marked: Sequence[int]) -> pd.DataFrame:
+    """One row per last-layer neuron (ConfidenceScores): model, neuron, norm, logit_var, score, and
+    top = its 1-based rank among `marked` (0 when not marked)."""
+    rank = {int(n): k + 1 for k, n in enumerate(marked)}
+    n = len(scores.score)
+    return pd.DataFrame({"model": label, "neuron": np.arange(n), "norm": np.asarray(scores.norm, dtype=float),
+                         "logit_var": np.asarray(scores.logit_var, dtype=float),
+                         "score": np.asarray(scores.score, dtype=float), "top": [rank.get(i, 0) for i in range(n)]})
+
+
+def ablation_frames(abl: Mapping[str, Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """{model: AblationResult.to_dict()} as (baseline: model, ce, entropy, tokens; single: model,
+    neuron, ce, entropy, delta_ce, delta_entropy, rel_ce, rel_entropy; cumulative: model, k, neurons
+    and the same columns) -- the values of the paper's Fig. 8 and 9."""
+    cols = ["ce", "entropy", "delta_ce", "delta_entropy", "rel_ce", "rel_entropy"]
+    base, single, cum = [], [], []
+    for m, d in abl.items():
+        base.append({"model": m, "ce": d["baseline"]["ce"], "entropy": d["baseline"]["entropy"], "tokens": d["tokens"]})
+        single += [{"model": m, "neuron": r["neuron"], **{c: r[c] for c in cols}} for r in d["single"]]
+        cum += [{"model": m, "k": k + 1, "neurons": ", ".join(map(str, r["neurons"])), **{c: r[c] for c in cols}}
+                for k, r in enumerate(d["cumulative"])]
+    return (pd.DataFrame(base, columns=["model", "ce", "entropy", "tokens"]),
+            pd.DataFrame(single, columns=["model", "neuron", *cols]),
+            pd.DataFrame(cum, columns=["model", "k", "neurons", *cols]))
+
+
+def svd_frame(svds: Mapping[str, Any], neurons: int = 1) -> pd.DataFrame:
+    """{model: UnembedSVD} as a long frame for the paper's Fig. 7: model, index (of the singular
+    vector), series ('singular value (S / S0)' or '|cos| with neuron N' for the first `neurons` top
+    neurons), value."""
+    parts = []
+    for m, s in svds.items():
+        sv = np.asarray(s.singular_values, dtype=float)
+        idx = np.arange(sv.size)
+        parts.append(pd.DataFrame({"model": m, "index": idx, "series": "singular value (S / S0)", "value": sv}))
+        cos = np.asarray(s.cosines, dtype=float)
+        for k, n in enumerate(list(s.neurons)[:neurons]):
+            parts.append(pd.DataFrame({"model": m, "index": idx, "series": f"|cos| with neuron {n}", "value": cos[k]}))
+    if not parts:
+        return pd.DataFrame(columns=["model", "index", "series", "value"])
+    return pd.concat(parts, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------- DLA
+def nmae_head_frame(results: Mapping[str, Any]) -> pd.DataFrame:
+    """{model: NMAEResult} as a long frame: model, layer, head, nmae (percent; NaN where undefined)."""
+    data = [{"model": m, "layer": i, "head": h, "nmae": float("nan") if v is None else float(v)}
+            for m, r in results.items() for i, row in enumerate(r.per_head) for h, v in enumerate(row)]
+    return pd.DataFrame(data, columns=["model", "layer", "head", "nmae"])
+
+
+def nmae_summary_frame(results: Mapping[str, Any]) -> pd.DataFrame:
+    """{model: NMAEResult}: model, NMAE (%), CI low, CI high, granularity (eq. 10 and its bootstrap CI)."""
+    return pd.DataFrame([{"model": m, "NMAE (%)": r.overall, "CI low": r.ci[0], "CI high": r.ci[1],
+                          "granularity": r.granularity} for m, r in results.items()],
+                        columns=["model", "NMAE (%)", "CI low", "CI high", "granularity"])
+
+
+def job_fraction(job: int, n_jobs: int, done: int, total: int) -> float:
+    """Overall progress when job `job` (0-based) of `n_jobs` is `done` of `total` through."""
+    if n_jobs <= 0:
+        return 1.0
+    inner = min(1.0, done / total) if total > 0 else 1.0
+    return min(1.0, max(0.0, (job + inner) / n_jobs))

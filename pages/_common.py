@@ -340,3 +340,309 @@ def sigma_chart(df: pd.DataFrame, *, log: bool = False, events: pd.DataFrame | N
     if events is not None and not events.empty:
         chart = alt.layer(removal_rules(events, legend=False), line)
     return chart.properties(title="sigma of each LN block (frozen at removal)", height=height)
+
+
+# ---------------------------------------------------------------------------------------- analysis pages
+# Shared by Compare, Outliers, First tokens, Confidence neurons and DLA. Session-state keys:
+#   analysis.models      the model set (specs), one picker shared by every analysis page
+#   analysis.datasets    the datasets of the Compare page; analysis.dataset: the one of the other pages
+#   analysis.n, analysis.seq_len, analysis.split   how many sequences of how many tokens
+#   analysis.cache_dir, analysis.device, analysis.batch_size   where results are cached, how they run
+# Query parameters: ?runs=a&runs=b (from the Runs page) puts those runs, and the base models they were
+# fine-tuned from, in the model set; ?dataset=NAME_OR_PATH picks the dataset.
+MODELS_KEY = "analysis.models"
+DEFAULT_CACHE_DIR = "lnfree_cache"  # as the CLI's --cache-dir default, so both share results
+DEFAULT_N_SEQUENCES, DEFAULT_SEQ_LEN = 16, 128
+PAPER_MODELS = (  # the paper's models (appendix A), in Table 1 order
+    "openai-community/gpt2", "schaeff/gpt2-small_vanilla300", "schaeff/gpt2-small_LNFree300",
+    "openai-community/gpt2-medium", "schaeff/gpt2-medium_vanilla500", "schaeff/gpt2-medium_LNFree500",
+    "openai-community/gpt2-large", "schaeff/gpt2-large_vanilla600", "schaeff/gpt2-large_LNFree600",
+    "openai-community/gpt2-xl", "schaeff/gpt2-xl_vanilla800", "schaeff/gpt2-xl_LNFree800",
+)
+
+
+def analysis_errors() -> tuple[type[BaseException], ...]:
+    """What an analysis can fail with for a user's reason (missing model or data, offline Hub, a
+    sequence longer than the model's context): shown as a message, the page goes on."""
+    return (OSError, ValueError, RuntimeError, KeyError, IndexError, ImportError)
+
+
+def _query_runs(root: Path) -> list[str]:
+    return [str(root / n) for n in selected_runs() if (root / n).is_dir()] if st.query_params.get_all("runs") else []
+
+
+def _base_models(run_dirs: Sequence[str]) -> list[str]:
+    """The usable base models the runs were fine-tuned from (their request's `model`), deduplicated."""
+    from lnfree_core.ui_data import model_spec_problem, run_request
+
+    out: list[str] = []
+    for rd in run_dirs:
+        base = run_request(rd).get("model")
+        if isinstance(base, str) and base and base not in out and model_spec_problem(base, hub_reachable()) is None:
+            out.append(base)
+    return out
+
+
+def default_models() -> list[str]:
+    """The model set a session starts with: the Runs page's selection (and the base models), else the
+    paper's GPT-2 Small triple when the Hub answers, else the demo suite, else finished runs."""
+    from lnfree_core.ui_data import demo_catalog
+
+    root = runs_root()
+    picked = [str(root / n) for n in selected_runs() if (root / n / "checkpoints").is_dir()]
+    if picked:
+        return _base_models(picked) + picked
+    if hub_reachable():
+        return list(PAPER_MODELS[:3])
+    demo = list(demo_catalog()["models"].values())
+    if demo:
+        return demo
+    finished = [s for s in _runs(root, ("finished",)) if (Path(s.run_dir) / "checkpoints").is_dir()]
+    return [str(Path(s.run_dir)) for s in finished[:3]]
+
+
+def _add_model(spec: str | None) -> None:
+    if spec:
+        current = list(st.session_state.get(MODELS_KEY) or [])
+        if spec not in current:
+            st.session_state[MODELS_KEY] = current + [spec]
+
+
+def model_set_picker(*, label: str = "Models", help: str | None = None) -> list[str]:
+    """The analysis pages' shared model set: several models (Hub ids, local folders, runs, demo models).
+
+    A multiselect of specs (type a Hub id or a folder path to add it, or use "Add a model", which
+    offers the model picker of the Train page); the selection persists across the analysis pages.
+    Returns the usable specs (those with a problem are reported and left out).
+    """
+    from lnfree_core.ui_data import demo_catalog, model_option_text, model_spec_problem
+
+    root = runs_root()
+    if MODELS_KEY not in st.session_state:
+        st.session_state[MODELS_KEY] = default_models()
+    q = tuple(st.query_params.get_all("runs"))
+    if q and st.session_state.get("_analysis.q_runs") != q:  # arrived from the Runs page with new runs
+        st.session_state["_analysis.q_runs"] = q
+        runs = _query_runs(root)
+        if runs:
+            st.session_state[MODELS_KEY] = _base_models(runs) + runs
+    current = list(st.session_state.get(MODELS_KEY) or [])
+    runs = [str(Path(s.run_dir)) for s in _runs(root) if (Path(s.run_dir) / "checkpoints").is_dir()]
+    options = list(dict.fromkeys([*current, *demo_catalog()["models"].values(), *runs, *PAPER_MODELS]))
+    specs = st.multiselect(label, options, key=MODELS_KEY, **PERSIST, format_func=model_option_text,
+                           accept_new_options=True, placeholder="choose models, or type a Hub id or folder path",
+                           help=help or "Shared by every analysis page. Runs use their newest checkpoint "
+                                        "(`RUN_DIR@STEP` picks another). Type a Hub id or a folder path to add it.")
+    with st.popover("Add a model", icon=":material/add:"):
+        spec = model_picker("analysis.add", label="Source", root=root)
+        st.button("Add to the set", key="analysis_add_model", on_click=_add_model, args=(spec,), disabled=not spec,
+                  icon=":material/add:")
+    hub = hub_reachable()
+    usable = []
+    for s in specs:
+        problem = model_spec_problem(s, hub)
+        if problem:
+            st.warning(problem + " Left out.", icon=":material/warning:")
+        else:
+            usable.append(s)
+    return usable
+
+
+def model_labels(specs: Sequence[str]) -> dict[str, str]:
+    """{spec: unique short label} for charts and tables."""
+    from lnfree_core.ui_data import unique_labels
+
+    return unique_labels(specs)
+
+
+def _dataset_options() -> tuple[list[str], dict[str, str]]:
+    """(dataset options, {option: text}): the demo suite's datasets, the registry's, in that order."""
+    from lnfree_core.data import list_datasets
+    from lnfree_core.ui_data import demo_catalog
+
+    texts = {path: f"demo: {name}" for name, path in demo_catalog()["datasets"].items()}
+    texts.update({s.name: f"{s.name} (Hub)" for s in list_datasets()})
+    return list(texts), texts
+
+
+def default_datasets(multi: bool) -> list[str]:
+    """?dataset=, else the demo suite's datasets when the Hub does not answer, else the paper's."""
+    from lnfree_core.ui_data import demo_catalog
+
+    q = st.query_params.get_all("dataset")
+    if q:
+        return list(q)
+    demo = list(demo_catalog()["datasets"].values())
+    if demo and not hub_reachable():
+        return demo if multi else demo[-1:]
+    return ["owt", "pile", "pile-filtered"] if multi else ["pile-filtered"]
+
+
+def _dataset_text(value: str, texts: dict[str, str]) -> str:
+    return texts.get(value) or f"local: {Path(value).name or value}"
+
+
+def _check_dataset(value: str) -> str | None:
+    from lnfree_core.data import DatasetNotFoundError, resolve_dataset
+
+    try:
+        spec = resolve_dataset(str(Path(value).expanduser()) if Path(value).expanduser().exists() else value)
+    except (DatasetNotFoundError, ValueError, OSError) as e:
+        return str(e)
+    if spec.source == "hub" and not hub_reachable():
+        return (f"`{value}` streams from the Hugging Face Hub, which is not reachable now: only results "
+                "already in the analysis cache can be shown.")
+    return None
+
+
+def analysis_dataset_picker(*, multi: bool = False, label: str | None = None) -> list[str]:
+    """Dataset(s) for the analyses: demo-suite datasets, the registry's (owt, pile, pile-filtered) or a
+    typed local path (.parquet/.jsonl/.txt file or folder). Returns the chosen names/paths."""
+    key = "analysis.datasets" if multi else "analysis.dataset"
+    options, texts = _dataset_options()
+    q = tuple(st.query_params.get_all("dataset"))
+    if key not in st.session_state or (q and st.session_state.get(f"_{key}.q") != q):
+        st.session_state[f"_{key}.q"] = q
+        defaults = default_datasets(multi)
+        st.session_state[key] = defaults if multi else defaults[0]
+    current = st.session_state.get(key)
+    extra = [c for c in (current if isinstance(current, list) else [current]) if c and c not in options]
+    options = options + extra
+    hint = "type a local path (.parquet, .jsonl, .txt or a folder) to add it"
+    if multi:
+        chosen = st.multiselect(label or "Datasets", options, key=key, **PERSIST, accept_new_options=True,
+                                format_func=lambda v: _dataset_text(v, texts), placeholder=hint)
+    else:
+        one = st.selectbox(label or "Dataset", options, key=key, **PERSIST, accept_new_options=True,
+                           format_func=lambda v: _dataset_text(v, texts), placeholder=hint)
+        chosen = [one] if one else []
+    for value in chosen:
+        problem = _check_dataset(value)
+        if problem:
+            st.caption(f":orange[{problem}]")
+    return [str(Path(v).expanduser().resolve()) if Path(v).expanduser().exists() else v for v in chosen]
+
+
+def data_size_inputs(*, n_default: int = DEFAULT_N_SEQUENCES, seq_len_default: int = DEFAULT_SEQ_LEN) -> tuple[int, int, str | None]:
+    """(sequences, tokens per sequence, split or None = the dataset's evaluation split); shared keys."""
+    seed("analysis.n", n_default)
+    seed("analysis.seq_len", seq_len_default)
+    seed("analysis.split", "")
+    c1, c2, c3 = st.columns(3)
+    n = c1.number_input("Sequences", min_value=1, max_value=100_000, step=8, key="analysis.n", **PERSIST,
+                        help="The first N sequences of the split (the paper: 1,000 for the analyses, 10,000 "
+                             "for Table 1). Small values compute in seconds on a CPU.")
+    seq_len = c2.number_input("Tokens per sequence", min_value=2, max_value=8192, step=64, key="analysis.seq_len",
+                              **PERSIST, help="The paper uses 1024 for Table 1 and 512 for the analyses; at most "
+                                              "the model's context length.")
+    split = c3.text_input("Split", key="analysis.split", **PERSIST, placeholder="evaluation split",
+                          help="Empty: the dataset's evaluation split (owt: validation).")
+    return int(n), int(seq_len), (split.strip() or None)
+
+
+def analysis_settings() -> dict[str, Any]:
+    """Where results are cached and how they run: {'cache_dir', 'device', 'batch_size'} (an expander)."""
+    seed("analysis.cache_dir", DEFAULT_CACHE_DIR)
+    seed("analysis.device", "auto")
+    seed("analysis.batch_size", 8)
+    with st.expander("Computation settings", icon=":material/settings:"):
+        c1, c2, c3 = st.columns([3, 1, 1])
+        cache = c1.text_input("Result cache folder", key="analysis.cache_dir", **PERSIST,
+                              help="Results are stored here and never computed twice (shared with "
+                                   "`python -m lnfree_core eval/analyze --cache-dir`).")
+        devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(gpu_count())]
+        if st.session_state.get("analysis.device") not in devices:
+            st.session_state["analysis.device"] = "auto"
+        device = c2.selectbox("Device", devices, key="analysis.device", **PERSIST)
+        batch = c3.number_input("Batch size", min_value=1, max_value=512, key="analysis.batch_size", **PERSIST)
+    root = Path(str(cache or DEFAULT_CACHE_DIR)).expanduser().resolve()
+    return {"cache_dir": str(root), "device": device, "batch_size": int(batch)}
+
+
+class JobProgress:
+    """One progress bar over several analysis jobs, fed by the analyses' progress(done, total) callbacks."""
+
+    def __init__(self, n_jobs: int):
+        self.n_jobs = n_jobs
+        self.slot = st.empty()
+
+    def callback(self, job: int, label: str) -> Callable[[int, int], None]:
+        from lnfree_core.ui_data import job_fraction
+
+        def report(done: int, total: int) -> None:
+            self.slot.progress(job_fraction(job, self.n_jobs, done, total),
+                               text=f"{label}: {done} of {total} sequences (job {job + 1} of {self.n_jobs})")
+
+        self.slot.progress(job_fraction(job, self.n_jobs, 0, 1), text=f"{label}: starting (job {job + 1} of "
+                                                                       f"{self.n_jobs})")
+        return report
+
+    def clear(self) -> None:
+        self.slot.empty()
+
+
+def run_jobs(jobs: Sequence[tuple[Any, str, Callable[[Callable[[int, int], None]], Any]]]) -> dict[Any, Any]:
+    """Run analysis jobs [(key, label, fn(progress) -> result)] one after the other under one progress
+    bar; a job that fails is reported (st.error) and left out. Returns {key: result}."""
+    bar = JobProgress(len(jobs))
+    out: dict[Any, Any] = {}
+    failures = []
+    for i, (key, label, fn) in enumerate(jobs):
+        try:
+            out[key] = fn(bar.callback(i, label))
+        except analysis_errors() as e:
+            failures.append((label, e))
+    bar.clear()
+    for label, e in failures:
+        st.error(f"{label}: {type(e).__name__}: {e}", icon=":material/error:")
+    return out
+
+
+def data_spec(dataset: str, n: int, seq_len: int, split: str | None):
+    """The analysis DataSpec of a dataset choice."""
+    from lnfree_core.analysis.cached import DataSpec
+
+    return DataSpec(dataset=dataset, split=split, n=n, seq_len=seq_len)
+
+
+def dataset_label(dataset: str) -> str:
+    """A short name for a dataset choice (registry name, 'demo name' or the file/folder name)."""
+    from lnfree_core.ui_data import demo_catalog
+
+    for name, path in demo_catalog()["datasets"].items():
+        if path == dataset:
+            return f"demo {name}"
+    return Path(dataset).name if Path(dataset).exists() else dataset
+
+
+@st.cache_resource(show_spinner=False)
+def _gpt2_tokenizer():
+    from lnfree_core.data import load_gpt2_tokenizer
+
+    return load_gpt2_tokenizer()
+
+
+def token_decoder(model_spec: str | None = None) -> Callable[[list[int]], str]:
+    """decode(ids) -> text for tokens of `model_spec`'s vocabulary: GPT-2's BPE, with the demo suite's
+    compact ids mapped back to GPT-2 ids first when the model uses them."""
+    from lnfree_core.ui_data import gpt2_id_mapper
+
+    tok = _gpt2_tokenizer()
+    to_gpt2 = gpt2_id_mapper(model_spec)
+    if to_gpt2 is None:
+        return lambda ids: tok.decode(list(ids))
+    return lambda ids: tok.decode(to_gpt2(list(ids)))
+
+
+def models_and_data(*, multi_data: bool = False, n_default: int = DEFAULT_N_SEQUENCES,
+                    seq_len_default: int = DEFAULT_SEQ_LEN) -> tuple[list[str], list[str], int, int, str | None, dict]:
+    """The top of every analysis page: model set, dataset(s), data size and computation settings."""
+    with st.container(border=True):
+        c1, c2 = st.columns([3, 2])
+        with c1:
+            specs = model_set_picker()
+        with c2:
+            datasets = analysis_dataset_picker(multi=multi_data)
+        n, seq_len, split = data_size_inputs(n_default=n_default, seq_len_default=seq_len_default)
+        settings = analysis_settings()
+    return specs, datasets, n, seq_len, split, settings

@@ -1,0 +1,147 @@
+"""Compare: the cross-entropy of several models on several datasets in the form of the paper's Table 1
+(lowest per group in bold, LN-free gaps in brackets), medians and central percentile ranges, and the
+per-token loss distributions; CSV and Markdown downloads. Numbers come from lnfree_core.analysis."""
+
+from __future__ import annotations
+
+import hashlib
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lnfree_core.analysis.cached import ce_eval
+from lnfree_core.ui_data import (
+    RANGE_STATS,
+    SUMMARY_STATS,
+    CERow,
+    ce_summary_frame,
+    frame_markdown,
+    loss_histogram,
+    range_frame,
+    stat_table,
+)
+from pages import _common as common
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def histogram(entries: tuple[tuple[str, str, float], ...], bins: int) -> pd.DataFrame:
+    """loss_histogram of cached CE results, given as (label, cache entry folder, created time)."""
+    return loss_histogram({label: np.load(f"{path}/losses.npy", mmap_mode="r") for label, path, _ in entries}, bins)
+
+
+def meta_editor(specs: list[str], labels: dict[str, str]) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Table 1 row labels and groups (the lowest value is marked per group), editable."""
+    layers = {s: common.model_layers(s) for s in specs}
+    known = all(layers.values())  # group by size only when every size is known, else one group
+    default_groups = {s: f"{n} layers" if known else "" for s, n in layers.items()}
+    df = pd.DataFrame({"model": specs, "label": [labels[s] for s in specs],
+                       "group": [default_groups[s] for s in specs]})
+    key = "compare.meta." + hashlib.sha1("\n".join(specs).encode()).hexdigest()[:12]
+    with st.expander("Row labels and groups", icon=":material/edit:"):
+        st.caption("The lowest value is marked per group and dataset (the paper groups by model size); "
+                   "LN-free rows show their gap to it.")
+        edited = st.data_editor(df, key=key, hide_index=True, disabled=["model"], width="stretch",
+                                column_config={"model": st.column_config.TextColumn("model spec")})
+    out_labels: dict[str, str] = {}
+    out_groups: dict[str, str | None] = {}
+    for spec, label, group in zip(specs, edited["label"], edited["group"]):
+        label = str(label).strip() if isinstance(label, str) and label.strip() else labels[spec]
+        while label in out_labels.values():
+            label += "'"
+        out_labels[spec] = label
+        out_groups[spec] = str(group).strip() if isinstance(group, str) and group.strip() else None
+    return out_labels, out_groups
+
+
+def distribution_chart(hist: pd.DataFrame, dataset: str, log_y: bool) -> alt.Chart:
+    data = hist[hist["count"] > 0] if log_y else hist
+    return (
+        alt.Chart(data)
+        .mark_line(interpolate="step-after", strokeWidth=1.5)
+        .encode(
+            x=alt.X("lo:Q", title="per-token cross-entropy (nats, log scale)", scale=alt.Scale(type="log")),
+            y=alt.Y("share:Q", title="share of tokens", scale=alt.Scale(type="log" if log_y else "linear")),
+            color=alt.Color("model:N", legend=alt.Legend(title=None, orient="top")),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("lo:Q", format=".3g", title="from"),
+                     alt.Tooltip("hi:Q", format=".3g", title="to"), alt.Tooltip("count:Q"),
+                     alt.Tooltip("share:Q", format=".3%")],
+        )
+        .properties(title=f"per-token loss distribution on {dataset}", height=320)
+    )
+
+
+st.title("Compare")
+st.caption("Mean per-token cross-entropy of each model on each dataset, as in the paper's Table 1, with the "
+           "median and central percentile ranges, and the full distribution of per-token losses.")
+specs, datasets, n, seq_len, split, settings = common.models_and_data(multi_data=True)
+if not specs or not datasets:
+    st.info("Choose at least one model and one dataset above.", icon=":material/info:")
+    st.stop()
+
+labels = common.model_labels(specs)
+labels, groups = meta_editor(specs, labels)
+ds_labels = {d: common.dataset_label(d) for d in datasets}
+kwargs = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
+jobs = []
+for spec in specs:
+    for ds in datasets:
+        data = common.data_spec(ds, n, seq_len, split)
+        jobs.append(((spec, ds), f"{labels[spec]} on {ds_labels[ds]}",
+                     lambda progress, spec=spec, data=data: ce_eval(spec, data, progress=progress, **kwargs)))
+results = common.run_jobs(jobs)
+if not results:
+    st.stop()
+
+rows = [CERow(labels[spec], ds_labels[ds], res.summary, res.ln_free, groups[spec])
+        for (spec, ds), res in results.items()]
+summary = ce_summary_frame(rows)
+
+st.header("Cross-entropy")
+common.seed("compare.stat", "mean")
+stat = st.segmented_control("Statistic", list(SUMMARY_STATS), key="compare.stat", **common.PERSIST,
+                            format_func=SUMMARY_STATS.get, selection_mode="single") or "mean"
+if stat in RANGE_STATS:
+    table_df = range_frame(rows, stat)
+    markdown = frame_markdown(table_df)
+    csv = table_df.to_csv(index=False)
+    st.markdown(markdown)
+    st.caption(f"{SUMMARY_STATS[stat]} of the per-token losses: [lower, upper] percentiles over all scored tokens.")
+else:
+    table = stat_table(rows, stat)
+    markdown, csv = table.to_markdown(), table.to_csv()
+    st.markdown(markdown)
+    st.caption(f"{SUMMARY_STATS[stat].split(' (')[0].capitalize()} per-token CE over {n} sequences of {seq_len} "
+               "tokens. The lowest value per group and dataset is in **bold**; LN-free models show their gap to "
+               "it in [brackets].")
+c1, c2, c3 = st.columns(3)
+c1.download_button("Table (Markdown)", markdown, file_name=f"ce_{stat}.md", mime="text/markdown",
+                   icon=":material/download:", key="compare_dl_md")
+c2.download_button("Table (CSV)", csv, file_name=f"ce_{stat}.csv", mime="text/csv", icon=":material/download:",
+                   key="compare_dl_csv")
+c3.download_button("All statistics (CSV)", summary.to_csv(index=False), file_name="ce_summary.csv",
+                   mime="text/csv", icon=":material/download:", key="compare_dl_summary")
+
+st.subheader("All statistics")
+st.dataframe(summary, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(c, format="%.4f")
+                            for c in summary.columns if c not in ("model", "dataset", "group", "ln_free", "tokens")})
+
+st.header("Per-token loss distributions")
+computed = [ds for ds in datasets if any((s, ds) in results for s in specs)]
+c1, c2, c3 = st.columns([2, 1, 1])
+shown = c1.selectbox("Dataset", computed, key="compare.dist_ds", format_func=ds_labels.get)
+log_y = c2.toggle("Log share", value=True, key="compare.dist_log")
+bins = c3.number_input("Bins", min_value=10, max_value=400, value=80, step=10, key="compare.dist_bins")
+entries = []
+for spec in specs:
+    res = results.get((spec, shown))
+    if res is not None and res.entry.path is not None:
+        entries.append((labels[spec], str(res.entry.path), float(res.entry.meta.get("created", 0))))
+if entries:
+    st.altair_chart(distribution_chart(histogram(tuple(entries), int(bins)), ds_labels[shown], log_y),
+                    width="stretch")
+    st.caption("Shares of tokens on log-spaced loss bins shared by all models; a heavy right tail is what "
+               "raises a mean far above the median (see the Outliers page).")
+common.page_link("pages/outliers.py", label="Inspect the high-loss sequences", icon=":material/scatter_plot:")

@@ -1,0 +1,148 @@
+"""Confidence neurons: the last MLP layer's neurons by weight norm and LogitVar (CN score, top-k marked),
+the change in CE and entropy when the top neurons are mean-ablated, one by one and cumulatively, and
+the singular value spectrum of the unembedding with the top neuron's alignment (appendix H)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from lnfree_core.analysis.cached import confidence_eval
+from lnfree_core.ui_data import ablation_frames, cn_scatter_frame, svd_frame
+from pages import _common as common
+
+
+def scatter(df: pd.DataFrame) -> alt.FacetChart:
+    base = alt.Chart(df).encode(
+        x=alt.X("norm:Q", title="||w_out|| (weight norm)", scale=alt.Scale(zero=False)),
+        y=alt.Y("logit_var:Q", title="LogitVar (log scale)", scale=alt.Scale(type="log")),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("neuron:Q"), alt.Tooltip("norm:Q", format=".4g"),
+                 alt.Tooltip("logit_var:Q", format=".4g"), alt.Tooltip("score:Q", format=".4g", title="CN score"),
+                 alt.Tooltip("top:Q", title="rank (0: not marked)")],
+    )
+    others = base.transform_filter("datum.top == 0").mark_circle(size=14, opacity=0.35, color="#8b95a5")
+    top = base.transform_filter("datum.top > 0").mark_circle(size=60, color="#dc2626", opacity=0.95)
+    text = base.transform_filter("datum.top > 0").mark_text(align="left", dx=6, dy=-4, fontSize=11,
+                                                            color="#dc2626").encode(text="neuron:Q")
+    return alt.layer(others, top, text, data=df).properties(width=280, height=260).facet(
+        column=alt.Column("model:N", title=None, sort=None)).properties(
+        title="confidence neurons: high weight norm, low LogitVar (top by CN score in red)")
+
+
+def single_chart(single: pd.DataFrame, value: str, title: str) -> alt.Chart:
+    return (
+        alt.Chart(single)
+        .mark_bar()
+        .encode(
+            x=alt.X("neuron:N", title="ablated neuron", sort=None),
+            xOffset=alt.XOffset("model:N", sort=None),
+            y=alt.Y(f"{value}:Q", title=title),
+            color=alt.Color("model:N", sort=None, legend=alt.Legend(title=None, orient="top")),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("neuron:N"), alt.Tooltip("delta_ce:Q", format="+.5f"),
+                     alt.Tooltip("delta_entropy:Q", format="+.5f"), alt.Tooltip("rel_ce:Q", format="+.3%"),
+                     alt.Tooltip("rel_entropy:Q", format="+.3%")],
+        )
+        .properties(height=240, title=title)
+    )
+
+
+def cumulative_chart(cum: pd.DataFrame, value: str, title: str) -> alt.Chart:
+    return (
+        alt.Chart(cum)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("k:O", title="top-k neurons ablated together"),
+            y=alt.Y(f"{value}:Q", title=title, axis=alt.Axis(format="%")),
+            color=alt.Color("model:N", sort=None, legend=alt.Legend(title=None, orient="top")),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("neurons:N"), alt.Tooltip(f"{value}:Q", format="+.3%")],
+        )
+        .properties(height=240, title=title)
+    )
+
+
+def spectrum_chart(df: pd.DataFrame, log: bool) -> alt.Chart:
+    data = df[df["value"] > 0] if log else df
+    return (
+        alt.Chart(data)
+        .mark_line(strokeWidth=1.4)
+        .encode(
+            x=alt.X("index:Q", title="singular vector (by singular value, descending)"),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log else "linear")),
+            color=alt.Color("model:N", sort=None, legend=alt.Legend(title=None, orient="top")),
+            strokeDash=alt.StrokeDash("series:N", legend=alt.Legend(title=None, orient="top")),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("series:N"), alt.Tooltip("index:Q"),
+                     alt.Tooltip("value:Q", format=".4g")],
+        )
+        .properties(height=300, title="unembedding spectrum (solid) and the top neuron's |cos| with each "
+                                      "left singular vector (dashed)")
+    )
+
+
+st.title("Confidence neurons")
+st.caption("Confidence neurons of the last MLP layer write large vectors into the unembedding's near-null space: "
+           "through the final LayerNorm they scale all logits alike and so regulate the output entropy. Without "
+           "LayerNorm they keep their weights but lose their effect (appendix H).")
+specs, datasets, n, seq_len, split, settings = common.models_and_data()
+if not specs or not datasets:
+    st.info("Choose at least one model and a dataset above.", icon=":material/info:")
+    st.stop()
+labels = common.model_labels(specs)
+dataset = datasets[0]
+c1, c2, c3, c4 = st.columns(4)
+common.seed("cn.top_k", 3)
+top_k = int(c1.number_input("Neurons to ablate", min_value=1, max_value=32, key="cn.top_k", **common.PERSIST,
+                            help="The top-k neurons by CN score are mean-ablated one by one and cumulatively "
+                                 "(the paper: 3)."))
+common.seed("cn.marked", 7)
+marked = int(c2.number_input("Neurons to mark", min_value=1, max_value=100, key="cn.marked", **common.PERSIST,
+                             help="Highlighted in the scatter plot (the paper: top 7)."))
+common.seed("cn.fold_ln", True)
+fold_ln = c3.toggle("Fold the final norm's gain into W_U", key="cn.fold_ln", **common.PERSIST)
+common.seed("cn.center", True)
+center = c4.toggle("Center w_out and W_U", key="cn.center", **common.PERSIST)
+
+data = common.data_spec(dataset, n, seq_len, split)
+kw = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"],
+      "top_k": top_k, "fold_ln": fold_ln, "center": center}
+results = common.run_jobs([(s, f"{labels[s]} on {common.dataset_label(dataset)}",
+                            lambda progress, s=s: confidence_eval(s, data, progress=progress, **kw)) for s in specs])
+if not results:
+    st.stop()
+
+st.header("CN scores")
+scores = pd.concat([cn_scatter_frame(labels[s], r.scores, r.scores.top(marked)) for s, r in results.items()],
+                   ignore_index=True)
+st.altair_chart(scatter(scores), width="content")
+st.caption("CN(i) = ||w_out,i|| / LogitVar(w_out,i) (eq. 11, 12) for every neuron of the last MLP layer "
+           f"(layer {next(iter(results.values())).entry.meta['layer']}).")
+with st.expander("Top neurons by CN score"):
+    st.dataframe(scores[scores["top"] > 0].sort_values(["model", "top"]), hide_index=True, width="stretch")
+
+st.header("Mean ablation")
+base, single, cum = ablation_frames({labels[s]: r.entry.meta["ablation"] for s, r in results.items()})
+cols = st.columns(len(base) if 0 < len(base) <= 4 else 4)
+for i, row in enumerate(base.itertuples(index=False)):
+    cols[i % len(cols)].metric(row.model, f"CE {row.ce:.4f}", help=f"entropy {row.entropy:.4f} over {row.tokens} tokens")
+    cols[i % len(cols)].caption(f"entropy {row.entropy:.4f} (no ablation)")
+c1, c2 = st.columns(2)
+c1.altair_chart(single_chart(single, "delta_ce", "change in CE"), width="stretch")
+c2.altair_chart(single_chart(single, "delta_entropy", "change in entropy"), width="stretch")
+st.subheader("Cumulative ablation")
+c1, c2 = st.columns(2)
+c1.altair_chart(cumulative_chart(cum, "rel_ce", "relative change in CE"), width="stretch")
+c2.altair_chart(cumulative_chart(cum, "rel_entropy", "relative change in entropy"), width="stretch")
+with st.expander("Numbers"):
+    st.dataframe(single, hide_index=True, width="stretch")
+    st.dataframe(cum, hide_index=True, width="stretch")
+st.caption("Each neuron's activation is replaced by its mean over all positions of these sequences; CE and entropy "
+           "are averaged over the same predicting positions (Fig. 8 and 9 of the paper).")
+
+st.header("Unembedding spectrum")
+c1, c2 = st.columns(2)
+common.seed("cn.svd_neurons", 1)
+st.session_state["cn.svd_neurons"] = min(int(st.session_state["cn.svd_neurons"]), top_k)
+n_cos = int(c1.number_input("Top neurons shown", min_value=1, max_value=top_k, key="cn.svd_neurons", **common.PERSIST))
+common.seed("cn.svd_log", True)
+log = c2.toggle("Log scale", key="cn.svd_log", **common.PERSIST)
+st.altair_chart(spectrum_chart(svd_frame({labels[s]: r.svd for s, r in results.items()}, n_cos), log), width="stretch")

@@ -1,0 +1,90 @@
+"""DLA: how far direct logit attribution is from the direct effect of each attention head, as the
+normalised mean absolute error per head (layer x head heatmaps, one per model) and overall with its
+bootstrap CI (section 5.1, appendix G): 0 for LN-free models, where DLA is exact."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from lnfree_core.analysis.cached import dla_eval
+from lnfree_core.analysis.nmae import GRANULARITIES
+from lnfree_core.ui_data import nmae_head_frame, nmae_summary_frame
+from pages import _common as common
+
+
+def heatmaps(df: pd.DataFrame, cap: float | None) -> alt.FacetChart:
+    scale = alt.Scale(scheme="viridis", domain=[0, cap] if cap else alt.Undefined, clamp=bool(cap))
+    base = alt.Chart(df).encode(
+        x=alt.X("head:O", title="head"),
+        y=alt.Y("layer:O", title="layer", sort="descending"),
+    )
+    rect = base.mark_rect().encode(
+        color=alt.Color("nmae:Q", title="NMAE (%)", scale=scale),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("layer:O"), alt.Tooltip("head:O"),
+                 alt.Tooltip("nmae:Q", format=".2f", title="NMAE (%)")],
+    )
+    n_layers = int(df["layer"].max()) + 1 if len(df) else 1
+    n_heads = int(df["head"].max()) + 1 if len(df) else 1
+    size = 22 if max(n_layers, n_heads) <= 16 else 12
+    return rect.properties(width=size * n_heads, height=size * n_layers).facet(
+        column=alt.Column("model:N", title=None, sort=None)).properties(title="NMAE per attention head (%)")
+
+
+def overall_chart(summary: pd.DataFrame) -> alt.LayerChart:
+    base = alt.Chart(summary).encode(y=alt.Y("model:N", title=None, sort=None))
+    bars = base.mark_bar(opacity=0.75).encode(
+        x=alt.X("NMAE (%):Q", title="overall NMAE (%), eq. 10"),
+        color=alt.Color("model:N", legend=None, sort=None),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("NMAE (%):Q", format=".2f"),
+                 alt.Tooltip("CI low:Q", format=".2f"), alt.Tooltip("CI high:Q", format=".2f")])
+    ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("CI low:Q"), x2="CI high:Q")
+    return alt.layer(bars, ci).properties(title="overall NMAE with 95% CI", height=40 + 36 * len(summary))
+
+
+st.title("DLA")
+st.caption("Direct logit attribution (DLA) linearises the final LayerNorm by freezing its scale; the direct effect "
+           "(DE) removes the head's output for real. Their normalised mean absolute error (NMAE) is about 50% "
+           "for GPT-2 Small and exactly 0 once the LayerNorm is gone (section 5.1, appendix G).")
+specs, datasets, n, seq_len, split, settings = common.models_and_data()
+if not specs or not datasets:
+    st.info("Choose at least one model and a dataset above.", icon=":material/info:")
+    st.stop()
+labels = common.model_labels(specs)
+dataset = datasets[0]
+c1, c2, c3 = st.columns(3)
+common.seed("dla.granularity", "sequence")
+granularity = c1.segmented_control("Granularity", list(GRANULARITIES), key="dla.granularity", **common.PERSIST,
+                                   help="sequence: eq. 9 over each sequence's mean DLA and DE (the paper); token: "
+                                        "over every predicted token.") or "sequence"
+common.seed("dla.n_boot", 1000)
+n_boot = int(c2.number_input("Bootstrap resamples", min_value=100, max_value=20_000, step=100, key="dla.n_boot",
+                             **common.PERSIST))
+common.seed("dla.cap", 150.0)
+cap = c3.number_input("Colour scale top (%)", min_value=0.0, step=10.0, key="dla.cap", **common.PERSIST,
+                      help="Heads above this get the top colour (0: scale to the data). Later layers of models with "
+                           "LayerNorm exceed 100%.")
+
+data = common.data_spec(dataset, n, seq_len, split)
+kw = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
+results = common.run_jobs([(s, f"{labels[s]} on {common.dataset_label(dataset)}",
+                            lambda progress, s=s: dla_eval(s, data, progress=progress, **kw)) for s in specs])
+if not results:
+    st.stop()
+
+nmaes = {labels[s]: r.nmae(granularity, n_boot=n_boot) for s, r in results.items()}
+summary = nmae_summary_frame(nmaes)
+cols = st.columns(min(4, len(summary)) or 1)
+for i, row in enumerate(summary.itertuples(index=False)):
+    cols[i % len(cols)].metric(row.model, f"{row[1]:.2f}%", help="overall NMAE (eq. 10)")
+    cols[i % len(cols)].caption(f"95% CI [{row[2]:.2f}%, {row[3]:.2f}%]")
+st.altair_chart(heatmaps(nmae_head_frame(nmaes), float(cap) or None), width="content")
+st.altair_chart(overall_chart(summary), width="stretch")
+st.caption(f"NMAE_h = mean_i |DLA_ih - DE_ih| / mean_i |DE_ih| (eq. 9) for the correct next token over {n} sequences "
+           f"of {seq_len} tokens; overall = mean over heads (eq. 10), CI from {n_boot} bootstrap resamples of the "
+           "sequences.")
+st.dataframe(summary, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("NMAE (%)", "CI low", "CI high")})
+st.download_button("NMAE per head (CSV)", nmae_head_frame(nmaes).to_csv(index=False), file_name="nmae_per_head.csv",
+                   mime="text/csv", key="dla_dl", icon=":material/download:")

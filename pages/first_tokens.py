@@ -1,0 +1,125 @@
+"""First tokens: the residual-stream norm at position 0 against the other positions, layer by layer,
+for several models on one chart, and the attention sink rate with its bootstrap CI (section 5.3)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from lnfree_core.analysis.cached import first_token_eval
+from lnfree_core.analysis.sinks import DEFAULT_SINK_THRESHOLD
+from lnfree_core.ui_data import norm_profile_frame, sink_frames
+from pages import _common as common
+
+
+def norm_chart(df: pd.DataFrame, log: bool) -> alt.Chart:
+    order = df.drop_duplicates("point").sort_values("layer")["point"].tolist()
+    return (
+        alt.Chart(df)
+        .mark_line(point=True, strokeWidth=1.8)
+        .encode(
+            x=alt.X("point:O", sort=order, title="residual stream (input of block l, then the final one)"),
+            y=alt.Y("norm:Q", title="mean L2 norm", scale=alt.Scale(type="log" if log else "linear")),
+            color=alt.Color("model:N", legend=alt.Legend(title=None, orient="top")),
+            strokeDash=alt.StrokeDash("position:N", legend=alt.Legend(title=None, orient="top"),
+                                      sort=["first token", "other tokens"]),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("point:N"), alt.Tooltip("position:N"),
+                     alt.Tooltip("norm:Q", format=".4g"), alt.Tooltip("ratio:Q", format=".3g", title="first / other")],
+        )
+        .properties(title="residual norm at position 0 vs the other positions", height=320)
+    )
+
+
+def ratio_chart(df: pd.DataFrame) -> alt.Chart:
+    data = df[df["position"] == "first token"]
+    order = data.sort_values("layer")["point"].drop_duplicates().tolist()
+    return (
+        alt.Chart(data)
+        .mark_line(point=True, strokeWidth=1.5)
+        .encode(
+            x=alt.X("point:O", sort=order, title=None),
+            y=alt.Y("ratio:Q", title="first / other", scale=alt.Scale(type="log")),
+            color=alt.Color("model:N", legend=None),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("point:N"), alt.Tooltip("ratio:Q", format=".3g")],
+        )
+        .properties(title="how much larger the first token's norm is", height=200)
+    )
+
+
+def sink_chart(overall: pd.DataFrame) -> alt.LayerChart:
+    base = alt.Chart(overall).encode(y=alt.Y("model:N", title=None, sort=None))
+    bars = base.mark_bar(opacity=0.75).encode(
+        x=alt.X("rate:Q", title="sink rate (share of heads)", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("model:N", legend=None),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("rate:Q", format=".1%"),
+                 alt.Tooltip("ci_lo:Q", format=".1%", title="CI low"), alt.Tooltip("ci_hi:Q", format=".1%", title="CI high")])
+    ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("ci_lo:Q"), x2="ci_hi:Q")
+    return alt.layer(bars, ci).properties(title="attention sink rate with 95% CI", height=40 + 36 * len(overall))
+
+
+def per_layer_chart(per_layer: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(per_layer)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("layer:O", title="layer"),
+            y=alt.Y("rate:Q", title="sink rate", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("model:N", legend=alt.Legend(title=None, orient="top")),
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("layer:O"), alt.Tooltip("rate:Q", format=".1%")],
+        )
+        .properties(title="sink rate per layer", height=220)
+    )
+
+
+st.title("First tokens")
+st.caption("In models with LayerNorm the first position's residual norm grows far above the others' and many "
+           "heads park their attention on it (attention sinks); the paper finds LN-free models keep moderate "
+           "first-token norms and fewer sinks (section 5.3).")
+specs, datasets, n, seq_len, split, settings = common.models_and_data()
+if not specs or not datasets:
+    st.info("Choose at least one model and a dataset above.", icon=":material/info:")
+    st.stop()
+labels = common.model_labels(specs)
+dataset = datasets[0]
+c1, c2, c3 = st.columns(3)
+common.seed("first.threshold", DEFAULT_SINK_THRESHOLD)
+threshold = c1.slider("Sink threshold", 0.05, 1.0, step=0.05, key="first.threshold", **common.PERSIST,
+                      help="A head is a sink on a sequence when the first token gets at least this share of the "
+                           "attention, averaged over the query positions after it (the paper: 0.3).")
+common.seed("first.n_boot", 1000)
+n_boot = c2.number_input("Bootstrap resamples", min_value=100, max_value=20_000, step=100, key="first.n_boot",
+                         **common.PERSIST)
+common.seed("first.log", True)
+log = c3.toggle("Log scale", key="first.log", **common.PERSIST)
+
+data = common.data_spec(dataset, n, seq_len, split)
+kw = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
+results = common.run_jobs([(s, f"{labels[s]} on {common.dataset_label(dataset)}",
+                            lambda progress, s=s: first_token_eval(s, data, progress=progress, **kw)) for s in specs])
+if not results:
+    st.stop()
+
+profiles = {labels[s]: r.stats.profile() for s, r in results.items()}
+rates = {labels[s]: r.sink_rate(threshold, n_boot=int(n_boot)) for s, r in results.items()}
+norms = norm_profile_frame(profiles)
+overall, per_layer = sink_frames(rates)
+
+st.header("Residual norms")
+st.altair_chart(norm_chart(norms, log), width="stretch")
+st.altair_chart(ratio_chart(norms), width="stretch")
+with st.expander("Numbers"):
+    st.dataframe(norms.pivot_table(index=["model", "layer", "point"], columns="position", values="norm").reset_index(),
+                 hide_index=True, width="stretch")
+
+st.header("Attention sinks")
+cols = st.columns(min(4, len(overall)) or 1)
+for i, row in enumerate(overall.itertuples(index=False)):
+    cols[i % len(cols)].metric(row.model, f"{row.rate:.1%}", help=f"95% CI [{row.ci_lo:.1%}, {row.ci_hi:.1%}]")
+    cols[i % len(cols)].caption(f"95% CI [{row.ci_lo:.1%}, {row.ci_hi:.1%}]")
+st.altair_chart(sink_chart(overall), width="stretch")
+st.altair_chart(per_layer_chart(per_layer), width="stretch")
+st.caption(f"Share of (layer, head) pairs whose attention to the first token is at least {threshold:g} of the total, "
+           f"per sequence and then averaged over the {n} sequences; the CI resamples sequences ({int(n_boot)} times).")
+st.download_button("Sink rates (CSV)", overall.to_csv(index=False), file_name="sink_rates.csv", mime="text/csv",
+                   key="first_dl", icon=":material/download:")
