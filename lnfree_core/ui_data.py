@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -399,7 +400,7 @@ def runs_frame(statuses: Iterable[Any]) -> pd.DataFrame:
             "mode": req.get("mode", ""),
             "model": str(req.get("model", "")),
             "dataset": str(req.get("dataset", "")),
-            "started": pd.to_datetime(st.started, unit="s") if st.started else pd.NaT,
+            "started": datetime.fromtimestamp(st.started) if st.started else pd.NaT,  # local time
             "reason": st.reason or "",
         })
     cols = ["name", "state", "step", "max_steps", "progress", "loss", "mode", "model", "dataset", "started", "reason"]
@@ -502,20 +503,38 @@ def python_command(*args: str) -> list[str]:
 DEMO_BUILD = BackgroundCommand(Path(os.environ.get("TMPDIR", "/tmp")) / f"lnfree-demo-build-{os.getuid()}.log")
 
 
-def demo_suite_state() -> dict[str, Any]:
-    """{'available': bool, 'status': what lnfree_core.demo.status() returns (or None), 'error': str|None}.
+DEMO_CLI_MODULE = "lnfree_core.cli.demo"  # `python -m lnfree_core demo build|status`
+DEMO_MODULE = "lnfree_core.demo"
 
-    'available' is False when this install has no demo suite (lnfree_core.demo is absent).
-    """
-    import importlib
+
+def _has_module(name: str) -> bool:
     import importlib.util
 
     try:
-        if importlib.util.find_spec("lnfree_core.demo") is None:
-            return {"available": False, "status": None, "error": None}
-        mod = importlib.import_module("lnfree_core.demo")
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def demo_models_available() -> bool:
+    """Whether `demo:NAME` model specs can be resolved in this install (lnfree_core.demo.paths)."""
+    return _has_module(DEMO_MODULE) and _has_module(DEMO_MODULE + ".paths")
+
+
+def demo_suite_state() -> dict[str, Any]:
+    """{'available': bool, 'status': what lnfree_core.demo.status() returns (or None), 'error': str|None}.
+
+    'available' is False when this install has no demo suite command (lnfree_core.cli.demo, which
+    `python -m lnfree_core demo build` runs).
+    """
+    import importlib
+
+    if not _has_module(DEMO_CLI_MODULE):
+        return {"available": False, "status": None, "error": None}
+    try:
+        mod = importlib.import_module(DEMO_MODULE)
     except Exception as e:  # a broken install must not break the page
-        return {"available": False, "status": None, "error": f"{type(e).__name__}: {e}"}
+        return {"available": True, "status": None, "error": f"{type(e).__name__}: {e}"}
     fn = getattr(mod, "status", None)
     if not callable(fn):
         return {"available": True, "status": None, "error": None}
@@ -525,23 +544,25 @@ def demo_suite_state() -> dict[str, Any]:
         return {"available": True, "status": None, "error": f"{type(e).__name__}: {e}"}
 
 
-def gpt2_id_mapper(model_spec: str | None) -> Callable[[list[int]], list[int]] | None:
-    """For a model that uses the demo suite's compact vocabulary: a function mapping its token ids to
-    GPT-2 ids (lnfree_core.data.vocab_map), for display; None when ids are GPT-2 ids already."""
+def gpt2_id_mapper(model_spec: str | None, dataset: str | None = None) -> Callable[[list[int]], list[int]] | None:
+    """For a model (else a dataset) that uses a compact vocabulary (the demo suite's): a function mapping
+    its token ids to GPT-2 ids (lnfree_core.data.vocab_map), for display; None when ids are GPT-2 ids."""
     import importlib.util
 
-    if not model_spec or importlib.util.find_spec("lnfree_core.data.vocab_map") is None:
+    if importlib.util.find_spec("lnfree_core.data.vocab_map") is None:
         return None
-    from .data import vocab_map
+    from .data.vocab_map import load_vocab_map, to_gpt2_ids
 
-    finder = getattr(vocab_map, "vocab_map_for", None)
-    if finder is None:
+    vmap = None
+    for ref in (model_spec, dataset):
+        if ref and vmap is None:
+            try:
+                vmap = load_vocab_map(ref)
+            except (OSError, ValueError):
+                vmap = None
+    if vmap is None:
         return None
-    try:
-        vm = finder(model_spec)
-    except (OSError, ValueError, KeyError):
-        return None
-    return None if vm is None else (lambda ids: [int(i) for i in vm.to_gpt2(ids)])
+    return lambda ids: [int(i) for i in to_gpt2_ids(list(ids), vmap)]
 
 
 # ---------------------------------------------------------------------------------------- analysis pages
@@ -595,6 +616,47 @@ def unique_labels(specs: Sequence[str]) -> dict[str, str]:
         out[spec] = label
     return out
 
+
+def model_context(spec: str) -> int | None:
+    """A model's context length (config.json n_positions / max_position_embeddings) when it can be read
+    without loading weights: a folder, a run (newest checkpoint), a checkpoint, a built demo model, a
+    Hub id in the local cache or one of the paper's; None otherwise."""
+    kind = model_kind(spec)
+    cfgs: list[Path] = []
+    if kind == "demo":
+        try:
+            from .demo.paths import demo_model_path
+
+            return model_context(str(demo_model_path(spec.split(":", 1)[1])))
+        except Exception:  # no demo suite, or not built
+            return None
+    if kind == "hub":
+        if re.fullmatch(r"(openai-community/)?gpt2(-medium|-large|-xl)?|schaeff/gpt2-\w+", spec):
+            return 1024
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(spec, "config.json")
+            cfgs = [Path(found)] if isinstance(found, str) else []
+        except Exception:
+            cfgs = []
+    else:
+        path_s, _, step = spec.partition("@")
+        path = Path(path_s)
+        if kind == "run":
+            ckpts = sorted((path / "checkpoints").glob("step_*/config.json"))
+            cfgs = [path / "checkpoints" / f"step_{int(step):08d}" / "config.json"] if step.isdigit() else ckpts[-1:]
+        else:
+            cfgs = [path / "config.json"]
+    for cfg in cfgs:
+        try:
+            data = json.loads(cfg.read_text())
+        except (OSError, ValueError):
+            continue
+        for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+            if isinstance(data.get(key), int):
+                return data[key]
+    return None
 
 def model_option_text(spec: str) -> str:
     """How a model spec reads in a picker: 'demo: ln-free', 'run: name', 'folder: name', 'Hub: id'."""

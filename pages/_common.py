@@ -9,7 +9,6 @@ Widgets drawn with **PERSIST keep their values when the user changes page and co
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +46,23 @@ _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lnfree-ui")
 
 
 # ---------------------------------------------------------------------------------------- app state
+def page_setup() -> None:
+    """Call first in every page file: makes sure app.py (page list, sidebar, settings) runs around it.
+
+    Streamlit has an old pages-directory mode: with a pages/ folder next to app.py it starts out
+    running pages/*.py on their own when a browser's first request after the server started is a page
+    URL (/train); app.py's st.navigation ends that mode, but only once app.py has run. So if this page
+    runs in that mode, end it and rerun: the rerun goes through app.py to the same page.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - a Streamlit without the old mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", None):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def runs_root() -> Path:
     """The runs root chosen in the sidebar (absolute); ./runs by default."""
     value = st.session_state.get("runs_root") or DEFAULT_RUNS_ROOT
@@ -124,11 +140,10 @@ def clear_background(key: str) -> None:
 
 # ---------------------------------------------------------------------------------------- environment
 def demo_available() -> bool:
-    """Whether this install has the demo suite (lnfree_core.demo)."""
-    try:
-        return importlib.util.find_spec("lnfree_core.demo") is not None
-    except (ImportError, ValueError):
-        return False
+    """Whether this install can load demo-suite models (`demo:NAME`)."""
+    from lnfree_core.ui_data import demo_models_available
+
+    return demo_models_available()
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -280,6 +295,14 @@ def dataset_picker(key: str, *, label: str = "Dataset") -> str | None:
 
 
 # ---------------------------------------------------------------------------------------- charts
+RUN_COLORS = ["#222222", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+
+
+def sized(chart: alt.TopLevelMixin, height: int) -> alt.TopLevelMixin:
+    """`height` px of plot area (axes, title and legends come on top), width fitted to the page."""
+    return chart.properties(height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+
+
 def group_color_scale() -> alt.Scale:
     return alt.Scale(domain=list(GROUP_COLORS), range=list(GROUP_COLORS.values()))
 
@@ -302,7 +325,7 @@ def removal_rules(events: pd.DataFrame, *, legend: bool = True) -> alt.Chart:
 
 
 def metric_chart(df: pd.DataFrame, *, title: str, log: bool = False, events: pd.DataFrame | None = None,
-                 height: int = 220, color: str = "run") -> alt.LayerChart | alt.Chart:
+                 height: int = 180, color: str = "run") -> alt.LayerChart | alt.Chart:
     """Lines of `value` over `step`, one per `color` (run), with removal rules layered behind them."""
     data = df[df["value"] > 0] if log else df
     line = (
@@ -311,18 +334,19 @@ def metric_chart(df: pd.DataFrame, *, title: str, log: bool = False, events: pd.
         .encode(
             x=alt.X("step:Q", title="step"),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log else "linear", zero=False)),
-            color=alt.Color(f"{color}:N", legend=alt.Legend(title=None, orient="top")),
+            color=alt.Color(f"{color}:N", scale=alt.Scale(range=RUN_COLORS),
+                            legend=alt.Legend(title=None, orient="top")),
             tooltip=[alt.Tooltip(f"{color}:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", format=".5g")],
         )
     )
     chart: alt.LayerChart | alt.Chart = line
     if events is not None and not events.empty:
         chart = alt.layer(removal_rules(events, legend=False), line).resolve_scale(color="independent")
-    return chart.properties(title=title, height=height)
+    return sized(chart.properties(title=title), height)
 
 
 def sigma_chart(df: pd.DataFrame, *, log: bool = False, events: pd.DataFrame | None = None,
-                height: int = 260) -> alt.LayerChart | alt.Chart:
+                height: int = 180) -> alt.LayerChart | alt.Chart:
     """Each block's tracked sigma over the steps (sigma_frame rows), coloured by group."""
     data = df[df["sigma"] > 0] if log else df
     line = (
@@ -339,7 +363,7 @@ def sigma_chart(df: pd.DataFrame, *, log: bool = False, events: pd.DataFrame | N
     chart: alt.LayerChart | alt.Chart = line
     if events is not None and not events.empty:
         chart = alt.layer(removal_rules(events, legend=False), line)
-    return chart.properties(title="sigma of each LN block (frozen at removal)", height=height)
+    return sized(chart.properties(title="sigma of each LN block (frozen at removal)"), height)
 
 
 # ---------------------------------------------------------------------------------------- analysis pages
@@ -523,10 +547,16 @@ def analysis_dataset_picker(*, multi: bool = False, label: str | None = None) ->
     return [str(Path(v).expanduser().resolve()) if Path(v).expanduser().exists() else v for v in chosen]
 
 
-def data_size_inputs(*, n_default: int = DEFAULT_N_SEQUENCES, seq_len_default: int = DEFAULT_SEQ_LEN) -> tuple[int, int, str | None]:
-    """(sequences, tokens per sequence, split or None = the dataset's evaluation split); shared keys."""
+def data_size_inputs(specs: Sequence[str] = (), *, n_default: int = DEFAULT_N_SEQUENCES,
+                     seq_len_default: int = DEFAULT_SEQ_LEN) -> tuple[int, int, str | None]:
+    """(sequences, tokens per sequence, split or None = the dataset's evaluation split); shared keys.
+    The tokens per sequence start at `seq_len_default` or the shortest context of `specs`' models."""
+    from lnfree_core.ui_data import model_context
+
+    contexts = {s: model_context(s) for s in specs}
+    known = [c for c in contexts.values() if c]
     seed("analysis.n", n_default)
-    seed("analysis.seq_len", seq_len_default)
+    seed("analysis.seq_len", min([seq_len_default, *known]))
     seed("analysis.split", "")
     c1, c2, c3 = st.columns(3)
     n = c1.number_input("Sequences", min_value=1, max_value=100_000, step=8, key="analysis.n", **PERSIST,
@@ -537,6 +567,11 @@ def data_size_inputs(*, n_default: int = DEFAULT_N_SEQUENCES, seq_len_default: i
                                               "the model's context length.")
     split = c3.text_input("Split", key="analysis.split", **PERSIST, placeholder="evaluation split",
                           help="Empty: the dataset's evaluation split (owt: validation).")
+    too_long = [s for s, c in contexts.items() if c and c < seq_len]
+    if too_long:
+        st.warning(f"{int(seq_len)} tokens exceed the context of " + ", ".join(
+            f"{model_labels(specs)[s]} ({contexts[s]})" for s in too_long) + ": those models will fail.",
+            icon=":material/warning:")
     return int(n), int(seq_len), (split.strip() or None)
 
 
@@ -622,16 +657,16 @@ def _gpt2_tokenizer():
     return load_gpt2_tokenizer()
 
 
-def token_decoder(model_spec: str | None = None) -> Callable[[list[int]], str]:
-    """decode(ids) -> text for tokens of `model_spec`'s vocabulary: GPT-2's BPE, with the demo suite's
-    compact ids mapped back to GPT-2 ids first when the model uses them."""
+def token_decoder(model_spec: str | None = None, dataset: str | None = None) -> Callable[[list[int]], str]:
+    """decode(ids) -> text for tokens of `model_spec`'s (else `dataset`'s) vocabulary: GPT-2's BPE, with
+    compact ids (the demo suite's) mapped back to GPT-2 ids first."""
     from lnfree_core.ui_data import gpt2_id_mapper
 
     tok = _gpt2_tokenizer()
-    to_gpt2 = gpt2_id_mapper(model_spec)
+    to_gpt2 = gpt2_id_mapper(model_spec, dataset)
     if to_gpt2 is None:
         return lambda ids: tok.decode(list(ids))
-    return lambda ids: tok.decode(to_gpt2(list(ids)))
+    return lambda ids: tok.decode(to_gpt2(ids))
 
 
 def models_and_data(*, multi_data: bool = False, n_default: int = DEFAULT_N_SEQUENCES,
@@ -643,6 +678,6 @@ def models_and_data(*, multi_data: bool = False, n_default: int = DEFAULT_N_SEQU
             specs = model_set_picker()
         with c2:
             datasets = analysis_dataset_picker(multi=multi_data)
-        n, seq_len, split = data_size_inputs(n_default=n_default, seq_len_default=seq_len_default)
+        n, seq_len, split = data_size_inputs(specs, n_default=n_default, seq_len_default=seq_len_default)
         settings = analysis_settings()
     return specs, datasets, n, seq_len, split, settings

@@ -13,6 +13,8 @@ from lnfree_core.presets import HUB_IDS, preset
 from lnfree_core.ui_data import DEMO_BUILD, demo_suite_state, format_duration, python_command
 from pages import _common as common
 
+common.page_setup()
+
 
 def cached_on_disk(repo_id: str) -> bool:
     try:

@@ -11,7 +11,9 @@ import jobs
 from lnfree_core.ui_data import run_request, runs_frame
 from pages import _common as common
 
-STATE_ICONS = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed": "❌", "cancelled": "⏹️"}
+common.page_setup()
+
+STATES = ["queued", "running", "finished", "failed", "cancelled"]
 
 
 def table(root: Path) -> None:
@@ -20,7 +22,6 @@ def table(root: Path) -> None:
     states = st.session_state.get("runs.states") or []
     if states:
         df = df[df["state"].isin(states)]
-    df.insert(0, " ", df["state"].map(STATE_ICONS).fillna(""))
     st.dataframe(
         df, hide_index=True, width="stretch",
         column_config={
@@ -87,7 +88,7 @@ if not runs:
     common.page_link("pages/train.py", label="Launch one on the Train page", icon=":material/model_training:")
     st.stop()
 
-st.multiselect("Show states", list(STATE_ICONS), key="runs.states", **common.PERSIST, placeholder="all states")
+st.multiselect("Show states", STATES, key="runs.states", **common.PERSIST, placeholder="all states")
 active = any(s.active for s in runs)
 st.fragment(table, run_every=3.0 if active else None)(root)
 

@@ -10,6 +10,8 @@ from lnfree_core.schedule import GROUPS, HParams, Schedule, ScheduleError, fit_s
 from lnfree_core.ui_data import GROUP_LABELS, events_frame, lr_frame, schedule_from_text, schedule_summary, schedule_to_text
 from pages import _common as common
 
+common.page_setup()
+
 E = "sched.e."  # editor widget keys
 SOURCES = {"preset": "a preset (paper, Table 3)", "auto": "auto: fit to a model", "file": "a schedule file"}
 INT_HP = {"micro_batch_size": "micro batch size", "grad_accum_steps": "grad accumulation steps",
@@ -132,9 +134,9 @@ def timeline(s: Schedule) -> alt.LayerChart:
                 y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")),
                 tooltip=[alt.Tooltip("step:Q"), alt.Tooltip("lr:Q", format=".3e")])
     )
-    return alt.layer(common.removal_rules(events), lr).properties(
-        height=320, title=f"{len(events)} removal events and the learning rate"
-    )
+    chart = alt.layer(common.removal_rules(events), lr).properties(
+        title=f"{len(events)} removal events and the learning rate")
+    return common.sized(chart, 260)
 
 
 st.title("Schedule")

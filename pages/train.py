@@ -31,6 +31,8 @@ from lnfree_core.ui_data import (
 )
 from pages import _common as common
 
+common.page_setup()
+
 REFRESH_S = 2.0
 SCHED_SOURCES = {"preset": "a preset", "auto": "auto (fit to the model)", "designed": "the one designed on the "
                  "Schedule page", "file": "a schedule file"}
@@ -217,6 +219,7 @@ def live_view(root: Path, names: list[str], log: bool, was_active: bool) -> None
     c[2].metric("tokens / s", f"{last['tokens_per_s']:,.0f}" if last is not None else "-")
     c[3].metric("LN blocks removed", 0 if removals is None else len(removals))
 
+    st.caption("Vertical lines: LN removal events (blue LN_MLP, orange LN_qk, green LN_v, red LN_f); hover for details.")
     long = metric_long(steps)
     if long.empty:
         st.info("No optimizer step logged yet (the job is starting: loading the model and data).")

@@ -51,16 +51,27 @@ def test_sidebar_runs_root_is_shown_and_changeable(root, tmp_path):
     box = at.sidebar.text_input(key="runs_root")
     assert box.value == "runs"  # ./runs by default
     assert str(Path("runs").resolve()) in " ".join(c.value for c in at.sidebar.caption)
-    # AppTest drops the sidebar of st.navigation apps after the first run, so set the widget's state
-    # directly (what typing into it does), then check a fresh session's sidebar and the Runs page.
-    at.session_state["runs_root"] = str(other)
+    box.set_value(str(other)).run()
     at.switch_page("pages/runs.py").run()
     assert not at.exception
+    assert at.sidebar.text_input(key="runs_root").value == str(other)  # app.py runs around every page
+    assert str(other) in " ".join(c.value for c in at.sidebar.caption)
     assert list(at.dataframe[0].value["name"]) == ["only-here"]
-    fresh = S.new_app(other)
-    fresh.run()
-    assert fresh.sidebar.text_input(key="runs_root").value == str(other)
-    assert str(other) in " ".join(c.value for c in fresh.sidebar.caption)
+
+
+def test_a_page_opened_first_still_runs_inside_app_py(root):
+    """A fresh server is in Streamlit's old pages-directory mode, which would run pages/train.py alone
+    (no sidebar, no page list, no settings) when /train is the first URL opened; page_setup() ends it."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    at = S.new_app(root, fresh_server=True)
+    at.run()
+    at.switch_page("pages/train.py").run()  # AppTest starts each run like a fresh server
+    assert not at.exception
+    assert PagesManager.uses_pages_directory is False
+    assert at.sidebar.text_input(key="runs_root").value == str(root)
+    assert at.title[0].value == "Train"
+    assert "pages/runs.py" in at.session_state["_lnfree_pages"]
 
 
 def test_home_reports_offline_hub_and_missing_demo_suite(root):
@@ -71,7 +82,7 @@ def test_home_reports_offline_hub_and_missing_demo_suite(root):
     assert {"owt", "pile", "pile-filtered"} <= set(datasets["dataset"])
     models = at.dataframe[0].value
     assert "openai-community/gpt2" in set(models["model"])
-    if importlib.util.find_spec("lnfree_core.demo") is None:
+    if importlib.util.find_spec("lnfree_core.cli.demo") is None:
         assert any("demo suite not available" in i.value.lower() for i in at.info)
 
 

@@ -17,12 +17,34 @@ REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "app.py"
 
 
-def new_app(root: Path, timeout: float = 30):
-    """An AppTest of app.py with the runs root set to `root` (offline: no Hub probe)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from streamlit.testing.v1 import AppTest
+def new_app(root: Path, timeout: float = 30, fresh_server: bool = False):
+    """An AppTest of app.py with the runs root set to `root` (offline: no Hub probe).
 
-    at = AppTest.from_file(str(APP), default_timeout=timeout)
+    AppTest starts every run like a freshly started server, in Streamlit's old pages-directory mode
+    (app.py's page_setup() leaves it with a rerun, which would eat a click or a typed value sent
+    with that run). A real server leaves that mode for good once app.py has run, so by default
+    the runs here do too; `fresh_server=True` keeps AppTest's behaviour.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+    from streamlit.testing.v1 import app_test as app_test_module
+
+    class ServerPagesManager(PagesManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False  # app.py's st.navigation has run before
+
+    class ServerAppTest(AppTest):
+        def _run(self, *args, **kwargs):
+            saved = app_test_module.PagesManager
+            app_test_module.PagesManager = ServerPagesManager
+            try:
+                return super()._run(*args, **kwargs)
+            finally:
+                app_test_module.PagesManager = saved
+
+    at = (AppTest if fresh_server else ServerAppTest)(str(APP), default_timeout=timeout)
     at.session_state["runs_root"] = str(root)
     return at
 

@@ -310,26 +310,39 @@ def test_background_command_runs_and_reports(tmp_path):
     assert cmd.wait(20) == 3
 
 
-def test_demo_suite_state_without_the_module(monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "lnfree_core.demo" else real(name, *a))
-    assert U.demo_suite_state() == {"available": False, "status": None, "error": None}
-
-
-def test_demo_suite_state_with_a_status_function(monkeypatch):
+def fake_modules(monkeypatch, present: dict):
+    """find_spec / import_module see `present` ({module name: module object}) as installed, and
+    lnfree_core.cli.demo / lnfree_core.demo* as absent otherwise."""
     import importlib
     import importlib.util
 
-    fake = SimpleNamespace(status=lambda: {"built": True})
     real_find, real_import = importlib.util.find_spec, importlib.import_module
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name == "lnfree_core.demo" else real_find(name, *a))
+
+    def find(name, *a):
+        if name in present:
+            return object()
+        return None if name.startswith(("lnfree_core.demo", "lnfree_core.cli.demo")) else real_find(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find)
     monkeypatch.setattr(importlib, "import_module",
-                        lambda name, *a: fake if name == "lnfree_core.demo" else real_import(name, *a))
+                        lambda name, *a: present[name] if name in present else real_import(name, *a))
+
+
+def test_demo_suite_state_without_the_module(monkeypatch):
+    fake_modules(monkeypatch, {})
+    assert U.demo_suite_state() == {"available": False, "status": None, "error": None}
+    assert not U.demo_models_available()
+    # a package folder without the command (e.g. only part of the suite written) is not a suite yet
+    fake_modules(monkeypatch, {"lnfree_core.demo": SimpleNamespace()})
+    assert U.demo_suite_state()["available"] is False
+
+
+def test_demo_suite_state_with_a_status_function(monkeypatch):
+    fake = SimpleNamespace(status=lambda: {"built": True})
+    fake_modules(monkeypatch, {"lnfree_core.cli.demo": SimpleNamespace(), "lnfree_core.demo": fake,
+                               "lnfree_core.demo.paths": SimpleNamespace()})
     assert U.demo_suite_state() == {"available": True, "status": {"built": True}, "error": None}
+    assert U.demo_models_available()
     fake.status = lambda: 1 / 0
     state = U.demo_suite_state()
     assert state["available"] and "ZeroDivisionError" in state["error"]
