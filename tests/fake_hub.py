@@ -105,6 +105,7 @@ class FakeHub:
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
         self._stopped = threading.Event()
+        self.closed = threading.Event()  # set once the socket is closed (no more connections accepted)
 
     # ------------------------------------------------------------------------------- lifecycle
     @property
@@ -141,6 +142,7 @@ class FakeHub:
         self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.closed.set()
 
     def __enter__(self) -> "FakeHub":
         return self.start()
@@ -166,6 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     fake: FakeHub
     protocol_version = "HTTP/1.1"
+    _record: Request | None = None  # the request being answered (its status is set on reply)
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -200,6 +203,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: dict | None = None, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload if payload is not None else {}).encode()
+        if self._record is not None:
+            self._record.status = status
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -227,24 +232,19 @@ class _Handler(BaseHTTPRequestHandler):
         expected = self.fake.token
         authorized = expected is None or self.headers.get("Authorization") == f"Bearer {expected}"
         body = self._read_body()
-        record = Request(method, path, name, 0, authorized)
+        record = self._record = Request(method, path, name, 0, authorized)
         with self.fake.lock:
             self.fake.requests.append(record)
         if body is None:
-            record.status = 413
             self.close_connection = True
             return self._error(413, "request body too large for the fake Hub")
         record.body = body
         if name is None:
-            record.status = 404
             return self._error(404, f"fake Hub has no route for {method} {path}")
         if name in self.fake.fail:
-            record.status = self.fake.fail[name]
-            return self._error(record.status)
+            return self._error(self.fake.fail[name])
         if name not in NO_AUTH and not authorized:
-            record.status = 401
             return self._error(401)
-        record.status = 200
         getattr(self, f"_h_{name}")(body, match)
 
     def _repo(self, match) -> Repo | None:
