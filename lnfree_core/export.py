@@ -14,7 +14,8 @@ from .adapters import adapter_for
 from .model_card import render_model_card
 from .models import load_model
 
-EXPORT_TOLERANCE = 1e-4  # max |logit difference| in float32 between FakeLN model and export
+EXPORT_TOLERANCE = 1e-4
+LOCAL_SOURCE_FILE = ".lnfree_local.json"  # max |logit difference| in float32 between FakeLN model and export
 
 
 class ExportError(ValueError):
@@ -78,8 +79,12 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
                              schedule=schedule if isinstance(schedule, dict) else None, run_dir=run_dir,
                              logit_max_abs_diff=diff, eval_table_md=eval_table_md)
     (out / "README.md").write_text(card)
+    # Names only, no local absolute paths: this file is published with the model.
     (out / "lnfree_export.json").write_text(json.dumps({
-        "source": spec, "checkpoint": ckpt, "ln_free": loaded.ln_free, "mode": mode,
+        "source": Path(spec.partition("@")[0]).name or spec, "checkpoint": Path(ckpt).name if ckpt else None,
+        "ln_free": loaded.ln_free, "mode": mode,
         "logit_max_abs_diff": diff, "tolerance": EXPORT_TOLERANCE,
     }, indent=1))
+    # Where it came from on this machine (absolute paths): for reusing exports; never uploaded.
+    (out / LOCAL_SOURCE_FILE).write_text(json.dumps({"source": spec, "checkpoint": ckpt}, indent=1))
     return ExportResult(out, diff, loaded.ln_free)

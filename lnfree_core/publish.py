@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .export import LOCAL_SOURCE_FILE
+
 EXPORT_HINT = "make one with `python -m lnfree_core export RUN_DIR OUT_DIR`"
 TOKEN_HELP = ("set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens) "
               "or run `hf auth login`")
@@ -234,7 +236,7 @@ def push_export(export_dir: str | Path, repo_id: str, *, private: bool = False, 
                                "was uploaded. Make the repo private in its settings on the Hub, or choose "
                                "another repo id.")
         say(f"uploading {len(_folder_files(folder))} files from {folder}")
-        info = api.upload_folder(repo_id=rid, folder_path=str(folder),
+        info = api.upload_folder(repo_id=rid, folder_path=str(folder), ignore_patterns=[LOCAL_SOURCE_FILE],
                                  commit_message=commit_message or DEFAULT_COMMIT_MESSAGE)
     except PublishError:
         raise
@@ -260,7 +262,7 @@ def reusable_export(run_dir: str | Path, out_dir: str | Path, repo_id: str,
 
     out = Path(out_dir)
     try:
-        meta = json.loads((out / "lnfree_export.json").read_text())
+        meta = json.loads((out / LOCAL_SOURCE_FILE).read_text())
         card = (out / "README.md").read_text()
         ckpt = resolve_checkpoint(str(run_dir))
     except (OSError, ValueError):
@@ -273,7 +275,7 @@ def reusable_export(run_dir: str | Path, out_dir: str | Path, repo_id: str,
 def _export_of_run(out_dir: Path, run_dir: str | Path) -> bool:
     """Whether `out_dir` holds an lnfree export made from `run_dir` (any checkpoint)."""
     try:
-        meta = json.loads((out_dir / "lnfree_export.json").read_text())
+        meta = json.loads((out_dir / LOCAL_SOURCE_FILE).read_text())
     except (OSError, ValueError):
         return False
     return _same_path(str(meta.get("source", "")).partition("@")[0], str(run_dir).partition("@")[0])

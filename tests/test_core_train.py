@@ -152,6 +152,9 @@ def test_export_round_trip_through_plain_transformers(tiny_model_dir, tiny_datas
     assert res.ln_free and res.logit_max_abs_diff <= 1e-4
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()
     assert (out / "tokenizer.json").exists() or (out / "vocab.json").exists()
+    published_meta = json.loads((out / "lnfree_export.json").read_text())
+    assert str(tmp_path) not in json.dumps(published_meta)  # no local paths in a file that is published
+    assert published_meta["ln_free"] and published_meta["checkpoint"].startswith("step_")
     plain = GPT2LMHeadModel.from_pretrained(str(out)).eval()  # no lnfree code involved
     assert plain.config.layer_norm_epsilon == 1e12
     fake = load_model(str(run)).model
