@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import altair as alt
 import streamlit as st
 
 from lnfree_core.presets import preset, preset_names
@@ -124,19 +123,25 @@ def editor() -> dict:
     }
 
 
-def timeline(s: Schedule) -> alt.LayerChart:
-    """One vertical rule per removal event, coloured by group, over the LR schedule."""
+def timeline(s: Schedule) -> dict:
+    """One vertical rule per removal event, coloured by group, over the LR schedule (a Vega-Lite spec)."""
     events = events_frame(s)
-    lr = (
-        alt.Chart(lr_frame(s.hparams))
-        .mark_line(color="#555", strokeWidth=2)
-        .encode(x=alt.X("step:Q", title="optimizer step", scale=alt.Scale(domain=[0, s.hparams.max_steps])),
-                y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")),
-                tooltip=[alt.Tooltip("step:Q"), alt.Tooltip("lr:Q", format=".3e")])
+    lr = {
+        "data": {"name": "lr"},
+        "mark": {"type": "line", "color": "#555", "strokeWidth": 2},
+        "encoding": {
+            "x": {"field": "step", "type": "quantitative", "title": "optimizer step",
+                  "scale": {"domain": [0, s.hparams.max_steps]}},
+            "y": {"field": "lr", "type": "quantitative", "title": "learning rate", "axis": {"format": ".1e"}},
+            "tooltip": [{"field": "step", "type": "quantitative"},
+                        {"field": "lr", "type": "quantitative", "format": ".3e"}],
+        },
+    }
+    return common.layered_chart(
+        [common.removal_rules("events", events), lr],
+        {"events": events[["step", "name", "group"]], "lr": lr_frame(s.hparams)},
+        title=f"{len(events)} removal events and the learning rate", height=260,
     )
-    chart = alt.layer(common.removal_rules(events), lr).properties(
-        title=f"{len(events)} removal events and the learning rate")
-    return common.sized(chart, 260)
 
 
 st.title("Schedule")
@@ -168,7 +173,7 @@ st.subheader("Timeline")
 if error is not None:
     common.show_error(error, "This schedule cannot run: ")
 if schedule is not None and len(schedule.order) == len(GROUPS):
-    st.altair_chart(timeline(schedule), width="stretch")
+    common.show_chart(timeline(schedule))
     if error is None:
         hp = schedule.hparams
         last = schedule.last_event_step()

@@ -230,13 +230,13 @@ def live_view(root: Path, names: list[str], log: bool, was_active: bool) -> None
             if part.empty:
                 continue
             with grid[i % 2]:
-                st.altair_chart(common.metric_chart(part, title=title, log=log and metric in LOG_METRICS,
-                                                    events=removals), width="stretch")
+                common.show_chart(common.metric_chart(part, title=title, log=log and metric in LOG_METRICS,
+                                                      events=removals))
         sig = next((f for f in (sigma_frame(r) for r in rows.values()) if not f.empty), None)
         if sig is not None:
             with grid[len(CHARTS) % 2]:
-                st.altair_chart(common.sigma_chart(downsample(sig, y="sigma", by=["block"], max_points=4000),
-                                                   log=log, events=removals), width="stretch")
+                common.show_chart(common.sigma_chart(downsample(sig, y="sigma", by=["block"], max_points=4000),
+                                                     log=log, events=removals))
     for n in names:
         notes = notable_events(rows[n])
         if not notes.empty:
