@@ -47,6 +47,8 @@ def test_export_and_push_sends_the_real_export_with_the_ce_table(env, finished_r
     for name in ("README.md", "config.json", "model.safetensors", "lnfree_export.json", "tokenizer.json"):
         assert repo.files[name] == (out / name).read_bytes(), name
     assert json.loads(repo.files["lnfree_export.json"])["ln_free"] is True
+    assert ".lnfree_local.json" not in repo.files and (out / ".lnfree_local.json").exists()  # local paths stay here
+    assert str(finished_run) not in repo.files["lnfree_export.json"].decode()
     assert stages and not any(TOKEN in s for s in stages)
     assert files_containing(finished_run, TOKEN) == [] and files_containing(out, TOKEN) == []
     assert not env.exists()
