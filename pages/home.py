@@ -75,7 +75,7 @@ def demo_section() -> None:
             DEMO_BUILD.start(python_command("demo", "build"))
         except (RuntimeError, OSError) as e:
             common.show_error(e, "Could not start the build: ")
-        st.rerun(scope="fragment")
+        st.rerun()
     rc = DEMO_BUILD.returncode
     if rc is not None:
         (st.success if rc == 0 else st.error)(

@@ -177,7 +177,7 @@ def run_controls(status) -> None:
     if status.alive:
         if st.button(f"Cancel {status.name}", icon=":material/stop_circle:", key=f"train_cancel_{status.name}"):
             common.run_in_background(key, jobs.cancel_run, status.run_dir)
-            st.rerun(scope="fragment")
+            st.rerun()
     elif status.state in ("failed", "cancelled"):
         if st.button(f"Resume {status.name}", icon=":material/play_circle:", key=f"train_resume_{status.name}"):
             try:
