@@ -237,9 +237,10 @@ def downsample(df: pd.DataFrame, x: str = "step", y: str = "value", by: Sequence
 
 
 # ---------------------------------------------------------------------------------------- progress
-def seconds_per_step(steps: pd.DataFrame, window: int = 20) -> float | None:
-    """Recent wall time per optimizer step: median gap between the last `window` step rows, else
-    tokens per step / tokens per second of the last row; None when unknown."""
+def seconds_per_step(steps: pd.DataFrame, window: int = 50) -> float | None:
+    """Recent wall time per optimizer step: the mean gap between the last `window` step rows, leaving
+    out pauses (a resume: gaps over both 20x the median and 30 s); else tokens per step / tokens per
+    second of the last row; None when unknown."""
     if steps.empty:
         return None
     tail = steps.tail(window + 1)
@@ -247,7 +248,8 @@ def seconds_per_step(steps: pd.DataFrame, window: int = 20) -> float | None:
         dt = np.diff(tail["time"].to_numpy(dtype=float)) / np.maximum(1, np.diff(tail["step"].to_numpy()))
         dt = dt[np.isfinite(dt) & (dt > 0)]
         if len(dt):
-            return float(np.median(dt))
+            dt = dt[dt <= max(20 * np.median(dt), 30.0)]
+            return float(np.mean(dt))
     last = steps.iloc[-1]
     tps, tokens, step = float(last["tokens_per_s"]), float(last["tokens"]), int(last["step"])
     if math.isfinite(tps) and tps > 0 and math.isfinite(tokens) and step > 0:

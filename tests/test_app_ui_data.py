@@ -166,8 +166,13 @@ def steps_df(times, tokens_per_step=100, tps=50.0):
                          "loss": 1.0, "aux_loss": 0.0, "lr": 1e-4, "grad_norm": 1.0})
 
 
+def test_eta_averages_noisy_step_times():
+    df = steps_df([0.0, 0.1, 0.2, 3.0, 3.1, 3.2, 6.0])  # bursts: the median gap (0.1) would mislead
+    assert U.seconds_per_step(df) == pytest.approx(1.0)
+
+
 def test_eta_from_step_times():
-    df = steps_df([0.0, 2.0, 4.0, 6.0, 100.0, 102.0])  # one long pause (e.g. a resume) is ignored by the median
+    df = steps_df([0.0, 2.0, 4.0, 6.0, 100.0, 102.0])  # one long pause (e.g. a resume) is left out
     assert U.seconds_per_step(df) == pytest.approx(2.0)
     assert U.eta_seconds(df, 6, 16) == pytest.approx(20.0)
     assert U.eta_seconds(df, 16, 16) == 0.0
