@@ -27,7 +27,7 @@ import yaml
 
 from .config import TrainConfig
 from .optim import lr_at
-from .schedule import GROUPS, HParams, Schedule, ScheduleError
+from .schedule import HParams, Schedule, ScheduleError
 
 GROUP_LABELS = {"mlp": "LN_MLP", "qk": "LN_qk", "v": "LN_v", "f": "LN_f"}
 STEP_METRICS = ("loss", "aux_loss", "lr", "grad_norm", "tokens_per_s")
@@ -807,22 +807,24 @@ def frame_markdown(df: pd.DataFrame) -> str:
 def loss_histogram(losses: Mapping[str, Any], bins: int = 60, floor: float = 1e-6) -> pd.DataFrame:
     """Per-token CE distributions on log-spaced bins shared by all models, for a log-x chart.
 
-    Bins span [floor, the largest finite loss of any model]; losses below `floor` (0 included) count
-    in the first bin. Rows: model, lo, hi, count, share (count / the model's finite losses).
-    Non-finite losses are left out.
+    Bins span [the smallest finite loss of any model, but at least `floor`; the largest]; losses below
+    `floor` (0 included) count in the first bin. Rows: model, lo, hi, count, share (count / the
+    model's finite losses). Non-finite losses are left out.
     """
     finite = {}
-    top = floor * 10
+    bottom, top = math.inf, 0.0
     for label, arr in losses.items():
         v = np.asarray(arr, dtype=np.float64).ravel()
         v = v[np.isfinite(v)]
         finite[label] = v
         if v.size:
-            top = max(top, float(v.max()))
-    edges = np.geomspace(floor, top * (1 + 1e-9), bins + 1)
+            bottom, top = min(bottom, float(v.min())), max(top, float(v.max()))
+    bottom = max(floor, bottom if math.isfinite(bottom) else floor)
+    top = max(top, bottom * 10)
+    edges = np.geomspace(bottom, top * (1 + 1e-9), bins + 1)
     parts = []
     for label, v in finite.items():
-        counts, _ = np.histogram(np.clip(v, floor, None), bins=edges)
+        counts, _ = np.histogram(np.clip(v, bottom, None), bins=edges)
         parts.append(pd.DataFrame({"model": label, "lo": edges[:-1], "hi": edges[1:], "count": counts,
                                    "share": counts / max(1, v.size)}))
     if not parts:
@@ -948,18 +950,19 @@ def cn_scatter_frame(label: str, scores: Any, marked: Sequence[int]) -> pd.DataF
 
 
 def ablation_frames(abl: Mapping[str, Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """{model: AblationResult.to_dict()} as (baseline: model, ce, entropy, tokens; single: model,
-    neuron, ce, entropy, delta_ce, delta_entropy, rel_ce, rel_entropy; cumulative: model, k, neurons
-    and the same columns) -- the values of the paper's Fig. 8 and 9."""
+    """{model: AblationResult.to_dict()} as (baseline: model, ce, entropy, tokens; single: model, rank
+    (1 = the top neuron), neuron, ce, entropy, delta_ce, delta_entropy, rel_ce, rel_entropy;
+    cumulative: model, k, neurons and the same columns) -- the values of the paper's Fig. 8 and 9."""
     cols = ["ce", "entropy", "delta_ce", "delta_entropy", "rel_ce", "rel_entropy"]
     base, single, cum = [], [], []
     for m, d in abl.items():
         base.append({"model": m, "ce": d["baseline"]["ce"], "entropy": d["baseline"]["entropy"], "tokens": d["tokens"]})
-        single += [{"model": m, "neuron": r["neuron"], **{c: r[c] for c in cols}} for r in d["single"]]
+        single += [{"model": m, "rank": k + 1, "neuron": r["neuron"], **{c: r[c] for c in cols}}
+                   for k, r in enumerate(d["single"])]
         cum += [{"model": m, "k": k + 1, "neurons": ", ".join(map(str, r["neurons"])), **{c: r[c] for c in cols}}
                 for k, r in enumerate(d["cumulative"])]
     return (pd.DataFrame(base, columns=["model", "ce", "entropy", "tokens"]),
-            pd.DataFrame(single, columns=["model", "neuron", *cols]),
+            pd.DataFrame(single, columns=["model", "rank", "neuron", *cols]),
             pd.DataFrame(cum, columns=["model", "k", "neurons", *cols]))
 
 
