@@ -1004,3 +1004,44 @@ def job_fraction(job: int, n_jobs: int, done: int, total: int) -> float:
         return 1.0
     inner = min(1.0, done / total) if total > 0 else 1.0
     return min(1.0, max(0.0, (job + inner) / n_jobs))
+
+
+def _demo_status() -> dict | None:
+    status = demo_suite_state()["status"]
+    return status if isinstance(status, dict) else None
+
+
+def built_demo_models() -> list[str]:
+    """`demo:NAME` specs of the demo-suite models that are built ([] without a demo suite)."""
+    status = _demo_status() or {}
+    return [m.get("spec", f"demo:{n}") for n, m in (status.get("models") or {}).items()
+            if isinstance(m, dict) and m.get("built")]
+
+
+def built_demo_datasets() -> dict[str, str]:
+    """{name: folder} of the demo-suite datasets that are built ({} without a demo suite)."""
+    status = _demo_status() or {}
+    return {n: str(d["path"]) for n, d in (status.get("datasets") or {}).items()
+            if isinstance(d, dict) and d.get("built") and d.get("path")}
+
+
+def demo_tables(status: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """Tables of a demo_status() dict: 'models', 'datasets', 'stages' and (once built) 'ce' (nats)."""
+    models = pd.DataFrame([
+        {"model": m.get("spec", f"demo:{n}"), "built": bool(m.get("built")),
+         "LN-free": {None: "", True: "yes", False: "no"}.get(m.get("ln_free"), ""), "folder": m.get("path", "")}
+        for n, m in (status.get("models") or {}).items()
+    ], columns=["model", "built", "LN-free", "folder"])
+    datasets = pd.DataFrame([
+        {"dataset": n, "built": bool(d.get("built")), "folder": d.get("path", "")}
+        for n, d in (status.get("datasets") or {}).items()
+    ], columns=["dataset", "built", "folder"])
+    stages = pd.DataFrame([
+        {"stage": n, "finished": bool(s.get("finished")), "seconds": s.get("seconds")}
+        for n, s in (status.get("stages") or {}).items()
+    ], columns=["stage", "finished", "seconds"])
+    out = {"models": models, "datasets": datasets, "stages": stages}
+    ce = (status.get("summary") or {}).get("ce")
+    if isinstance(ce, dict) and ce:
+        out["ce"] = pd.DataFrame(ce).T.rename_axis("model").reset_index()
+    return out

@@ -257,22 +257,41 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
         if not demo_available():
             st.info("Demo suite not available in this install.", icon=":material/info:")
             return None
-        name = st.selectbox("Demo model", DEMO_MODELS, key=f"{key}.demo", **PERSIST)
-        return f"demo:{name}"
+        from lnfree_core.ui_data import built_demo_models
+
+        specs = built_demo_models()
+        if not specs:
+            st.info("The demo suite is not built yet: build it on the Home page "
+                    "(or `python -m lnfree_core demo build`).", icon=":material/info:")
+            return None
+        if st.session_state.get(f"{key}.demo") not in specs:
+            st.session_state.pop(f"{key}.demo", None)
+        return st.selectbox("Demo model", specs, key=f"{key}.demo", **PERSIST)
     raise ValueError(f"unknown model kind {kind!r}")
 
 
 def dataset_picker(key: str, *, label: str = "Dataset") -> str | None:
-    """A registry dataset (owt, pile, pile-filtered) or a local file/folder; returns its name/path or None.
+    """A registry dataset (owt, pile, pile-filtered), a built demo-suite dataset (its folder) or a local
+    file/folder; returns its name/path or None.
 
     Widget keys: `{key}.name`, `{key}.path`.
     """
     from lnfree_core.data import DatasetNotFoundError, list_datasets, resolve_dataset
+    from lnfree_core.ui_data import built_demo_datasets
 
     specs = {s.name: s for s in list_datasets()}
-    options = [*specs, "local"]
-    choice = st.selectbox(label, options, key=f"{key}.name", **PERSIST,
-                          format_func=lambda n: "local file or folder" if n == "local" else f"{n} (Hub)")
+    demo = built_demo_datasets()
+    options = [*specs, *demo, "local"]
+    if st.session_state.get(f"{key}.name") not in options:
+        st.session_state.pop(f"{key}.name", None)
+
+    def fmt(n: str) -> str:
+        return "local file or folder" if n == "local" else f"{n} (demo suite)" if n in demo else f"{n} (Hub)"
+
+    choice = st.selectbox(label, options, key=f"{key}.name", format_func=fmt, **PERSIST)
+    if choice in demo:
+        st.caption(f"Offline demo-suite data in `{demo[choice]}`")
+        return demo[choice]
     if choice != "local":
         spec = specs[choice]
         st.caption(f"{spec.description} {spec.size}".strip())

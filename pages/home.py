@@ -10,7 +10,15 @@ import streamlit as st
 import jobs
 from lnfree_core.data import list_datasets
 from lnfree_core.presets import HUB_IDS, preset
-from lnfree_core.ui_data import DEMO_BUILD, demo_suite_state, format_duration, python_command
+from lnfree_core.ui_data import (
+    DEMO_BUILD,
+    built_demo_datasets,
+    built_demo_models,
+    demo_suite_state,
+    demo_tables,
+    format_duration,
+    python_command,
+)
 from pages import _common as common
 
 common.page_setup()
@@ -32,6 +40,9 @@ def models_frame(hub: bool, runs: list) -> pd.DataFrame:
         where = "Hub" if hub else ("local Hub cache" if cached_on_disk(hub_id) else "not available (offline)")
         rows.append({"model": hub_id, "kind": "Hub", "layers": s.n_layers,
                      "paper schedule": f"{s.hparams.max_steps} steps", "available from": where})
+    for spec in built_demo_models():
+        rows.append({"model": spec, "kind": "demo suite", "layers": None, "paper schedule": "",
+                     "available from": "demo suite (offline)"})
     for st_ in runs:
         if st_.state == "finished":
             rows.append({"model": st_.name, "kind": "finished run", "layers": common.model_layers(st_.run_dir),
@@ -40,11 +51,14 @@ def models_frame(hub: bool, runs: list) -> pd.DataFrame:
 
 
 def datasets_frame(hub: bool) -> pd.DataFrame:
-    return pd.DataFrame([
+    rows = [
         {"dataset": s.name, "Hub id": s.hub_id, "what": s.description, "size": s.size,
          "available": "yes (streamed)" if hub else "no (Hub not reachable)"}
         for s in list_datasets()
-    ])
+    ]
+    rows += [{"dataset": name, "Hub id": None, "what": "demo suite dataset (local)", "size": "",
+              "available": f"yes: {path}"} for name, path in built_demo_datasets().items()]
+    return pd.DataFrame(rows)
 
 
 @st.fragment
@@ -59,7 +73,9 @@ def demo_section() -> None:
         st.warning(f"Could not read the demo suite's state: {state['error']}")
     elif state["status"] is not None:
         status = state["status"]
-        if isinstance(status, (dict, list)):
+        if isinstance(status, dict) and "models" in status:
+            demo_status(status)
+        elif isinstance(status, (dict, list)):
             st.json(status, expanded=1)
         elif hasattr(status, "to_dict"):
             st.json(status.to_dict(), expanded=1)
@@ -70,7 +86,9 @@ def demo_section() -> None:
     if DEMO_BUILD.running:
         build_progress()
         return
-    if st.button("Build the demo suite", icon=":material/construction:", key="home_demo_build"):
+    built = isinstance(state["status"], dict) and bool(state["status"].get("built"))
+    label = "Rebuild the demo suite (finished stages are reused)" if built else "Build the demo suite"
+    if st.button(label, icon=":material/construction:", key="home_demo_build"):
         try:
             DEMO_BUILD.start(python_command("demo", "build"))
         except (RuntimeError, OSError) as e:
@@ -82,6 +100,25 @@ def demo_section() -> None:
             "Last build finished." if rc == 0 else f"Last build failed (exit code {rc}); see its log below.")
         with st.expander("Build log"):
             st.code(DEMO_BUILD.tail(60) or "(empty)", language=None)
+
+
+def demo_status(status: dict) -> None:
+    root = status.get("root", "")
+    if status.get("built"):
+        st.success(f"Built ({status.get('size') or 'unknown size'}) in `{root}`.", icon=":material/check:")
+    else:
+        st.info(f"Not built yet (it goes to `{root}`).", icon=":material/info:")
+    tables = demo_tables(status)
+    c1, c2 = st.columns(2)
+    c1.dataframe(tables["models"], hide_index=True, width="stretch")
+    c2.dataframe(tables["datasets"], hide_index=True, width="stretch")
+    if "ce" in tables:
+        st.markdown("**Mean cross-entropy (nats)** of each demo model on each demo dataset")
+        st.dataframe(tables["ce"], hide_index=True, width="stretch")
+    for line in ((status.get("summary") or {}).get("quality") or {}).get("statements", []):
+        st.markdown(f"- {line}")
+    with st.expander("Build stages"):
+        st.dataframe(tables["stages"], hide_index=True, width="stretch")
 
 
 @st.fragment(run_every=1.0)

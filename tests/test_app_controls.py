@@ -86,8 +86,13 @@ def test_train_page_cancel_then_resume(running):
     assert at.button(key="train_cancel_live").click().run()
     assert not at.exception, [e.value for e in at.exception]
     wait_until(lambda: jobs.run_status(handle.run_dir).state == "cancelled")
-    at.run()  # the page notices the cancellation finished
-    assert not at.exception
+
+    def resume_offered():
+        at.run()  # the page notices when the cancelling thread is done
+        assert not at.exception, [e.value for e in at.exception]
+        return "train_resume_live" in [b.key for b in at.button]
+
+    wait_until(resume_offered)
     assert any("live was cancelled" in w.value for w in at.warning), [w.value for w in at.warning]
     at.button(key="train_resume_live").click().run()
     assert not at.exception

@@ -312,3 +312,59 @@ def test_train_page_refuses_to_launch_over_an_existing_run(root, tmp_path):
     at.text_input(key="train.name").set_value("bad name!").run()
     at.button(key="train_launch").click().run()
     assert any("contains" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def fake_demo_status(tmp_path):
+    data = tmp_path / "demo" / "datasets" / "owt-demo"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text(json.dumps({"input_ids": list(range(64))}) + "\n")
+    return {
+        "root": str(tmp_path / "demo"), "exists": True, "built": True, "size": "tiny",
+        "stages": {"datasets": {"finished": True, "seconds": 1.0}, "evaluate": {"finished": True, "seconds": 2.0}},
+        "models": {"original": {"spec": "demo:original", "path": "/x/original", "built": True, "ln_free": False},
+                   "ln-free": {"spec": "demo:ln-free", "path": "/x/ln-free", "built": True, "ln_free": True},
+                   "vanilla": {"spec": "demo:vanilla", "path": "/x/vanilla", "built": False, "ln_free": None}},
+        "datasets": {"owt-demo": {"path": str(data), "built": True},
+                     "pile-demo": {"path": "/x/pile", "built": False}},
+        "summary": {"ce": {"demo:original": {"owt-demo": 3.1}, "demo:ln-free": {"owt-demo": 3.2}},
+                    "quality": {"statements": ["LN-free is within 0.1 nats of the original"]}},
+        "build_command": "python -m lnfree_core demo build",
+    }
+
+
+def test_home_shows_a_built_demo_suite(root, tmp_path, monkeypatch):
+    from lnfree_core import ui_data
+
+    status = fake_demo_status(tmp_path)
+    monkeypatch.setattr(ui_data, "demo_suite_state", lambda: {"available": True, "status": status, "error": None})
+    at = S.open_page(S.new_app(root), "pages/home.py")
+    assert any("Built (tiny)" in s.value for s in at.success)
+    frames = [d.value for d in at.dataframe]
+    models = frames[0]
+    assert {"demo:original", "demo:ln-free"} <= set(models["model"]) and "demo:vanilla" not in set(models["model"])
+    assert "owt-demo" in set(frames[1]["dataset"])
+    demo_models = next(f for f in frames if "LN-free" in f.columns)
+    assert demo_models.set_index("model").loc["demo:ln-free", "LN-free"] == "yes"
+    ce = next(f for f in frames if "owt-demo" in f.columns)
+    assert ce.set_index("model").loc["demo:ln-free", "owt-demo"] == 3.2
+    assert any("within 0.1 nats" in m.value for m in at.markdown)
+    assert at.button(key="home_demo_build").label.startswith("Rebuild")
+
+
+def test_train_page_offers_built_demo_models_and_data(root, tmp_path, monkeypatch):
+    from lnfree_core import ui_data
+
+    status = fake_demo_status(tmp_path)
+    monkeypatch.setattr(ui_data, "demo_suite_state", lambda: {"available": True, "status": status, "error": None})
+    monkeypatch.setattr(ui_data, "demo_models_available", lambda: True)
+    at = S.open_page(S.new_app(root), "pages/train.py")
+    at.radio(key="train.model.kind").set_value("demo").run()
+    assert at.selectbox(key="train.model.demo").options == ["demo:original", "demo:ln-free"]
+    assert "owt-demo (demo suite)" in at.selectbox(key="train.data.name").options
+    at.selectbox(key="train.data.name").set_value("owt-demo").run()
+    assert not at.exception
+    assert any("Offline demo-suite data" in c.value for c in at.caption)
+    monkeypatch.setattr(ui_data, "demo_suite_state", lambda: {"available": True, "status": {**status, "models": {}},
+                                                               "error": None})
+    at.run()
+    assert any("not built yet" in i.value for i in at.info)
