@@ -495,6 +495,21 @@ class BackgroundCommand:
     def wait(self, timeout: float | None = None) -> int | None:
         return None if self._proc is None else self._proc.wait(timeout)
 
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the command's process group (SIGKILL after `timeout` s); its exit code."""
+        import signal
+
+        if not self.running:
+            return self.returncode
+        try:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            return self._proc.wait()
+        except ProcessLookupError:
+            return self._proc.wait()
+
 
 def python_command(*args: str) -> list[str]:
     """`python -m lnfree_core ARGS` with this interpreter."""
@@ -703,9 +718,10 @@ def model_spec_problem(spec: str, hub_ok: bool) -> str | None:
     return None
 
 
-def demo_catalog() -> dict[str, dict[str, str]]:
-    """What a *built* demo suite offers: {'models': {name: 'demo:name'}, 'datasets': {name: path}};
-    both empty when this install has no demo suite or it is not built yet."""
+def demo_catalog(root: str | os.PathLike | None = None) -> dict[str, dict[str, str]]:
+    """What a *built* demo suite offers (lnfree_core.demo.paths; root: its default, ./lnfree_home/demo):
+    {'models': {name: 'demo:name'}, 'datasets': {name: folder}}; both empty when this install has no
+    demo suite or it is not built."""
     import importlib
     import importlib.util
 
@@ -715,23 +731,19 @@ def demo_catalog() -> dict[str, dict[str, str]]:
                 importlib.util.find_spec("lnfree_core.demo.paths") is None:
             return out
         paths = importlib.import_module("lnfree_core.demo.paths")
+        for name in paths.MODEL_NAMES:
+            try:
+                paths.demo_model_path(name, root)  # raises FileNotFoundError until it is built
+            except FileNotFoundError:
+                continue
+            out["models"][name] = f"demo:{name}"
+        for name in paths.DATASET_NAMES:
+            try:
+                out["datasets"][name] = str(paths.demo_dataset_path(name, root, must_exist=True))
+            except FileNotFoundError:
+                continue
     except Exception:  # a broken or half-written install must not break a page
-        return out
-    model_path = getattr(paths, "demo_model_path", None)
-    for name in ("original", "vanilla", "ln-free"):
-        try:
-            if model_path is not None and Path(model_path(name)).exists():
-                out["models"][name] = f"demo:{name}"
-        except Exception:
-            continue
-    lister = getattr(paths, "demo_datasets", None)
-    try:
-        found = lister() if callable(lister) else {}
-        for name, path in dict(found).items():
-            if Path(path).exists():
-                out["datasets"][str(name)] = str(path)
-    except Exception:
-        pass
+        return {"models": {}, "datasets": {}}
     return out
 
 
@@ -968,18 +980,20 @@ def ablation_frames(abl: Mapping[str, Mapping[str, Any]]) -> tuple[pd.DataFrame,
 
 def svd_frame(svds: Mapping[str, Any], neurons: int = 1) -> pd.DataFrame:
     """{model: UnembedSVD} as a long frame for the paper's Fig. 7: model, index (of the singular
-    vector), series ('singular value (S / S0)' or '|cos| with neuron N' for the first `neurons` top
-    neurons), value."""
+    vector), series ('singular value (S / S0)', or '|cos| with top neuron k' for the first `neurons`
+    of each model's top neurons), neuron (its index; -1 for singular values), value."""
     parts = []
     for m, s in svds.items():
         sv = np.asarray(s.singular_values, dtype=float)
         idx = np.arange(sv.size)
-        parts.append(pd.DataFrame({"model": m, "index": idx, "series": "singular value (S / S0)", "value": sv}))
+        parts.append(pd.DataFrame({"model": m, "index": idx, "series": "singular value (S / S0)", "neuron": -1,
+                                   "value": sv}))
         cos = np.asarray(s.cosines, dtype=float)
         for k, n in enumerate(list(s.neurons)[:neurons]):
-            parts.append(pd.DataFrame({"model": m, "index": idx, "series": f"|cos| with neuron {n}", "value": cos[k]}))
+            parts.append(pd.DataFrame({"model": m, "index": idx, "series": f"|cos| with top neuron {k + 1}",
+                                       "neuron": int(n), "value": cos[k]}))
     if not parts:
-        return pd.DataFrame(columns=["model", "index", "series", "value"])
+        return pd.DataFrame(columns=["model", "index", "series", "neuron", "value"])
     return pd.concat(parts, ignore_index=True)
 
 

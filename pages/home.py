@@ -96,8 +96,12 @@ def demo_section() -> None:
         st.rerun()
     rc = DEMO_BUILD.returncode
     if rc is not None:
-        (st.success if rc == 0 else st.error)(
-            "Last build finished." if rc == 0 else f"Last build failed (exit code {rc}); see its log below.")
+        if rc == 0:
+            st.success("Last build finished.")
+        elif rc < 0:
+            st.warning("Last build was stopped; building again goes on from its finished stages.")
+        else:
+            st.error(f"Last build failed (exit code {rc}); see its log below.")
         with st.expander("Build log"):
             st.code(DEMO_BUILD.tail(60) or "(empty)", language=None)
 
@@ -132,6 +136,10 @@ def build_progress() -> None:
     else:
         st.progress(frac, text=f"Building the demo suite: {frac:.0%} ({elapsed} so far)")
     st.code(DEMO_BUILD.tail(12) or "starting...", language=None)
+    if st.button("Stop the build", icon=":material/stop_circle:", key="home_demo_stop",
+                 help="Finished stages are kept; building again goes on from there."):
+        DEMO_BUILD.stop()
+        st.rerun()
 
 
 st.title("lnfree")

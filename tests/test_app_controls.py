@@ -139,7 +139,31 @@ def test_home_builds_the_demo_suite_with_progress(tmp_path, monkeypatch):
     (bar,) = at.get("progress")
     assert "Building the demo suite" in bar.proto.text
     assert "home_demo_build" not in [b.key for b in at.button]  # one build at a time
+    assert at.button(key="home_demo_stop")
     assert build.wait(20) == 0
     at.run()
     assert any("Last build finished" in s.value for s in at.success)
     assert "[3/4] step" in " ".join(c.value for c in at.code)
+
+
+def test_home_stops_a_demo_build(tmp_path, monkeypatch):
+    import sys
+
+    from lnfree_core import ui_data
+
+    build = ui_data.BackgroundCommand(tmp_path / "build.log")
+    monkeypatch.setattr(ui_data, "DEMO_BUILD", build)
+    monkeypatch.setattr(ui_data, "demo_suite_state", lambda: {"available": True, "status": None, "error": None})
+    monkeypatch.setattr(ui_data, "python_command",
+                        lambda *a: [sys.executable, "-c", "import time; print('[1/9] x', flush=True); time.sleep(60)"])
+    at = S.open_page(S.new_app(tmp_path / "runs"), "pages/home.py")
+    at.button(key="home_demo_build").click().run()
+    try:
+        wait_until(lambda: "[1/9]" in build.tail())
+        at.run()
+        at.button(key="home_demo_stop").click().run()
+        assert not build.running
+        assert any("was stopped" in w.value for w in at.warning), [w.value for w in at.warning]
+        assert at.button(key="home_demo_build")
+    finally:
+        build.stop()

@@ -313,6 +313,9 @@ def test_background_command_runs_and_reports(tmp_path):
     assert cmd.progress() == 1.0
     cmd.start([sys.executable, "-c", "import sys; sys.exit(3)"])
     assert cmd.wait(20) == 3
+    cmd.start([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert cmd.running
+    assert cmd.stop() == -15 and not cmd.running
 
 
 def fake_modules(monkeypatch, present: dict):
