@@ -1020,23 +1020,14 @@ def job_fraction(job: int, n_jobs: int, done: int, total: int) -> float:
     return min(1.0, max(0.0, (job + inner) / n_jobs))
 
 
-def _demo_status() -> dict | None:
-    status = demo_suite_state()["status"]
-    return status if isinstance(status, dict) else None
-
-
 def built_demo_models() -> list[str]:
     """`demo:NAME` specs of the demo-suite models that are built ([] without a demo suite)."""
-    status = _demo_status() or {}
-    return [m.get("spec", f"demo:{n}") for n, m in (status.get("models") or {}).items()
-            if isinstance(m, dict) and m.get("built")]
+    return list(demo_catalog()["models"].values())
 
 
 def built_demo_datasets() -> dict[str, str]:
     """{name: folder} of the demo-suite datasets that are built ({} without a demo suite)."""
-    status = _demo_status() or {}
-    return {n: str(d["path"]) for n, d in (status.get("datasets") or {}).items()
-            if isinstance(d, dict) and d.get("built") and d.get("path")}
+    return dict(demo_catalog()["datasets"])
 
 
 def demo_tables(status: Mapping[str, Any]) -> dict[str, pd.DataFrame]:

@@ -332,11 +332,18 @@ def fake_demo_status(tmp_path):
     }
 
 
+def fake_catalog(status):
+    """What ui_data.demo_catalog() gives for a suite in the state `status` describes."""
+    return {"models": {n: m["spec"] for n, m in status["models"].items() if m["built"]},
+            "datasets": {n: d["path"] for n, d in status["datasets"].items() if d["built"]}}
+
+
 def test_home_shows_a_built_demo_suite(root, tmp_path, monkeypatch):
     from lnfree_core import ui_data
 
     status = fake_demo_status(tmp_path)
     monkeypatch.setattr(ui_data, "demo_suite_state", lambda: {"available": True, "status": status, "error": None})
+    monkeypatch.setattr(ui_data, "demo_catalog", lambda root=None: fake_catalog(status))
     at = S.open_page(S.new_app(root), "pages/home.py")
     assert any("Built (tiny)" in s.value for s in at.success)
     frames = [d.value for d in at.dataframe]
@@ -355,7 +362,7 @@ def test_train_page_offers_built_demo_models_and_data(root, tmp_path, monkeypatc
     from lnfree_core import ui_data
 
     status = fake_demo_status(tmp_path)
-    monkeypatch.setattr(ui_data, "demo_suite_state", lambda: {"available": True, "status": status, "error": None})
+    monkeypatch.setattr(ui_data, "demo_catalog", lambda root=None: fake_catalog(status))
     monkeypatch.setattr(ui_data, "demo_models_available", lambda: True)
     at = S.open_page(S.new_app(root), "pages/train.py")
     at.radio(key="train.model.kind").set_value("demo").run()
@@ -364,7 +371,6 @@ def test_train_page_offers_built_demo_models_and_data(root, tmp_path, monkeypatc
     at.selectbox(key="train.data.name").set_value("owt-demo").run()
     assert not at.exception
     assert any("Offline demo-suite data" in c.value for c in at.caption)
-    monkeypatch.setattr(ui_data, "demo_suite_state", lambda: {"available": True, "status": {**status, "models": {}},
-                                                               "error": None})
+    monkeypatch.setattr(ui_data, "demo_catalog", lambda root=None: {"models": {}, "datasets": {}})
     at.run()
     assert any("not built yet" in i.value for i in at.info)
