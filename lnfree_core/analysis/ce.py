@@ -25,10 +25,15 @@ from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, 
 
 
 def token_ce_from_logits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """CE of next-token predictions: logits [batch, pos, vocab], x [batch, pos] -> [batch, pos - 1] fp32."""
+    """CE of next-token predictions: logits [batch, pos, vocab], x [batch, pos] -> [batch, pos - 1] fp32.
+
+    The targets are shifted instead of the logits (the last position gets ignore_index and is dropped
+    afterwards), so the [batch, pos, vocab] logits are used as a view, never copied.
+    """
     b, t, v = logits.shape
-    pred = logits[:, :-1].reshape(-1, v).float()  # [batch * (pos - 1), vocab]
-    return F.cross_entropy(pred, x[:, 1:].reshape(-1), reduction="none").view(b, t - 1)
+    target = F.pad(x[:, 1:], (0, 1), value=-100)  # [batch, pos]; the last position predicts nothing
+    ce = F.cross_entropy(logits.reshape(-1, v).float(), target.reshape(-1), reduction="none")  # [batch * pos]
+    return ce.view(b, t)[:, :-1]
 
 
 def ce_and_entropy_from_logits(logits: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
