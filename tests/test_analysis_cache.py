@@ -117,3 +117,14 @@ def test_mechanistic_results_round_trip_through_the_cache(tmp_path, monkeypatch)
     assert first_token_eval(again, data, **kw).to_json(0.2, 50) == ft.to_json(0.2, 50)
     assert dla_eval(again, data, **kw).to_json() == dl.to_json()
     assert confidence_eval(again, data, top_k=2, **kw).to_json() == cf.to_json()
+
+
+def test_local_dataset_files_are_part_of_the_key(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"input_ids": [1, 2, 3, 4]}\n')
+    a = DataSpec(str(path), seq_len=4).identity()
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    b = DataSpec(str(path), seq_len=4).identity()
+    assert a["path"] == str(path.resolve()) and a != b
+    assert DataSpec("pile", n=10).identity() == {"dataset": "pile", "split": None, "n": 10, "seq_len": 1024}

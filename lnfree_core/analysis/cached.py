@@ -42,8 +42,14 @@ class DataSpec:
         ident: dict = {"dataset": self.dataset}
         if self.tokens is not None:
             return {**ident, **tokens_identity(self.tokens)}
-        if os.path.exists(self.dataset):
-            ident.update(path_identity(self.dataset))
+        from ..data import DatasetNotFoundError, resolve_dataset
+
+        try:
+            spec = resolve_dataset(self.dataset)
+        except DatasetNotFoundError:
+            spec = None  # reported when the data is read
+        if spec is not None and spec.source == "local" and spec.path:
+            ident.update(path_identity(spec.path))  # local files: their stamps are part of the key
         return {**ident, "split": self.split, "n": self.n, "seq_len": self.seq_len}
 
     def load(self) -> np.ndarray:

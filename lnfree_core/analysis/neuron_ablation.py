@@ -122,7 +122,7 @@ def ablate_neurons(model: nn.Module, tokens, neurons: list[int], *, means: torch
         cap["a"] = first_input(args, kwargs)[..., neurons].float()  # [batch, pos, K]
 
     def grab_resid(module, args, kwargs):
-        cap["r"] = first_input(args, kwargs).float()  # [batch, pos, d_model]
+        cap["r"] = first_input(args, kwargs)  # [batch, pos, d_model]
 
     model.eval()
     with hooks(pre=[(ad.mlp_out_proj(model, last), grab_act), (final_norm, grab_resid)]):
@@ -134,7 +134,7 @@ def ablate_neurons(model: nn.Module, tokens, neurons: list[int], *, means: torch
                 r_s = r
                 if s:
                     idx = list(s)
-                    r_s = r + (m[idx] - a[..., idx]) @ w[idx]  # [batch, pos, d_model]
+                    r_s = (r.float() + (m[idx] - a[..., idx]) @ w[idx]).to(r.dtype)  # [batch, pos, d_model]
                 with autocast(prec, device):
                     logits = lm_head(final_norm(r_s))  # [batch, pos, vocab]
                 ce, ent = ce_and_entropy_from_logits(logits, x)  # [batch, pos - 1] each
