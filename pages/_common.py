@@ -441,6 +441,28 @@ PAPER_MODELS = (  # the paper's models (appendix A), in Table 1 order
 )
 
 
+MODEL_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf"]  # in model-set order: original blue, vanilla orange, LN-free green
+
+
+def model_color(labels: Sequence[str], *, legend: bool = True, field: str = "model") -> Any:
+    """The colour channel (alt.Color) of analysis charts: one colour per model, in the model set's
+    order, the same on every chart and page."""
+    import altair as alt
+
+    scale = alt.Scale(domain=list(labels), range=[MODEL_PALETTE[i % len(MODEL_PALETTE)] for i in range(len(labels))])
+    return alt.Color(f"{field}:N", scale=scale, sort=list(labels),
+                     legend=alt.Legend(title=None, orient="top") if legend else None)
+
+
+def fit_chart(chart: Any, height: int) -> Any:
+    """An Altair chart with `height` px of plot area (title, axes and legends come on top) and its
+    width fitted to the page (draw with width="stretch")."""
+    import altair as alt
+
+    return chart.properties(height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+
+
 def analysis_errors() -> tuple[type[BaseException], ...]:
     """What an analysis can fail with for a user's reason (missing model or data, offline Hub, a
     sequence longer than the model's context): shown as a message, the page goes on."""

@@ -55,21 +55,22 @@ def meta_editor(specs: list[str], labels: dict[str, str]) -> tuple[dict[str, str
     return out_labels, out_groups
 
 
-def distribution_chart(hist: pd.DataFrame, dataset: str, log_y: bool) -> alt.Chart:
+def distribution_chart(hist: pd.DataFrame, dataset: str, log_y: bool, order: list[str]) -> alt.Chart:
     data = hist[hist["count"] > 0] if log_y else hist
-    return (
+    chart = (
         alt.Chart(data)
-        .mark_line(interpolate="step-after", strokeWidth=1.5)
+        .mark_line(interpolate="step-after", strokeWidth=1.6)
         .encode(
             x=alt.X("lo:Q", title="per-token cross-entropy (nats, log scale)", scale=alt.Scale(type="log")),
             y=alt.Y("share:Q", title="share of tokens", scale=alt.Scale(type="log" if log_y else "linear")),
-            color=alt.Color("model:N", legend=alt.Legend(title=None, orient="top")),
+            color=common.model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("lo:Q", format=".3g", title="from"),
                      alt.Tooltip("hi:Q", format=".3g", title="to"), alt.Tooltip("count:Q"),
                      alt.Tooltip("share:Q", format=".3%")],
         )
-        .properties(title=f"per-token loss distribution on {dataset}", height=320)
+        .properties(title=f"per-token loss distribution on {dataset}")
     )
+    return common.fit_chart(chart, 280)
 
 
 st.title("Compare")
@@ -115,7 +116,7 @@ else:
     st.caption(f"{SUMMARY_STATS[stat].split(' (')[0].capitalize()} per-token CE over {n} sequences of {seq_len} "
                "tokens. The lowest value per group and dataset is in **bold**; LN-free models show their gap to "
                "it in [brackets].")
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, _ = st.columns([1, 1, 1, 2])
 c1.download_button("Table (Markdown)", markdown, file_name=f"ce_{stat}.md", mime="text/markdown",
                    icon=":material/download:", key="compare_dl_md")
 c2.download_button("Table (CSV)", csv, file_name=f"ce_{stat}.csv", mime="text/csv", icon=":material/download:",
@@ -140,8 +141,8 @@ for spec in specs:
     if res is not None and res.entry.path is not None:
         entries.append((labels[spec], str(res.entry.path), float(res.entry.meta.get("created", 0))))
 if entries:
-    st.altair_chart(distribution_chart(histogram(tuple(entries), int(bins)), ds_labels[shown], log_y),
-                    width="stretch")
+    st.altair_chart(distribution_chart(histogram(tuple(entries), int(bins)), ds_labels[shown], log_y,
+                                       [labels[s] for s in specs]), width="stretch")
     st.caption("Shares of tokens on log-spaced loss bins shared by all models; a heavy right tail is what "
                "raises a mean far above the median (see the Outliers page).")
 common.page_link("pages/outliers.py", label="Inspect the high-loss sequences", icon=":material/scatter_plot:")

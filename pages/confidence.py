@@ -13,8 +13,8 @@ from lnfree_core.ui_data import ablation_frames, cn_scatter_frame, svd_frame
 from pages import _common as common
 
 
-def scatter(df: pd.DataFrame) -> alt.FacetChart:
-    base = alt.Chart(df).encode(
+def scatter(df: pd.DataFrame, order: list[str]) -> alt.FacetChart:
+    base = alt.Chart().encode(
         x=alt.X("norm:Q", title="||w_out|| (weight norm)", scale=alt.Scale(zero=False)),
         y=alt.Y("logit_var:Q", title="LogitVar (log scale)", scale=alt.Scale(type="log")),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("neuron:Q"), alt.Tooltip("norm:Q", format=".4g"),
@@ -25,58 +25,62 @@ def scatter(df: pd.DataFrame) -> alt.FacetChart:
     top = base.transform_filter("datum.top > 0").mark_circle(size=60, color="#dc2626", opacity=0.95)
     text = base.transform_filter("datum.top > 0").mark_text(align="left", dx=6, dy=-4, fontSize=11,
                                                             color="#dc2626").encode(text="neuron:Q")
-    return alt.layer(others, top, text, data=df).properties(width=280, height=260).facet(
-        column=alt.Column("model:N", title=None, sort=None)).properties(
-        title="confidence neurons: high weight norm, low LogitVar (top by CN score in red)")
+    width = max(180, min(320, 840 // max(1, len(order))))
+    return alt.layer(others, top, text, data=df).properties(width=width, height=240).facet(
+        column=alt.Column("model:N", title=None, sort=order)).properties(
+        title="confidence neurons: high weight norm, low LogitVar (the top ones by CN score in red)")
 
 
-def single_chart(single: pd.DataFrame, value: str, title: str) -> alt.Chart:
-    return (
+def single_chart(single: pd.DataFrame, value: str, title: str, order: list[str]) -> alt.Chart:
+    chart = (
         alt.Chart(single)
         .mark_bar()
         .encode(
-            x=alt.X("neuron:N", title="ablated neuron", sort=None),
-            xOffset=alt.XOffset("model:N", sort=None),
+            x=alt.X("rank:O", title="ablated neuron (rank by CN score)", axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("model:N", sort=order),
             y=alt.Y(f"{value}:Q", title=title),
-            color=alt.Color("model:N", sort=None, legend=alt.Legend(title=None, orient="top")),
+            color=common.model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("neuron:N"), alt.Tooltip("delta_ce:Q", format="+.5f"),
                      alt.Tooltip("delta_entropy:Q", format="+.5f"), alt.Tooltip("rel_ce:Q", format="+.3%"),
                      alt.Tooltip("rel_entropy:Q", format="+.3%")],
         )
-        .properties(height=240, title=title)
+        .properties(title=title)
     )
+    return common.fit_chart(chart, 220)
 
 
-def cumulative_chart(cum: pd.DataFrame, value: str, title: str) -> alt.Chart:
-    return (
+def cumulative_chart(cum: pd.DataFrame, value: str, title: str, order: list[str]) -> alt.Chart:
+    chart = (
         alt.Chart(cum)
         .mark_line(point=True)
         .encode(
-            x=alt.X("k:O", title="top-k neurons ablated together"),
+            x=alt.X("k:O", title="top-k neurons ablated together", axis=alt.Axis(labelAngle=0)),
             y=alt.Y(f"{value}:Q", title=title, axis=alt.Axis(format="%")),
-            color=alt.Color("model:N", sort=None, legend=alt.Legend(title=None, orient="top")),
+            color=common.model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("neurons:N"), alt.Tooltip(f"{value}:Q", format="+.3%")],
         )
-        .properties(height=240, title=title)
+        .properties(title=title)
     )
+    return common.fit_chart(chart, 220)
 
 
-def spectrum_chart(df: pd.DataFrame, log: bool) -> alt.Chart:
+def spectrum_chart(df: pd.DataFrame, log: bool, order: list[str]) -> alt.Chart:
     data = df[df["value"] > 0] if log else df
-    return (
+    chart = (
         alt.Chart(data)
         .mark_line(strokeWidth=1.4)
         .encode(
-            x=alt.X("index:Q", title="singular vector (by singular value, descending)"),
+            x=alt.X("index:Q", title="singular vector (by singular value, descending)", scale=alt.Scale(nice=False)),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log else "linear")),
-            color=alt.Color("model:N", sort=None, legend=alt.Legend(title=None, orient="top")),
+            color=common.model_color(order),
             strokeDash=alt.StrokeDash("series:N", legend=alt.Legend(title=None, orient="top")),
-            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("series:N"), alt.Tooltip("index:Q"),
-                     alt.Tooltip("value:Q", format=".4g")],
+            tooltip=[alt.Tooltip("model:N"), alt.Tooltip("series:N"), alt.Tooltip("neuron:Q"),
+                     alt.Tooltip("index:Q"), alt.Tooltip("value:Q", format=".4g")],
         )
-        .properties(height=300, title="unembedding spectrum (solid) and the top neuron's |cos| with each "
-                                      "left singular vector (dashed)")
+        .properties(title="unembedding spectrum S / S0 (solid) and the top neurons' |cos| with each left singular "
+                          "vector (dashed)")
     )
+    return common.fit_chart(chart, 280)
 
 
 st.title("Confidence neurons")
@@ -98,9 +102,11 @@ common.seed("cn.marked", 7)
 marked = int(c2.number_input("Neurons to mark", min_value=1, max_value=100, key="cn.marked", **common.PERSIST,
                              help="Highlighted in the scatter plot (the paper: top 7)."))
 common.seed("cn.fold_ln", True)
-fold_ln = c3.toggle("Fold the final norm's gain into W_U", key="cn.fold_ln", **common.PERSIST)
+fold_ln = c3.toggle("Fold LN_f's gain into W_U", key="cn.fold_ln", **common.PERSIST,
+                    help="W_U <- diag(gamma_f) W_U before scoring (as TransformerLens does).")
 common.seed("cn.center", True)
-center = c4.toggle("Center w_out and W_U", key="cn.center", **common.PERSIST)
+center = c4.toggle("Center the weights", key="cn.center", **common.PERSIST,
+                   help="Subtract the mean of each w_out (over d_model) and of W_U (over the vocabulary).")
 
 data = common.data_spec(dataset, n, seq_len, split)
 kw = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"],
@@ -113,7 +119,8 @@ if not results:
 st.header("CN scores")
 scores = pd.concat([cn_scatter_frame(labels[s], r.scores, r.scores.top(marked)) for s, r in results.items()],
                    ignore_index=True)
-st.altair_chart(scatter(scores), width="content")
+order = [labels[s] for s in specs]
+st.altair_chart(scatter(scores, order), width="content")
 st.caption("CN(i) = ||w_out,i|| / LogitVar(w_out,i) (eq. 11, 12) for every neuron of the last MLP layer "
            f"(layer {next(iter(results.values())).entry.meta['layer']}).")
 with st.expander("Top neurons by CN score"):
@@ -123,15 +130,15 @@ st.header("Mean ablation")
 base, single, cum = ablation_frames({labels[s]: r.entry.meta["ablation"] for s, r in results.items()})
 cols = st.columns(len(base) if 0 < len(base) <= 4 else 4)
 for i, row in enumerate(base.itertuples(index=False)):
-    cols[i % len(cols)].metric(row.model, f"CE {row.ce:.4f}", help=f"entropy {row.entropy:.4f} over {row.tokens} tokens")
-    cols[i % len(cols)].caption(f"entropy {row.entropy:.4f} (no ablation)")
+    cols[i % len(cols)].metric(row.model, f"CE {row.ce:.4f}")
+    cols[i % len(cols)].caption(f"entropy {row.entropy:.4f}, no ablation ({row.tokens} tokens)")
 c1, c2 = st.columns(2)
-c1.altair_chart(single_chart(single, "delta_ce", "change in CE"), width="stretch")
-c2.altair_chart(single_chart(single, "delta_entropy", "change in entropy"), width="stretch")
+c1.altair_chart(single_chart(single, "delta_ce", "change in CE", order), width="stretch")
+c2.altair_chart(single_chart(single, "delta_entropy", "change in entropy", order), width="stretch")
 st.subheader("Cumulative ablation")
 c1, c2 = st.columns(2)
-c1.altair_chart(cumulative_chart(cum, "rel_ce", "relative change in CE"), width="stretch")
-c2.altair_chart(cumulative_chart(cum, "rel_entropy", "relative change in entropy"), width="stretch")
+c1.altair_chart(cumulative_chart(cum, "rel_ce", "relative change in CE", order), width="stretch")
+c2.altair_chart(cumulative_chart(cum, "rel_entropy", "relative change in entropy", order), width="stretch")
 with st.expander("Numbers"):
     st.dataframe(single, hide_index=True, width="stretch")
     st.dataframe(cum, hide_index=True, width="stretch")
@@ -145,4 +152,5 @@ st.session_state["cn.svd_neurons"] = min(int(st.session_state["cn.svd_neurons"])
 n_cos = int(c1.number_input("Top neurons shown", min_value=1, max_value=top_k, key="cn.svd_neurons", **common.PERSIST))
 common.seed("cn.svd_log", True)
 log = c2.toggle("Log scale", key="cn.svd_log", **common.PERSIST)
-st.altair_chart(spectrum_chart(svd_frame({labels[s]: r.svd for s, r in results.items()}, n_cos), log), width="stretch")
+st.altair_chart(spectrum_chart(svd_frame({labels[s]: r.svd for s, r in results.items()}, n_cos), log, order),
+                width="stretch")

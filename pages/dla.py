@@ -14,33 +14,31 @@ from lnfree_core.ui_data import nmae_head_frame, nmae_summary_frame
 from pages import _common as common
 
 
-def heatmaps(df: pd.DataFrame, cap: float | None) -> alt.FacetChart:
+def heatmaps(df: pd.DataFrame, cap: float | None, order: list[str]) -> alt.FacetChart:
     scale = alt.Scale(scheme="viridis", domain=[0, cap] if cap else alt.Undefined, clamp=bool(cap))
-    base = alt.Chart(df).encode(
-        x=alt.X("head:O", title="head"),
+    rect = alt.Chart(df).mark_rect().encode(
+        x=alt.X("head:O", title="head", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("layer:O", title="layer", sort="descending"),
-    )
-    rect = base.mark_rect().encode(
         color=alt.Color("nmae:Q", title="NMAE (%)", scale=scale),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("layer:O"), alt.Tooltip("head:O"),
                  alt.Tooltip("nmae:Q", format=".2f", title="NMAE (%)")],
     )
     n_layers = int(df["layer"].max()) + 1 if len(df) else 1
     n_heads = int(df["head"].max()) + 1 if len(df) else 1
-    size = 22 if max(n_layers, n_heads) <= 16 else 12
+    size = max(12, min(44, 300 // max(n_layers, n_heads)))
     return rect.properties(width=size * n_heads, height=size * n_layers).facet(
-        column=alt.Column("model:N", title=None, sort=None)).properties(title="NMAE per attention head (%)")
+        column=alt.Column("model:N", title=None, sort=order)).properties(title="NMAE per attention head (%)")
 
 
-def overall_chart(summary: pd.DataFrame) -> alt.LayerChart:
-    base = alt.Chart(summary).encode(y=alt.Y("model:N", title=None, sort=None))
-    bars = base.mark_bar(opacity=0.75).encode(
+def overall_chart(summary: pd.DataFrame, order: list[str]) -> alt.LayerChart:
+    base = alt.Chart(summary).encode(y=alt.Y("model:N", title=None, sort=order))
+    bars = base.mark_bar(opacity=0.8).encode(
         x=alt.X("NMAE (%):Q", title="overall NMAE (%), eq. 10"),
-        color=alt.Color("model:N", legend=None, sort=None),
+        color=common.model_color(order, legend=False),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("NMAE (%):Q", format=".2f"),
                  alt.Tooltip("CI low:Q", format=".2f"), alt.Tooltip("CI high:Q", format=".2f")])
-    ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("CI low:Q"), x2="CI high:Q")
-    return alt.layer(bars, ci).properties(title="overall NMAE with 95% CI", height=40 + 36 * len(summary))
+    ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("CI low:Q", title=""), x2="CI high:Q")
+    return common.fit_chart(alt.layer(bars, ci).properties(title="overall NMAE with its 95% CI"), 32 * len(summary))
 
 
 st.title("DLA")
@@ -77,10 +75,11 @@ nmaes = {labels[s]: r.nmae(granularity, n_boot=n_boot) for s, r in results.items
 summary = nmae_summary_frame(nmaes)
 cols = st.columns(min(4, len(summary)) or 1)
 for i, row in enumerate(summary.itertuples(index=False)):
-    cols[i % len(cols)].metric(row.model, f"{row[1]:.2f}%", help="overall NMAE (eq. 10)")
+    cols[i % len(cols)].metric(row.model, f"{row[1]:.2f}%")
     cols[i % len(cols)].caption(f"95% CI [{row[2]:.2f}%, {row[3]:.2f}%]")
-st.altair_chart(heatmaps(nmae_head_frame(nmaes), float(cap) or None), width="content")
-st.altair_chart(overall_chart(summary), width="stretch")
+order = [labels[s] for s in specs]
+st.altair_chart(heatmaps(nmae_head_frame(nmaes), float(cap) or None, order), width="content")
+st.altair_chart(overall_chart(summary, order), width="stretch")
 st.caption(f"NMAE_h = mean_i |DLA_ih - DE_ih| / mean_i |DE_ih| (eq. 9) for the correct next token over {n} sequences "
            f"of {seq_len} tokens; overall = mean over heads (eq. 10), CI from {n_boot} bootstrap resamples of the "
            "sequences.")

@@ -13,63 +13,71 @@ from lnfree_core.ui_data import norm_profile_frame, sink_frames
 from pages import _common as common
 
 
-def norm_chart(df: pd.DataFrame, log: bool) -> alt.Chart:
+def _x(df: pd.DataFrame) -> alt.X:
     order = df.drop_duplicates("point").sort_values("layer")["point"].tolist()
-    return (
+    return alt.X("point:O", sort=order, title="residual stream before block l (resid_pre.l), and after the last",
+                 axis=alt.Axis(labelAngle=0, labelExpr="replace(datum.label, 'resid_', '')"))
+
+
+def norm_chart(df: pd.DataFrame, log: bool, order: list[str]) -> alt.Chart:
+    chart = (
         alt.Chart(df)
         .mark_line(point=True, strokeWidth=1.8)
         .encode(
-            x=alt.X("point:O", sort=order, title="residual stream (input of block l, then the final one)"),
+            x=_x(df),
             y=alt.Y("norm:Q", title="mean L2 norm", scale=alt.Scale(type="log" if log else "linear")),
-            color=alt.Color("model:N", legend=alt.Legend(title=None, orient="top")),
+            color=common.model_color(order),
             strokeDash=alt.StrokeDash("position:N", legend=alt.Legend(title=None, orient="top"),
                                       sort=["first token", "other tokens"]),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("point:N"), alt.Tooltip("position:N"),
                      alt.Tooltip("norm:Q", format=".4g"), alt.Tooltip("ratio:Q", format=".3g", title="first / other")],
         )
-        .properties(title="residual norm at position 0 vs the other positions", height=320)
+        .properties(title="residual norm at position 0 (solid) vs the mean over the other positions (dashed)")
     )
+    return common.fit_chart(chart, 280)
 
 
-def ratio_chart(df: pd.DataFrame) -> alt.Chart:
+def ratio_chart(df: pd.DataFrame, order: list[str]) -> alt.Chart:
     data = df[df["position"] == "first token"]
-    order = data.sort_values("layer")["point"].drop_duplicates().tolist()
-    return (
+    chart = (
         alt.Chart(data)
         .mark_line(point=True, strokeWidth=1.5)
         .encode(
-            x=alt.X("point:O", sort=order, title=None),
+            x=_x(data),
             y=alt.Y("ratio:Q", title="first / other", scale=alt.Scale(type="log")),
-            color=alt.Color("model:N", legend=None),
+            color=common.model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("point:N"), alt.Tooltip("ratio:Q", format=".3g")],
         )
-        .properties(title="how much larger the first token's norm is", height=200)
+        .properties(title="how many times larger the first token's norm is")
     )
+    return common.fit_chart(chart, 180)
 
 
-def sink_chart(overall: pd.DataFrame) -> alt.LayerChart:
-    base = alt.Chart(overall).encode(y=alt.Y("model:N", title=None, sort=None))
-    bars = base.mark_bar(opacity=0.75).encode(
+def sink_chart(overall: pd.DataFrame, order: list[str]) -> alt.LayerChart:
+    base = alt.Chart(overall).encode(y=alt.Y("model:N", title=None, sort=order))
+    bars = base.mark_bar(opacity=0.8).encode(
         x=alt.X("rate:Q", title="sink rate (share of heads)", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("model:N", legend=None),
+        color=common.model_color(order, legend=False),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("rate:Q", format=".1%"),
                  alt.Tooltip("ci_lo:Q", format=".1%", title="CI low"), alt.Tooltip("ci_hi:Q", format=".1%", title="CI high")])
-    ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("ci_lo:Q"), x2="ci_hi:Q")
-    return alt.layer(bars, ci).properties(title="attention sink rate with 95% CI", height=40 + 36 * len(overall))
+    ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("ci_lo:Q", title=""), x2="ci_hi:Q")
+    return common.fit_chart(alt.layer(bars, ci).properties(title="attention sink rate with its 95% CI"),
+                            32 * len(overall))
 
 
-def per_layer_chart(per_layer: pd.DataFrame) -> alt.Chart:
-    return (
+def per_layer_chart(per_layer: pd.DataFrame, order: list[str]) -> alt.Chart:
+    chart = (
         alt.Chart(per_layer)
         .mark_line(point=True)
         .encode(
-            x=alt.X("layer:O", title="layer"),
+            x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("rate:Q", title="sink rate", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("model:N", legend=alt.Legend(title=None, orient="top")),
+            color=common.model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("layer:O"), alt.Tooltip("rate:Q", format=".1%")],
         )
-        .properties(title="sink rate per layer", height=220)
+        .properties(title="sink rate per layer")
     )
+    return common.fit_chart(chart, 200)
 
 
 st.title("First tokens")
@@ -106,8 +114,9 @@ norms = norm_profile_frame(profiles)
 overall, per_layer = sink_frames(rates)
 
 st.header("Residual norms")
-st.altair_chart(norm_chart(norms, log), width="stretch")
-st.altair_chart(ratio_chart(norms), width="stretch")
+order = [labels[s] for s in specs]
+st.altair_chart(norm_chart(norms, log, order), width="stretch")
+st.altair_chart(ratio_chart(norms, order), width="stretch")
 with st.expander("Numbers"):
     st.dataframe(norms.pivot_table(index=["model", "layer", "point"], columns="position", values="norm").reset_index(),
                  hide_index=True, width="stretch")
@@ -115,10 +124,10 @@ with st.expander("Numbers"):
 st.header("Attention sinks")
 cols = st.columns(min(4, len(overall)) or 1)
 for i, row in enumerate(overall.itertuples(index=False)):
-    cols[i % len(cols)].metric(row.model, f"{row.rate:.1%}", help=f"95% CI [{row.ci_lo:.1%}, {row.ci_hi:.1%}]")
+    cols[i % len(cols)].metric(row.model, f"{row.rate:.1%}")
     cols[i % len(cols)].caption(f"95% CI [{row.ci_lo:.1%}, {row.ci_hi:.1%}]")
-st.altair_chart(sink_chart(overall), width="stretch")
-st.altair_chart(per_layer_chart(per_layer), width="stretch")
+st.altair_chart(sink_chart(overall, order), width="stretch")
+st.altair_chart(per_layer_chart(per_layer, order), width="stretch")
 st.caption(f"Share of (layer, head) pairs whose attention to the first token is at least {threshold:g} of the total, "
            f"per sequence and then averaged over the {n} sequences; the CI resamples sequences ({int(n_boot)} times).")
 st.download_button("Sink rates (CSV)", overall.to_csv(index=False), file_name="sink_rates.csv", mime="text/csv",

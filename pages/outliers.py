@@ -48,28 +48,29 @@ def exceedance_note(label: str, ex, threshold: float) -> None:
         f"`'{ex.context_escaped}'`.", icon=":material/priority_high:")
 
 
-def loss_chart(df: pd.DataFrame, labels: list[str], log: bool) -> alt.Chart:
+def loss_chart(df: pd.DataFrame, labels: list[str], order: list[str], log: bool) -> alt.Chart:
     long = df.melt(id_vars=["position", "token_id", "token"], value_vars=labels, var_name="model", value_name="loss")
     long = long.dropna(subset=["loss"])
     if log:
         long = long[long["loss"] > 0]
-    return (
+    chart = (
         alt.Chart(long)
-        .mark_line(point=alt.OverlayMarkDef(size=18), strokeWidth=1.2)
+        .mark_line(point=alt.OverlayMarkDef(size=16), strokeWidth=1.2)
         .encode(
             x=alt.X("position:Q", title="token position"),
             y=alt.Y("loss:Q", title="CE (nats)", scale=alt.Scale(type="log" if log else "linear")),
-            color=alt.Color("model:N", legend=alt.Legend(title=None, orient="top")),
+            color=common.model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("position:Q"), alt.Tooltip("token_id:Q", title="id"),
                      alt.Tooltip("token:N"), alt.Tooltip("loss:Q", format=".4f")],
         )
-        .properties(title="per-token loss", height=240)
+        .properties(title="per-token loss")
     )
+    return common.fit_chart(chart, 220)
 
 
 def diff_chart(df: pd.DataFrame, title: str) -> alt.Chart:
     data = df.dropna(subset=["diff"])
-    return (
+    chart = (
         alt.Chart(data)
         .mark_bar()
         .encode(
@@ -79,8 +80,9 @@ def diff_chart(df: pd.DataFrame, title: str) -> alt.Chart:
             tooltip=[alt.Tooltip("position:Q"), alt.Tooltip("token_id:Q", title="id"), alt.Tooltip("token:N"),
                      alt.Tooltip("diff:Q", format="+.4f")],
         )
-        .properties(title=title, height=180)
+        .properties(title=title)
     )
+    return common.fit_chart(chart, 160)
 
 
 st.title("Outliers")
@@ -94,7 +96,7 @@ if not specs or not datasets:
 labels = common.model_labels(specs)
 dataset = datasets[0]
 
-c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 1, 1])
+c1, c2 = st.columns(2)
 if st.session_state.get("outliers.a") not in specs:
     st.session_state["outliers.a"] = specs[-1]
 spec_a = c1.selectbox("Model", specs, key="outliers.a", format_func=labels.get)
@@ -102,14 +104,17 @@ others = [NONE] + [s for s in specs if s != spec_a]
 if st.session_state.get("outliers.b") not in others:
     st.session_state["outliers.b"] = others[1] if len(others) > 1 else NONE
 spec_b = c2.selectbox("Compare with", others, key="outliers.b", format_func=lambda s: labels.get(s, s))
+c1, c2, c3 = st.columns(3)
 common.seed("outliers.by", "mean")
-by = c3.segmented_control("Rank by", ["mean", "max"], key="outliers.by", **common.PERSIST,
-                          format_func=lambda b: f"{b} CE", help="A sequence's mean token CE, or its largest.") or "mean"
+by = c1.segmented_control("Rank by", ["mean", "max"], key="outliers.by", **common.PERSIST,
+                          format_func=lambda b: f"{b} token CE", help="A sequence's mean token CE, or its largest.") \
+    or "mean"
 common.seed("outliers.threshold", DEFAULT_THRESHOLD)
-threshold = c4.number_input("CE threshold", min_value=0.0, step=5.0, key="outliers.threshold", **common.PERSIST,
-                            help="A token whose CE exceeds this (nats) is flagged; the paper uses 50.")
+threshold = c2.number_input("CE threshold (nats)", min_value=0.0, step=5.0, key="outliers.threshold", **common.PERSIST,
+                            help="A token whose CE exceeds this is flagged; the paper uses 50.")
 common.seed("outliers.top", 10)
-top = c5.number_input("Show top", min_value=1, max_value=1000, step=5, key="outliers.top", **common.PERSIST)
+top = c3.number_input("Sequences listed", min_value=1, max_value=1000, step=5, key="outliers.top", **common.PERSIST)
+order = [labels[s] for s in specs]
 
 data = common.data_spec(dataset, n, seq_len, split)
 kw = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
@@ -156,7 +161,7 @@ common.seed("outliers.vmax", 10.0)
 vmax = float(c3.number_input("Colour scale top (nats)", min_value=0.5, step=1.0, key="outliers.vmax", **common.PERSIST,
                              help="Losses at or above this get the darkest red; differences of this size the "
                                   "darkest red/blue."))
-decode = common.token_decoder(spec_a)
+decode = common.token_decoder(spec_a, dataset)
 toks, la = tokens[seq], losses[seq]
 rows_a = token_losses(toks, la, decode)
 ex_a = first_exceeding(toks, la, decode, threshold, context)
@@ -176,7 +181,7 @@ st.caption("Tokens coloured by their CE (hover a token for its position, id and 
 if res_b is None:
     spans(rows_a, [r.loss for r in rows_a], ex_a, vmax=vmax)
     df = token_frame(rows_a, labels[spec_a])
-    st.altair_chart(loss_chart(df, [labels[spec_a]], st.toggle("Log scale", True, key="outliers.log")),
+    st.altair_chart(loss_chart(df, [labels[spec_a]], order, st.toggle("Log scale", True, key="outliers.log")),
                     width="stretch")
 else:
     diffs = compare_token_losses(toks, la, res_b.losses[seq], decode)
@@ -191,8 +196,8 @@ else:
                 f"{labels[spec_b]}, blue = lower)")
     spans(diffs, [r.diff for r in diffs], None, vmax=vmax, diverging=True, value_name="diff")
     df = token_frame(diffs, labels[spec_a], labels[spec_b])
-    st.altair_chart(loss_chart(df, [labels[spec_a], labels[spec_b]], st.toggle("Log scale", True, key="outliers.log")),
-                    width="stretch")
+    st.altair_chart(loss_chart(df, [labels[spec_a], labels[spec_b]], order,
+                               st.toggle("Log scale", True, key="outliers.log")), width="stretch")
     st.altair_chart(diff_chart(df, f"{labels[spec_b]} minus {labels[spec_a]}"), width="stretch")
 
 with st.expander("Per-token table"):
