@@ -374,3 +374,40 @@ def test_train_page_offers_built_demo_models_and_data(root, tmp_path, monkeypatc
     monkeypatch.setattr(ui_data, "demo_catalog", lambda root=None: {"models": {}, "datasets": {}})
     at.run()
     assert any("not built yet" in i.value for i in at.info)
+
+
+def test_train_page_launches_on_several_gpus_with_torchrun(root, tmp_path, monkeypatch):
+    import jobs
+    from transformers import GPT2Config
+
+    from pages import _common
+
+    monkeypatch.setattr(_common, "gpu_count", lambda: 2)
+    launched = []
+    monkeypatch.setattr(jobs, "start_run", lambda r, name, cfg, nproc=1, **kw: launched.append((name, cfg, nproc)))
+    folder = tmp_path / "m"
+    GPT2Config(n_layer=12, n_embd=32, n_head=2, vocab_size=100).save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"input_ids": list(range(64))}) + "\n")
+    at = S.open_page(S.new_app(root), "pages/train.py")
+    device = at.selectbox(key="train.device")
+    assert device.options == ["CPU", "GPU 0 (cuda:0)", "GPU 1 (cuda:1)", "2 GPUs (torchrun, DDP)"]
+    assert device.value == "GPU 0 (cuda:0)"  # a GPU by default when there is one
+    at.text_input(key="train.name").set_value("big")
+    at.radio(key="train.model.kind").set_value("folder").run()
+    at.text_input(key="train.model.folder").set_value(str(folder))
+    at.selectbox(key="train.data.name").set_value("local").run()
+    at.text_input(key="train.data.path").set_value(str(data))
+    at.radio(key="train.mode").set_value("pair")
+    at.selectbox(key="train.device").set_value("2 GPUs (torchrun, DDP)")
+    at.number_input(key="train.ov.max_steps").set_value(400).run()
+    at.button(key="train_launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [(n, c["mode"], c["device"], c["schedule"], c["overrides"], p) for n, c, p in launched] == [
+        ("big-lnfree", "ln-free", "cuda", "gpt2", {"max_steps": 400}, 2),
+        ("big-vanilla", "vanilla", "cuda", "gpt2", {"max_steps": 400}, 2),
+    ]
+    assert launched[0][1]["dataset"] == launched[1][1]["dataset"] == str(data.resolve())
+    assert launched[0][1]["seed"] == launched[1][1]["seed"]
+    assert any("Launched big-lnfree, big-vanilla" in s.value for s in at.success)
