@@ -1,0 +1,121 @@
+"""`demo build | status`: build the offline demo suite, and say what of it is built."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def register(sub) -> None:
+    """Add the ``demo`` command (``build``, ``status``) to the CLI's subparsers."""
+    p = sub.add_parser("demo", help="the offline demo suite: small models and datasets built from the Python stdlib",
+                       description="The demo suite: datasets (owt-demo, pile-demo, pile-filtered-demo) and models "
+                                   "(demo:original, demo:vanilla, demo:ln-free) built locally with no download.")
+    p.set_defaults(func=lambda args: _usage(p))
+    dsub = p.add_subparsers(dest="demo_command", metavar="SUBCOMMAND")
+
+    b = dsub.add_parser("build", help="build (or finish) the demo suite; finished stages are reused",
+                        description="Build the demo suite. Each stage is reused when already built and redone when "
+                                    "half-built. --size full (default) takes a few minutes on a 2-core CPU; tiny "
+                                    "takes seconds (for tests; no quality promised).")
+    b.add_argument("--out", metavar="DIR", default=None, help="demo root (default ./lnfree_home/demo)")
+    b.add_argument("--size", choices=["full", "tiny"], default="full")
+    b.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: all cores if idle at the start, else 1)")
+    b.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
+    b.set_defaults(func=_build)
+
+    s = dsub.add_parser("status", help="what of the demo suite is built, where, and its numbers")
+    s.add_argument("--out", metavar="DIR", default=None, help="demo root (default ./lnfree_home/demo)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_status)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+class ProgressPrinter:
+    """Prints one line per stage change, and within a stage at most every ``interval`` seconds.
+
+    Lines end with the overall percentage (``... | overall 42%``), which the app's log parser reads.
+    """
+
+    def __init__(self, size, interval: float = 2.0, stream=None):
+        from lnfree_core.demo.build import overall_fraction
+
+        self._overall = lambda stage, done, total: overall_fraction(size, stage, done, total)
+        self.interval, self.stream = interval, stream or sys.stdout
+        self._last_stage, self._last_time, self._t0 = None, 0.0, time.perf_counter()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        changed = stage != self._last_stage
+        if not changed and done < total and now - self._last_time < self.interval:
+            return
+        self._last_stage, self._last_time = stage, now
+        pct = 100 * self._overall(stage, done, total)
+        print(f"[demo {now - self._t0:6.1f}s] {stage}: {done}/{total} | overall {pct:.0f}%", file=self.stream, flush=True)
+
+
+def _build(args) -> int:
+    from lnfree_core.demo import get_size
+    from lnfree_core.demo.build import DemoBuildCancelled, DemoBuildError, build_demo
+    from lnfree_core.demo.status import ce_table
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight loading/saving bars would bury the progress lines
+    hf_logging.set_verbosity_error()
+    size = get_size(args.size)
+    try:
+        summary = build_demo(args.out, size, progress=ProgressPrinter(size), threads=args.threads)
+    except DemoBuildCancelled as e:
+        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        _die_by(e.signum)
+        return 128 + int(e.signum)  # not reached: the process ends by the signal
+    except (DemoBuildError, OSError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    q = summary["quality"]
+    print(f"demo suite ({summary['size']}) at {summary['root']}: built in {summary['build_seconds']:.0f} s "
+          f"(this run {summary['this_run_seconds']:.0f} s)")
+    mc = summary["model_config"]
+    print(f"  models: GPT-2 {mc['n_layer']} layers x {mc['n_embd']} wide, context {mc['seq_len']}, "
+          f"{mc['parameters']:,} parameters, compact vocabulary of {mc['vocab_size']:,} GPT-2 tokens")
+    f = summary["datasets"]["pile-filtered-demo"]
+    print(f"  pile-filtered-demo: {f['removed_tokens']} tokens absent from the OWT-like train split; "
+          f"{f['clean_sequences']} of {f['scanned_sequences']} Pile-like sequences free of them "
+          f"(kept {f['kept_sequences']}); most frequent: {', '.join(f['top_removed'][:6])}")
+    print(ce_table(summary["ce"]))
+    print(f"  unigram entropy of the OWT-like train split: {q['unigram_entropy']:.4f} nats")
+    for ok, text in zip((q["original_far_below_unigram"], q["ln_free_close_to_vanilla"]), q["statements"]):
+        print(f"  [{'ok' if ok else 'NOT MET'}] {text}")
+    for name, m in summary["models"].items():
+        print(f"  {m['spec']:<14} {m['path']}")
+    return 0
+
+
+def _die_by(signum: int) -> None:
+    """End the process by ``signum`` with its default action, so that the parent sees "killed by signal"
+    (the app tells a stopped build from a failed one by that), as after an uncaught signal."""
+    import os
+    import signal
+
+    sys.stdout.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _status(args) -> int:
+    from lnfree_core.demo import demo_status, format_status
+
+    st = demo_status(args.out)
+    print(json.dumps(st, indent=1) if args.json else format_status(st))
+    return 0
