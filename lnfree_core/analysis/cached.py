@@ -121,7 +121,10 @@ class CEResult:
 
     @property
     def losses(self) -> np.ndarray:
-        """Per-token CE, float32 [n, seq_len - 1] (memory-mapped from the cache)."""
+        """Per-token CE, float32 [n, seq_len - 1] (memory-mapped from the cache).
+
+        float32, not float16: float16 saturates at 65504, and the outliers of appendix E.1 reach 5e6.
+        """
         return self.entry.array("losses")
 
     @property

@@ -78,6 +78,8 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
     probabilities [batch, head, query, key]); restore the previous implementation afterwards.
 
     SDPA and flash attention never materialise the probabilities (transformers silently returns none).
+    The switch changes the model's config while the block runs: do not share the model with another
+    thread meanwhile (it would run eager attention too: slower, same results).
     """
     previous = getattr(model.config, "_attn_implementation", None)
     if previous == "eager":
