@@ -463,6 +463,26 @@ def fit_chart(chart: Any, height: int) -> Any:
     return chart.properties(height=height, autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
+def shared_widget(store: str, draw: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Draw a widget whose value is shared by several pages and kept in the plain session key `store`.
+
+    A widget with the same key on two pages is a new widget after a page switch, so Streamlit's
+    persist_state cannot carry its value over (it starts from its default for one run). Instead the
+    widget is keyed `store + "#w"`, loaded from `store` before it is drawn, and every change is
+    written back to `store` (on_change, before the rerun), which pages and tests read and set.
+    """
+    wkey = store + "#w"
+    if store in st.session_state:
+        st.session_state[wkey] = st.session_state[store]
+
+    def sync() -> None:
+        st.session_state[store] = st.session_state[wkey]
+
+    value = draw(*args, key=wkey, on_change=sync, **kwargs)
+    st.session_state[store] = value
+    return value
+
+
 def analysis_errors() -> tuple[type[BaseException], ...]:
     """What an analysis can fail with for a user's reason (missing model or data, offline Hub, a
     sequence longer than the model's context): shown as a message, the page goes on."""
@@ -531,10 +551,10 @@ def model_set_picker(*, label: str = "Models", help: str | None = None) -> list[
     current = list(st.session_state.get(MODELS_KEY) or [])
     runs = [str(Path(s.run_dir)) for s in _runs(root) if (Path(s.run_dir) / "checkpoints").is_dir()]
     options = list(dict.fromkeys([*current, *demo_catalog()["models"].values(), *runs, *PAPER_MODELS]))
-    specs = st.multiselect(label, options, key=MODELS_KEY, **PERSIST, format_func=model_option_text,
-                           accept_new_options=True, placeholder="choose models, or type a Hub id or folder path",
-                           help=help or "Shared by every analysis page. Runs use their newest checkpoint "
-                                        "(`RUN_DIR@STEP` picks another). Type a Hub id or a folder path to add it.")
+    specs = shared_widget(MODELS_KEY, st.multiselect, label, options, format_func=model_option_text,
+                          accept_new_options=True, placeholder="choose models, or type a Hub id or folder path",
+                          help=help or "Shared by every analysis page. Runs use their newest checkpoint "
+                                       "(`RUN_DIR@STEP` picks another). Type a Hub id or a folder path to add it.")
     with st.popover("Add a model", icon=":material/add:"):
         spec = model_picker("analysis.add", label="Source", root=root)
         st.button("Add to the set", key="analysis_add_model", on_click=_add_model, args=(spec,), disabled=not spec,
@@ -612,11 +632,11 @@ def analysis_dataset_picker(*, multi: bool = False, label: str | None = None) ->
     options = options + extra
     hint = "type a local path (.parquet, .jsonl, .txt or a folder) to add it"
     if multi:
-        chosen = st.multiselect(label or "Datasets", options, key=key, **PERSIST, accept_new_options=True,
-                                format_func=lambda v: _dataset_text(v, texts), placeholder=hint)
+        chosen = shared_widget(key, st.multiselect, label or "Datasets", options, accept_new_options=True,
+                               format_func=lambda v: _dataset_text(v, texts), placeholder=hint)
     else:
-        one = st.selectbox(label or "Dataset", options, key=key, **PERSIST, accept_new_options=True,
-                           format_func=lambda v: _dataset_text(v, texts), placeholder=hint)
+        one = shared_widget(key, st.selectbox, label or "Dataset", options, accept_new_options=True,
+                            format_func=lambda v: _dataset_text(v, texts), placeholder=hint)
         chosen = [one] if one else []
     for value in chosen:
         problem = _check_dataset(value)
@@ -637,13 +657,13 @@ def data_size_inputs(specs: Sequence[str] = (), *, n_default: int = DEFAULT_N_SE
     seed("analysis.seq_len", min([seq_len_default, *known]))
     seed("analysis.split", "")
     c1, c2, c3 = st.columns(3)
-    n = c1.number_input("Sequences", min_value=1, max_value=100_000, step=8, key="analysis.n", **PERSIST,
-                        help="The first N sequences of the split (the paper: 1,000 for the analyses, 10,000 "
-                             "for Table 1). Small values compute in seconds on a CPU.")
-    seq_len = c2.number_input("Tokens per sequence", min_value=2, max_value=8192, step=64, key="analysis.seq_len",
-                              **PERSIST, help="The paper uses 1024 for Table 1 and 512 for the analyses; at most "
-                                              "the model's context length.")
-    split = c3.text_input("Split", key="analysis.split", **PERSIST, placeholder="evaluation split",
+    n = shared_widget("analysis.n", c1.number_input, "Sequences", min_value=1, max_value=100_000, step=8,
+                      help="The first N sequences of the split (the paper: 1,000 for the analyses, 10,000 "
+                           "for Table 1). Small values compute in seconds on a CPU.")
+    seq_len = shared_widget("analysis.seq_len", c2.number_input, "Tokens per sequence", min_value=2, max_value=8192,
+                            step=64, help="The paper uses 1024 for Table 1 and 512 for the analyses; at most "
+                                          "the model's context length.")
+    split = shared_widget("analysis.split", c3.text_input, "Split", placeholder="evaluation split",
                           help="Empty: the dataset's evaluation split (owt: validation).")
     too_long = [s for s, c in contexts.items() if c and c < seq_len]
     if too_long:
@@ -660,14 +680,14 @@ def analysis_settings() -> dict[str, Any]:
     seed("analysis.batch_size", 8)
     with st.expander("Computation settings", icon=":material/settings:"):
         c1, c2, c3 = st.columns([3, 1, 1])
-        cache = c1.text_input("Result cache folder", key="analysis.cache_dir", **PERSIST,
+        cache = shared_widget("analysis.cache_dir", c1.text_input, "Result cache folder",
                               help="Results are stored here and never computed twice (shared with "
                                    "`python -m lnfree_core eval/analyze --cache-dir`).")
         devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(gpu_count())]
         if st.session_state.get("analysis.device") not in devices:
             st.session_state["analysis.device"] = "auto"
-        device = c2.selectbox("Device", devices, key="analysis.device", **PERSIST)
-        batch = c3.number_input("Batch size", min_value=1, max_value=512, key="analysis.batch_size", **PERSIST)
+        device = shared_widget("analysis.device", c2.selectbox, "Device", devices)
+        batch = shared_widget("analysis.batch_size", c3.number_input, "Batch size", min_value=1, max_value=512)
     root = Path(str(cache or DEFAULT_CACHE_DIR)).expanduser().resolve()
     return {"cache_dir": str(root), "device": device, "batch_size": int(batch)}
 
@@ -735,16 +755,18 @@ def _gpt2_tokenizer():
     return load_gpt2_tokenizer()
 
 
-def token_decoder(model_spec: str | None = None, dataset: str | None = None) -> Callable[[list[int]], str]:
-    """decode(ids) -> text for tokens of `model_spec`'s (else `dataset`'s) vocabulary: GPT-2's BPE, with
-    compact ids (the demo suite's) mapped back to GPT-2 ids first."""
+def gpt2_decoder() -> Callable[[list[int]], str]:
+    """decode(GPT-2 ids) -> text, with the GPT-2 tokenizer (offline: the bundled BPE files)."""
+    tok = _gpt2_tokenizer()
+    return lambda ids: tok.decode([int(i) for i in ids])
+
+
+def gpt2_ids(model_spec: str | None = None, dataset: str | None = None) -> Callable[[Any], list[int]] | None:
+    """A function mapping the token ids of `model_spec`'s (else `dataset`'s) compact vocabulary (the
+    demo suite's) to GPT-2 ids, so pages show and decode GPT-2 ids; None when they are GPT-2 ids."""
     from lnfree_core.ui_data import gpt2_id_mapper
 
-    tok = _gpt2_tokenizer()
-    to_gpt2 = gpt2_id_mapper(model_spec, dataset)
-    if to_gpt2 is None:
-        return lambda ids: tok.decode(list(ids))
-    return lambda ids: tok.decode(to_gpt2(ids))
+    return gpt2_id_mapper(model_spec, dataset)
 
 
 def models_and_data(*, multi_data: bool = False, n_default: int = DEFAULT_N_SEQUENCES,

@@ -86,7 +86,8 @@ def build_suite(base: Path, *, train: bool = False, steps: int = 16) -> dict[str
                                         out=str(runs / name), overrides=small, save_every=steps))
             assert res.state == "finished", res
     else:
-        ids = torch.as_tensor([json.loads(line)["input_ids"][:SEQ_LEN] for line in open(data)][:16])
+        with open(data) as fh:
+            ids = torch.as_tensor([json.loads(line)["input_ids"][:SEQ_LEN] for line in fh][:16])
         vanilla = tiny_model(seed=0)
         with torch.no_grad():
             for p in vanilla.parameters():
@@ -266,6 +267,20 @@ def test_model_set_reports_unusable_models_and_adds_from_the_picker(suite, tmp_p
     assert "tiny-lnfree" in list(by_columns(at, "model", "mean")["model"])
 
 
+def test_model_set_data_and_sizes_carry_over_to_every_analysis_page(suite):
+    at = S.open_page(new_app(suite), "pages/dla.py")
+    at.number_input(key="analysis.n#w").set_value(4).run()
+    at.multiselect(key="analysis.models#w").set_value(specs(suite)[1:]).run()
+    for page in ANALYSIS_PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, page
+        assert at.number_input(key="analysis.n#w").value == 4, page
+        assert at.number_input(key="analysis.seq_len#w").value == SEQ_LEN, page
+        assert at.multiselect(key="analysis.models#w").value == specs(suite)[1:], page
+        assert at.session_state["analysis.n"] == 4 and at.session_state["analysis.models"] == specs(suite)[1:]
+    assert at.selectbox(key="analysis.dataset#w").value == str(suite["data"])
+    assert at.metric[0].label == "tiny-vanilla" and len(at.metric) == 2  # DLA: the two models left
+
 # ---------------------------------------------------------------------------------------- Outliers
 def test_outliers_ranking_first_exceedance_and_side_by_side(suite):
     from lnfree_core.analysis.cached import ce_eval
@@ -340,7 +355,7 @@ def test_confidence_scores_ablations_and_spectrum(suite):
     data = next(iter(S.chart_datasets(chart_by_title(at, "confidence neurons")).values()))
     mine = data[data["model"] == "tiny-lnfree"]
     assert len(mine) == 4 * 32  # every neuron of the last MLP layer (d_mlp = 4 d_model)
-    assert mine.sort_values("top")[mine["top"] > 0]["neuron"].tolist() == direct.scores.top(3)
+    assert mine[mine["top"] > 0].sort_values("top")["neuron"].tolist() == direct.scores.top(3)
     assert "facet" in spec
     single = by_columns(at, "model", "rank", "neuron", "delta_ce")
     abl = direct.entry.meta["ablation"]
@@ -369,3 +384,54 @@ def test_dla_nmae_is_zero_for_the_ln_free_model_only(suite):
     assert orig == pytest.approx([v for row in direct[str(suite["original"])].per_head for v in row], rel=1e-12)
     summary = by_columns(at, "model", "NMAE (%)", "CI low")
     assert summary["NMAE (%)"].tolist() == pytest.approx([r.overall for r in direct.values()], rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------- the demo suite
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory):
+    """A folder whose ./lnfree_home/demo holds a tiny demo build (the app's defaults when offline)."""
+    if importlib.util.find_spec("lnfree_core.demo") is None:
+        pytest.skip("this install has no demo suite (lnfree_core.demo)")
+    from lnfree_core import demo
+
+    if not hasattr(demo, "build_demo") or "tiny" not in getattr(demo, "SIZES", {}):
+        pytest.skip("lnfree_core.demo offers no tiny build")
+    base = tmp_path_factory.mktemp("demo-home")
+    demo.build_demo(base / "lnfree_home" / "demo", size="tiny")
+    return base
+
+
+def test_offline_defaults_are_the_demo_suite_and_tokens_decode_through_its_vocabulary(demo_home, monkeypatch):
+    from lnfree_core.analysis.cached import DataSpec, ce_eval
+    from lnfree_core.analysis.outliers import format_report
+    from lnfree_core.data import load_gpt2_tokenizer
+    from lnfree_core.data.vocab_map import load_vocab_map, to_gpt2_ids
+    from lnfree_core.demo.paths import DATASET_NAMES, demo_dataset_path
+
+    monkeypatch.chdir(demo_home)
+    at = S.new_app(demo_home / "runs", timeout=120)
+    at.session_state["analysis.cache_dir"] = str(demo_home / "cache")
+    S.open_page(at, "pages/compare.py")
+    assert at.session_state["analysis.models"] == ["demo:original", "demo:vanilla", "demo:ln-free"]
+    folders = [str(demo_dataset_path(n)) for n in DATASET_NAMES]
+    assert at.session_state["analysis.datasets"] == folders
+    assert at.session_state["analysis.seq_len"] == 32  # the demo models' context, below the default 128
+    md = [m.value for m in at.markdown if m.value.startswith("| Model")][0]
+    assert md.splitlines()[0] == "| Model | " + " | ".join(f"demo {n}" for n in DATASET_NAMES) + " |"
+    assert "| demo ln-free |" in md and "[+" in md
+    assert not at.error, [e.value for e in at.error]
+
+    at.switch_page("pages/outliers.py").run()
+    assert not at.exception and at.session_state["analysis.dataset"] == folders[-1]
+    seq = int(at.number_input(key="outliers.seq").value)
+    res = ce_eval("demo:ln-free", DataSpec(folders[-1], n=16, seq_len=32), cache_dir=str(demo_home / "cache"))
+    vmap = load_vocab_map("demo:ln-free")
+    assert vmap is not None and int(res.tokens.max()) < len(vmap)
+    tok = load_gpt2_tokenizer()
+    gpt2 = to_gpt2_ids(res.tokens[seq], vmap)  # the page shows GPT-2 ids, decoded with GPT-2's tokenizer
+    assert (gpt2 != res.tokens[seq]).any()
+    report = format_report(seq, len(res.losses), gpt2, res.losses[seq], lambda ids: tok.decode(list(ids)), 50.0, 5)
+    assert [c.value.rstrip("\n") for c in at.code if c.value.startswith(f"Sample {seq} out of")] == [report.rstrip("\n")]
+    text = [c.value for c in at.code][-2]  # the "Decoded:" block
+    assert text == tok.decode([int(i) for i in gpt2])
+    assert any("compact vocabulary" in c.value for c in at.caption)
