@@ -739,14 +739,26 @@ def data_spec(dataset: str, n: int, seq_len: int, split: str | None):
 
 
 def dataset_label(dataset: str) -> str:
-    """A short name for a dataset choice (registry name, 'demo name' or the file/folder name)."""
+    """A short name for a dataset choice (registry or demo-suite name, or the file/folder name)."""
     from lnfree_core.ui_data import demo_catalog
 
     for name, path in demo_catalog()["datasets"].items():
         if path == dataset:
-            return f"demo {name}"
+            return name
     return Path(dataset).name if Path(dataset).exists() else dataset
 
+
+def dataset_labels(datasets: Sequence[str]) -> dict[str, str]:
+    """{dataset choice: short unique name} ('x', 'x (2)' when two files share a name)."""
+    out: dict[str, str] = {}
+    for d in datasets:
+        base = label = dataset_label(d)
+        k = 1
+        while label in out.values():
+            k += 1
+            label = f"{base} ({k})"
+        out[d] = label
+    return out
 
 @st.cache_resource(show_spinner=False)
 def _gpt2_tokenizer():

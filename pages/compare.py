@@ -83,7 +83,7 @@ if not specs or not datasets:
 
 labels = common.model_labels(specs)
 labels, groups = meta_editor(specs, labels)
-ds_labels = {d: common.dataset_label(d) for d in datasets}
+ds_labels = common.dataset_labels(datasets)
 kwargs = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
 jobs = []
 for spec in specs:
@@ -132,6 +132,8 @@ st.dataframe(summary, hide_index=True, width="stretch",
 st.header("Per-token loss distributions")
 computed = [ds for ds in datasets if any((s, ds) in results for s in specs)]
 c1, c2, c3 = st.columns([2, 1, 1])
+if st.session_state.get("compare.dist_ds") not in computed:
+    st.session_state.pop("compare.dist_ds", None)
 shown = c1.selectbox("Dataset", computed, key="compare.dist_ds", format_func=ds_labels.get)
 log_y = c2.toggle("Log share", value=True, key="compare.dist_log")
 bins = c3.number_input("Bins", min_value=10, max_value=400, value=80, step=10, key="compare.dist_bins")

@@ -235,6 +235,15 @@ def test_compare_percentile_ranges_and_medians(suite):
     assert f"{med:.4f}" in md.split("| original |")[1].split("\n")[0]
 
 
+def test_compare_two_datasets_with_the_same_file_name(suite, tmp_path):
+    other = _tokens_file(tmp_path / "other" / "tokens.jsonl", rows=8)
+    at = S.open_page(new_app(suite, **{"analysis.datasets": [str(suite["data"]), str(other)]}), "pages/compare.py")
+    md = [m.value for m in at.markdown if m.value.startswith("| Model")][0]
+    assert md.splitlines()[0] == "| Model | tokens.jsonl | tokens.jsonl (2) |"
+    assert len(by_columns(at, "model", "dataset", "mean")) == 6
+    at.selectbox(key="compare.dist_ds").set_value(str(other)).run()
+    assert "tokens.jsonl (2)" in S.chart_title(chart_by_title(at, "per-token loss distribution"))
+
 def test_compare_distribution_chart_has_every_model_on_log_bins(suite):
     at = S.open_page(new_app(suite), "pages/compare.py")
     chart = chart_by_title(at, "per-token loss distribution")
@@ -417,7 +426,7 @@ def test_offline_defaults_are_the_demo_suite_and_tokens_decode_through_its_vocab
     assert at.session_state["analysis.datasets"] == folders
     assert at.session_state["analysis.seq_len"] == 32  # the demo models' context, below the default 128
     md = [m.value for m in at.markdown if m.value.startswith("| Model")][0]
-    assert md.splitlines()[0] == "| Model | " + " | ".join(f"demo {n}" for n in DATASET_NAMES) + " |"
+    assert md.splitlines()[0] == "| Model | " + " | ".join(DATASET_NAMES) + " |"
     assert "| demo ln-free |" in md and "[+" in md
     assert not at.error, [e.value for e in at.error]
 
