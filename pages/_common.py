@@ -432,7 +432,7 @@ def sigma_chart(df: pd.DataFrame, *, log: bool = False, events: pd.DataFrame | N
 # fine-tuned from, in the model set; ?dataset=NAME_OR_PATH picks the dataset.
 MODELS_KEY = "analysis.models"
 DEFAULT_CACHE_DIR = "lnfree_cache"  # as the CLI's --cache-dir default, so both share results
-DEFAULT_N_SEQUENCES, DEFAULT_SEQ_LEN = 16, 128
+DEFAULT_N_SEQUENCES, DEFAULT_SEQ_LEN = 8, 128  # GPT-2 Small on 2 CPU cores: about 3 s per model
 PAPER_MODELS = (  # the paper's models (appendix A), in Table 1 order
     "openai-community/gpt2", "schaeff/gpt2-small_vanilla300", "schaeff/gpt2-small_LNFree300",
     "openai-community/gpt2-medium", "schaeff/gpt2-medium_vanilla500", "schaeff/gpt2-medium_LNFree500",
