@@ -58,7 +58,8 @@ class ProgressPrinter:
             return
         self._last_stage, self._last_time = stage, now
         pct = 100 * self._overall(stage, done, total)
-        print(f"[demo {now - self._t0:6.1f}s] {stage}: {done}/{total} | overall {pct:.0f}%", file=self.stream, flush=True)
+        print(f"[demo {now - self._t0:6.1f}s] {stage}: {done}/{total} | overall {pct:.0f}%",
+              file=self.stream, flush=True)
 
 
 def _build(args) -> int:

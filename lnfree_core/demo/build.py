@@ -79,7 +79,8 @@ def _stage_params(size: DemoSize) -> dict[str, dict]:
 
 def _outputs(root: Path) -> dict[str, list[Path]]:
     return {
-        "datasets": [demo_dataset_path("owt-demo", root), demo_dataset_path("pile-demo", root), root / "vocab_map.json"],
+        "datasets": [demo_dataset_path("owt-demo", root), demo_dataset_path("pile-demo", root),
+                     root / "vocab_map.json"],
         "filter": [demo_dataset_path("pile-filtered-demo", root)],
         "init": [init_model_path(root)],
         "pretrain": [demo_run_path("original", root), demo_model_path("original", root, must_exist=False)],
@@ -108,7 +109,8 @@ def evaluate_models(root: Path, size: DemoSize, progress: Progress) -> dict:
     sets = {
         "owt-demo": read_rows(demo_dataset_path("owt-demo", root) / "validation.parquet")[:size.eval_rows],
         "pile-demo": read_rows(demo_dataset_path("pile-demo", root) / "train.parquet")[:size.eval_rows],
-        "pile-filtered-demo": read_rows(demo_dataset_path("pile-filtered-demo", root) / "train.parquet")[:size.eval_rows],
+        "pile-filtered-demo":
+            read_rows(demo_dataset_path("pile-filtered-demo", root) / "train.parquet")[:size.eval_rows],
     }
     total, done = len(MODEL_NAMES) * len(sets), 0
     ce, ln_free = {}, {}

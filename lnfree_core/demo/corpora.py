@@ -207,6 +207,7 @@ def describe_source(root: Path | None = None) -> dict:
         "implementation": sys.implementation.name,
         "stdlib_dir": str(root),
         "prose_modules": len(prose_files),
+        "topics": len(topic_documents()),
         "code_modules": len(code_files),
         "other_files": len(others),
     }

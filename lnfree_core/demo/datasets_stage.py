@@ -71,7 +71,7 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
     """Write ``owt-demo`` and ``pile-demo`` (compact ids) and the root ``vocab_map.json``; returns their numbers."""
     root = demo_root(root)
     source = describe_source()
-    est = source["prose_modules"] + 79  # documents of the full OWT-like corpus (topics included)
+    est = source["prose_modules"] + source["topics"]  # documents of the whole OWT-like corpus, at most
     prose, prose_ids = _collect(prose_documents(), None, size.prose_chars,
                                 lambda n: progress("datasets", min(n, est), est + 1))
     pile, pile_ids = _collect(pile_documents(), (size.pile_rows + 1) * size.seq_len, None, lambda n: None)

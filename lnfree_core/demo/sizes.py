@@ -57,10 +57,10 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(
-        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, eval_rows=256,
-        filter_keep=256, n_layer=3, n_embd=128, n_head=4,
-        pretrain_steps=420, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
-        finetune_steps=120, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=8, aux_weight=0.1,
+        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, eval_rows=192,
+        filter_keep=192, n_layer=3, n_embd=128, n_head=4,
+        pretrain_steps=360, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
+        finetune_steps=100, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=8, aux_weight=0.1,
         batch_size=16,
     ),
     "tiny": DemoSize(
