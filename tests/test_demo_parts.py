@@ -176,3 +176,61 @@ def test_status_does_not_import_torch():
     code = ("import sys; from lnfree_core.demo import status; status('/nonexistent'); "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=os.getcwd()).returncode == 0
+
+
+# ------------------------------------------------------------------------------------------- training outcomes
+@pytest.mark.parametrize("state, reason, expected", [
+    ("cancelled", "cancelled by signal SIGTERM", "SIGTERM"),
+    ("cancelled", "cancelled by signal SIGINT", "SIGINT"),
+    ("failed", "non-finite loss or gradient at step 4", None),
+    ("finished", "finished with 2 live LN blocks (schedule ended early): ['f']", None),
+])
+def test_a_training_stage_that_does_not_finish_stops_the_build(tmp_path, monkeypatch, state, reason, expected):
+    import signal
+
+    from lnfree_core import train as train_mod
+    from lnfree_core.demo.models_stage import DemoBuildCancelled, DemoBuildError, run_training
+
+    monkeypatch.setattr(train_mod, "train", lambda cfg: train_mod.TrainResult(state, 4, reason))
+    schedule = {"hparams": {"max_steps": 8}}
+    with pytest.raises(DemoBuildError, match=reason.split(" (")[0].replace("[", r"\[")) as info:
+        run_training("ln-free", "m", tmp_path / "run", tmp_path / "data", "ln-free", schedule, 0, lambda *a: None)
+    if expected:
+        assert isinstance(info.value, DemoBuildCancelled) and info.value.signum == getattr(signal, expected)
+    else:
+        assert not isinstance(info.value, DemoBuildCancelled)
+
+
+def test_cli_build_reports_failure_and_ends_by_the_signal_when_stopped(monkeypatch, capsys):
+    import signal
+
+    from lnfree_core.__main__ import main
+    from lnfree_core.cli import demo as cli_demo
+    from lnfree_core.demo import build as build_mod
+    from lnfree_core.demo.models_stage import DemoBuildCancelled, DemoBuildError
+
+    def failing(*args, **kwargs):
+        raise DemoBuildError("demo stage 'pretrain': training ended failed at step 3")
+
+    monkeypatch.setattr(build_mod, "build_demo", failing)
+    assert main(["demo", "build", "--size", "tiny", "--out", "/nonexistent/demo"]) == 1
+    assert "error: demo stage 'pretrain'" in capsys.readouterr().err
+
+    def stopped(*args, **kwargs):
+        raise DemoBuildCancelled("demo stage 'vanilla' cancelled at step 5", signal.SIGTERM)
+
+    died = []
+    monkeypatch.setattr(build_mod, "build_demo", stopped)
+    monkeypatch.setattr(cli_demo, "_die_by", died.append)
+    assert main(["demo", "build", "--size", "tiny", "--out", "/nonexistent/demo"]) == 128 + signal.SIGTERM
+    assert died == [signal.SIGTERM] and "stopped: demo stage 'vanilla'" in capsys.readouterr().err
+
+
+def test_die_by_ends_the_process_by_the_signal():
+    import signal
+    import subprocess
+    import sys
+
+    code = "import signal; from lnfree_core.cli.demo import _die_by; _die_by(signal.SIGTERM); print('survived')"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd(), capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGTERM and "survived" not in proc.stdout
