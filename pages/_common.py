@@ -785,11 +785,15 @@ def models_and_data(*, multi_data: bool = False, n_default: int = DEFAULT_N_SEQU
                     seq_len_default: int = DEFAULT_SEQ_LEN) -> tuple[list[str], list[str], int, int, str | None, dict]:
     """The top of every analysis page: model set, dataset(s), data size and computation settings."""
     with st.container(border=True):
-        c1, c2 = st.columns([3, 2])
-        with c1:
+        if multi_data:  # several datasets need the width: one row each
             specs = model_set_picker()
-        with c2:
-            datasets = analysis_dataset_picker(multi=multi_data)
+            datasets = analysis_dataset_picker(multi=True)
+        else:
+            c1, c2 = st.columns([3, 2])
+            with c1:
+                specs = model_set_picker()
+            with c2:
+                datasets = analysis_dataset_picker()
         n, seq_len, split = data_size_inputs(specs, n_default=n_default, seq_len_default=seq_len_default)
         settings = analysis_settings()
     return specs, datasets, n, seq_len, split, settings

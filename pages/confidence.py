@@ -73,7 +73,7 @@ def spectrum_chart(df: pd.DataFrame, log: bool, order: list[str]) -> alt.Chart:
             x=alt.X("index:Q", title="singular vector (by singular value, descending)", scale=alt.Scale(nice=False)),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log else "linear")),
             color=common.model_color(order),
-            strokeDash=alt.StrokeDash("series:N", legend=alt.Legend(title=None, orient="top")),
+            strokeDash=alt.StrokeDash("series:N", legend=alt.Legend(title=None, orient="top", symbolType="stroke")),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("series:N"), alt.Tooltip("neuron:Q"),
                      alt.Tooltip("index:Q"), alt.Tooltip("value:Q", format=".4g")],
         )

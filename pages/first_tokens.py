@@ -27,7 +27,7 @@ def norm_chart(df: pd.DataFrame, log: bool, order: list[str]) -> alt.Chart:
             x=_x(df),
             y=alt.Y("norm:Q", title="mean L2 norm", scale=alt.Scale(type="log" if log else "linear")),
             color=common.model_color(order),
-            strokeDash=alt.StrokeDash("position:N", legend=alt.Legend(title=None, orient="top"),
+            strokeDash=alt.StrokeDash("position:N", legend=alt.Legend(title=None, orient="top", symbolType="stroke"),
                                       sort=["first token", "other tokens"]),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("point:N"), alt.Tooltip("position:N"),
                      alt.Tooltip("norm:Q", format=".4g"), alt.Tooltip("ratio:Q", format=".3g", title="first / other")],

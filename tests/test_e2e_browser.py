@@ -7,9 +7,9 @@ demo root (./lnfree_home/demo) are its own, and the Hub is off (HF_HUB_OFFLINE=1
 * by default, a tiny vanilla / LN-free pair trained with the real trainer from a tiny "original"
   GPT-2 folder, and a small token file: the Train page watches the LN-free run (?run=), the analysis
   pages compare the pair with its base model (?runs=...&dataset=...);
-* when a demo suite is built at this checkout's default place (./lnfree_home/demo, what
-  `python -m lnfree_core demo build` makes), it is linked into the server's folder instead, as a
-  user's app would find it: the analysis pages open on their defaults (the demo models and
+* when a demo suite is built at ./lnfree_home/demo of the folder pytest runs in (what `python -m
+  lnfree_core demo build` makes there, and where an app started there finds it), it is linked into
+  the server's folder instead: the analysis pages open on their defaults (the demo models and
   datasets) and the Train page watches the demo's LN-removal run next to its vanilla control.
 
 Screenshots go to the test's temporary folder and, when LNFREE_SCREENSHOTS_DIR is set, there too (how
@@ -78,27 +78,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-DEMO_SOURCE = REPO / "lnfree_home" / "demo"
-
-
-def built_demo() -> bool:
-    """Whether a whole demo suite (its three models and datasets) is built at DEMO_SOURCE."""
+def demo_source() -> Path | None:
+    """./lnfree_home/demo when a whole demo suite (three models, three datasets, the runs) is built there."""
     from lnfree_core.ui_data import demo_catalog
 
-    cat = demo_catalog(DEMO_SOURCE)
-    return len(cat["models"]) == 3 and len(cat["datasets"]) == 3 and (DEMO_SOURCE / "runs" / "ln-free").is_dir()
+    root = (Path.cwd() / "lnfree_home" / "demo").resolve()
+    cat = demo_catalog(root)
+    whole = len(cat["models"]) == 3 and len(cat["datasets"]) == 3 and (root / "runs" / "ln-free").is_dir()
+    return root if whole else None
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """The server's working folder and what it holds: {'mode': 'demo' | 'tiny', ...paths}."""
     base = tmp_path_factory.mktemp("e2e")
-    if built_demo():
+    demo = demo_source()
+    if demo is not None:
         (base / "lnfree_home").mkdir()
-        (base / "lnfree_home" / "demo").symlink_to(DEMO_SOURCE, target_is_directory=True)
+        (base / "lnfree_home" / "demo").symlink_to(demo, target_is_directory=True)
         (base / "runs").mkdir()
         for mode, name in (("ln-free", "demo-lnfree"), ("vanilla", "demo-vanilla")):
-            (base / "runs" / name).symlink_to(DEMO_SOURCE / "runs" / mode, target_is_directory=True)
+            (base / "runs" / name).symlink_to(demo / "runs" / mode, target_is_directory=True)
         return base, {"mode": "demo"}
     suite = load_compare_tests().build_suite(base, train=True)
     return base, {"mode": "tiny", **suite}
@@ -206,6 +206,16 @@ def screenshot(drv, path: Path) -> None:
     drv.set_window_size(WIDTH, 1000)
 
 
+def compact_copy(src: Path, dst: Path) -> None:
+    """A 256-colour copy of a screenshot (about a third of the size; text and charts stay sharp)."""
+    from PIL import Image
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as im:
+        im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                   dither=Image.Dither.NONE).save(dst, optimize=True)
+
+
 def test_every_page_renders_in_a_browser(server, driver, workdir, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -232,8 +242,10 @@ def test_every_page_renders_in_a_browser(server, driver, workdir, tmp_path):
                 problems.append(f"{page}: error message: {errors[0][:400]}")
             if not charts:
                 problems.append(f"{page}: no chart drawn")
-        for d in out_dirs:
-            screenshot(driver, d / f"{stem}.png")
+        shot = tmp_path / "screenshots" / f"{stem}.png"
+        screenshot(driver, shot)
+        for d in out_dirs[1:]:
+            compact_copy(shot, d / shot.name)
     assert not problems, "\n".join(problems)
     for page in pages:
         assert (tmp_path / "screenshots" / f"{Path(page).stem}.png").stat().st_size > 10_000
