@@ -448,3 +448,48 @@ def test_offline_defaults_are_the_demo_suite_and_tokens_decode_through_its_vocab
     text = [c.value for c in at.code][-2]  # the "Decoded:" block
     assert text == tok.decode([int(i) for i in gpt2])
     assert any("compact vocabulary" in c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------------------------------- UI-free helpers
+def test_token_spans_escape_text_and_show_control_characters():
+    from lnfree_core.analysis.outliers import TokenLoss, escape
+    from lnfree_core.ui_data import display_token, token_spans_html
+
+    rows = [TokenLoss(0, 27, "<b>", escape("<b>"), None), TokenLoss(1, 200, "\x0c", escape("\x0c"), 60.0),
+            TokenLoss(2, 198, "\n", escape("\n"), 0.5), TokenLoss(3, 1, '"&', escape('"&'), 2.0)]
+    html = token_spans_html(rows, [r.loss for r in rows], highlight=1, context=[0])
+    assert "<b>" not in html and "&lt;b&gt;" in html and "&quot;&amp;" in html
+    assert html.count("<span") == 4 and html.count("outline:2px") == 1
+    assert html.count("text-decoration:underline") == 1
+    assert "position 1 | id 200 | &#x27;\\x0c&#x27; | loss 60.0000" in html
+    assert display_token("\x0c") == "\\x0c" and display_token("\n") == "⏎\n" and display_token(" the") == " the"
+    assert display_token("\t") == "\\t" and display_token("") == "∅"
+
+
+def test_loss_histogram_shares_and_log_bins():
+    from lnfree_core.ui_data import loss_histogram
+
+    h = loss_histogram({"a": np.array([0.0, 1e-3, 0.5, 2.0, np.inf]), "b": np.array([3.0, 30.0])}, bins=10)
+    assert set(h["model"]) == {"a", "b"}
+    for _, g in h.groupby("model"):
+        assert g["share"].sum() == pytest.approx(1.0)
+    a = h[h["model"] == "a"]
+    assert a["count"].sum() == 4 and a["count"].iloc[0] == 1  # inf left out; 0 counts in the first bin
+    assert a["lo"].iloc[0] == pytest.approx(1e-6) and a["hi"].iloc[-1] == pytest.approx(30.0)
+    b = loss_histogram({"b": np.array([0.01, 0.5, 1.0])}, bins=2)
+    assert b["lo"].tolist() == pytest.approx([0.01, 0.1]) and b["count"].tolist() == [1, 2]
+    ratios = (a["hi"] / a["lo"]).to_numpy()
+    assert np.allclose(ratios, ratios[0])  # log-spaced
+
+
+def test_model_labels_are_short_and_unique(tmp_path):
+    from lnfree_core.ui_data import model_kind, model_label, unique_labels
+
+    (tmp_path / "x" / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "y" / "run").mkdir(parents=True)
+    specs_ = ["demo:ln-free", "openai-community/gpt2", str(tmp_path / "x" / "run"), str(tmp_path / "y" / "run"),
+              str(tmp_path / "x" / "run") + "@40"]
+    assert [model_kind(s) for s in specs_] == ["demo", "hub", "run", "folder", "run"]
+    assert model_label(specs_[0]) == "demo ln-free" and model_label(specs_[4]) == "run@40"
+    assert list(unique_labels(specs_).values()) == ["demo ln-free", "openai-community/gpt2", "run", "run (2)",
+                                                   "run@40"]
