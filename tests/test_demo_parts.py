@@ -142,20 +142,33 @@ def test_cli_progress_lines_end_with_the_overall_percentage():
 def test_thread_choice(monkeypatch):
     import torch
 
+    from lnfree_core.demo import cpu
+
     assert choose_threads(3) == 3
     with pytest.raises(ValueError):
         choose_threads(0)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert choose_threads() == 4
-    monkeypatch.setattr(os, "getloadavg", lambda: (7.5, 0.0, 0.0))
-    assert choose_threads() == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
-    assert choose_threads() == 3
+    for idle, want in ((3.9, 4), (0.3, 1), (2.6, 3), (1.4, 1)):
+        monkeypatch.setattr(cpu, "idle_cores", lambda idle=idle: idle)
+        assert choose_threads() == want
     before = torch.get_num_threads()
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_idle_cores_from_proc_stat_or_the_load_average(monkeypatch):
+    from lnfree_core.demo import cpu
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    samples = iter([(100.0, 400.0), (175.0, 500.0)])  # 75 of 100 jiffies idle
+    monkeypatch.setattr(cpu, "_cpu_times", lambda: next(samples))
+    assert cpu.idle_cores(sample_s=0) == pytest.approx(1.5)
+    monkeypatch.setattr(cpu, "_cpu_times", lambda: None)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 0.0, 0.0))
+    assert cpu.idle_cores(sample_s=0) == pytest.approx(0.5)
+    monkeypatch.undo()
+    assert 0.0 <= cpu.idle_cores(sample_s=0.05) <= (os.cpu_count() or 1) + 1e-9
 
 
 # ------------------------------------------------------------------------------------------- status
