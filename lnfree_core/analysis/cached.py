@@ -88,6 +88,11 @@ class _Run:
         self.model = load_model(self.model, device=resolve_device(self.device))
         return self.model
 
+    def inputs(self) -> tuple[LoadedModel, np.ndarray]:
+        """The model, then the tokens: a bad spec fails before a long data read."""
+        lm = self.loaded()
+        return lm, self.data.load()
+
     def store(self, meta: dict, arrays: dict[str, np.ndarray]) -> CacheEntry:
         lm = self.loaded()
         base = {"model": lm.spec, "label": lm.label, "ln_free": bool(lm.ln_free), "dataset": self.data.dataset}
@@ -108,6 +113,21 @@ def _hit(entry: CacheEntry, progress: Progress | None) -> CacheEntry:
         n = int(entry.meta.get("n_sequences", 0))
         progress(n, n)
     return entry
+
+
+def _start(kind: str, model: str | LoadedModel, data: DataSpec, settings: dict, *,
+           cache_dir: str | os.PathLike | None, device: str, precision: str, refresh: bool,
+           progress: Progress | None) -> tuple[_Run, str, CacheEntry | None]:
+    """(the computation of `kind` keyed by the resolved precision and `settings`, that precision, its
+    cached entry or None on a miss); a hit is reported to `progress` as complete."""
+    prec = _precision(model, device, precision)
+    run = _Run(kind, model, data, {"precision": prec, **settings}, cache_dir, device)
+    entry = run.lookup(refresh)
+    return run, prec, None if entry is None else _hit(entry, progress)
+
+
+def _sizes(tokens: np.ndarray) -> dict:
+    return {"n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1])}
 
 
 # ------------------------------------------------------------------ cross-entropy
@@ -154,17 +174,14 @@ def ce_eval(model: str | LoadedModel, data: DataSpec, *, cache_dir: str | os.Pat
     """Per-token CE (ce.py) and its summary (ce_summary.py), cached."""
     from .ce import per_token_ce
 
-    prec = _precision(model, device, precision)
-    run = _Run("ce", model, data, {"precision": prec}, cache_dir, device)
-    entry = run.lookup(refresh)
+    run, prec, entry = _start("ce", model, data, {}, cache_dir=cache_dir, device=device, precision=precision,
+                              refresh=refresh, progress=progress)
     if entry is not None:
-        return CEResult(_hit(entry, progress))
-    lm = run.loaded()  # the model first: a bad spec fails before a long data read
-    tokens = run.data.load()
+        return CEResult(entry)
+    lm, tokens = run.inputs()
     losses = per_token_ce(lm.model, tokens, batch_size=batch_size, precision=prec, progress=progress).numpy()
     tok_dtype = np.uint16 if tokens.size and int(tokens.max()) < 2**16 and int(tokens.min()) >= 0 else np.int32
-    meta = {"n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]), "precision": prec,
-            "summary": summarize_ce(losses).to_dict()}
+    meta = {**_sizes(tokens), "precision": prec, "summary": summarize_ce(losses).to_dict()}
     return CEResult(run.store(meta, {"losses": losses.astype(np.float32), "tokens": tokens.astype(tok_dtype)}))
 
 
@@ -200,15 +217,13 @@ def first_token_eval(model: str | LoadedModel, data: DataSpec, *,
     """First-token residual norms and per-head attention to the first token (first_token.py), cached."""
     from .first_token import first_token_stats
 
-    prec = _precision(model, device, precision)
-    run = _Run("first_token", model, data, {"precision": prec}, cache_dir, device)
-    entry = run.lookup(refresh)
+    run, prec, entry = _start("first_token", model, data, {}, cache_dir=cache_dir, device=device,
+                              precision=precision, refresh=refresh, progress=progress)
     if entry is not None:
-        return FirstTokenResult(_hit(entry, progress))
-    lm = run.loaded()
-    tokens = run.data.load()
+        return FirstTokenResult(entry)
+    lm, tokens = run.inputs()
     st = first_token_stats(lm.model, tokens, batch_size=batch_size, precision=prec, progress=progress)
-    meta = {"n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]), "points": st.points}
+    meta = {**_sizes(tokens), "points": st.points}
     return FirstTokenResult(run.store(meta, {"first_norm": st.first_norm, "rest_norm": st.rest_norm,
                                              "first_attn": st.first_attn}))
 
@@ -262,20 +277,18 @@ def confidence_eval(model: str | LoadedModel, data: DataSpec, *, top_k: int = 3,
     from .confidence import confidence_scores, unembed_svd
     from .neuron_ablation import ablate_neurons
 
-    prec = _precision(model, device, precision)
-    settings = {"precision": prec, "top_k": top_k, "fold_ln": fold_ln, "center": center}
-    run = _Run("confidence", model, data, settings, cache_dir, device)
-    entry = run.lookup(refresh)
+    run, prec, entry = _start("confidence", model, data, {"top_k": top_k, "fold_ln": fold_ln, "center": center},
+                              cache_dir=cache_dir, device=device, precision=precision, refresh=refresh,
+                              progress=progress)
     if entry is not None:
-        return ConfidenceResult(_hit(entry, progress))
-    m = run.loaded().model
-    tokens = run.data.load()
+        return ConfidenceResult(entry)
+    lm, tokens = run.inputs()
+    m = lm.model
     sc = confidence_scores(m, fold_ln=fold_ln, center=center)
     top = sc.top(top_k)
     svd = unembed_svd(m, top, fold_ln=fold_ln, center=center)
     abl = ablate_neurons(m, tokens, top, batch_size=batch_size, precision=prec, progress=progress)
-    meta = {"n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1]),
-            "layer": adapter_for(m).n_layers(m) - 1, "top": top, "ablation": abl.to_dict()}
+    meta = {**_sizes(tokens), "layer": adapter_for(m).n_layers(m) - 1, "top": top, "ablation": abl.to_dict()}
     arrays = {"norm": sc.norm, "logit_var": sc.logit_var, "score": sc.score,
               "singular_values": svd.singular_values, "cosines": svd.cosines}
     return ConfidenceResult(run.store(meta, arrays))
@@ -311,13 +324,11 @@ def dla_eval(model: str | LoadedModel, data: DataSpec, *, cache_dir: str | os.Pa
     """Per-head DLA and DE of the correct-token logit (dla.py), cached."""
     from .dla import head_attribution
 
-    prec = _precision(model, device, precision)
-    run = _Run("dla", model, data, {"precision": prec}, cache_dir, device)
-    entry = run.lookup(refresh)
+    run, prec, entry = _start("dla", model, data, {}, cache_dir=cache_dir, device=device, precision=precision,
+                              refresh=refresh, progress=progress)
     if entry is not None:
-        return DLAResult(_hit(entry, progress))
-    lm = run.loaded()
-    tokens = run.data.load()
+        return DLAResult(entry)
+    lm, tokens = run.inputs()
     at = head_attribution(lm.model, tokens, batch_size=batch_size, precision=prec, progress=progress)
-    meta = {"n_sequences": int(tokens.shape[0]), "seq_len": int(tokens.shape[1])}
+    meta = _sizes(tokens)
     return DLAResult(run.store(meta, {"dla": at.dla, "de": at.de, "abs_err": at.abs_err, "abs_de": at.abs_de}))

@@ -69,6 +69,17 @@ def _guard(fn):
     return run
 
 
+def _evaluate(args, evaluate, to_json, **options) -> dict | None:
+    """`evaluate` (a cached entry point of lnfree_core.analysis.cached) of --model on --dataset, as the
+    dict `to_json(result)`; with --json it is printed and None returned (the command is done)."""
+    res = evaluate(args.model, data_spec(args, args.dataset), **options, **run_kwargs(args, args.model))
+    out = to_json(res)
+    if args.json:
+        print_json(out)
+        return None
+    return out
+
+
 @_guard
 def _outliers(args) -> int:
     from ..analysis.cached import ce_eval
@@ -124,10 +135,8 @@ def _outliers(args) -> int:
 def _first_token(args) -> int:
     from ..analysis.cached import first_token_eval
 
-    res = first_token_eval(args.model, data_spec(args, args.dataset), **run_kwargs(args, args.model))
-    out = res.to_json(args.sink_threshold, n_boot=args.n_boot)
-    if args.json:
-        print_json(out)
+    out = _evaluate(args, first_token_eval, lambda res: res.to_json(args.sink_threshold, n_boot=args.n_boot))
+    if out is None:
         return 0
     prof, sk = out["norms"], out["sinks"]
     print(f"{out['label']} on {args.dataset} ({out['n_sequences']} sequences)")
@@ -143,11 +152,9 @@ def _first_token(args) -> int:
 def _confidence(args) -> int:
     from ..analysis.cached import confidence_eval
 
-    res = confidence_eval(args.model, data_spec(args, args.dataset), top_k=args.top_k, fold_ln=not args.no_fold_ln,
-                          center=not args.no_center, **run_kwargs(args, args.model))
-    out = res.to_json()
-    if args.json:
-        print_json(out)
+    out = _evaluate(args, confidence_eval, lambda res: res.to_json(), top_k=args.top_k, fold_ln=not args.no_fold_ln,
+                    center=not args.no_center)
+    if out is None:
         return 0
     ab = out["ablation"]
     print(f"{out['label']} on {args.dataset}: confidence neurons of layer {out['layer']}")
@@ -168,10 +175,8 @@ def _confidence(args) -> int:
 def _dla(args) -> int:
     from ..analysis.cached import dla_eval
 
-    res = dla_eval(args.model, data_spec(args, args.dataset), **run_kwargs(args, args.model))
-    out = res.to_json(args.granularity, n_boot=args.n_boot)
-    if args.json:
-        print_json(out)
+    out = _evaluate(args, dla_eval, lambda res: res.to_json(args.granularity, n_boot=args.n_boot))
+    if out is None:
         return 0
     nm = out["nmae"]
     print(f"{out['label']} on {args.dataset}: NMAE(DLA, DE) = {nm['overall']:.2f}% "
