@@ -84,7 +84,7 @@ if not specs or not datasets:
 labels = common.model_labels(specs)
 labels, groups = meta_editor(specs, labels)
 ds_labels = common.dataset_labels(datasets)
-kwargs = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
+kwargs = common.run_options(settings)
 jobs = []
 for spec in specs:
     for ds in datasets:

@@ -87,12 +87,7 @@ st.title("Confidence neurons")
 st.caption("Confidence neurons of the last MLP layer write large vectors into the unembedding's near-null space: "
            "through the final LayerNorm they scale all logits alike and so regulate the output entropy. Without "
            "LayerNorm they keep their weights but lose their effect (appendix H).")
-specs, datasets, n, seq_len, split, settings = common.models_and_data()
-if not specs or not datasets:
-    st.info("Choose at least one model and a dataset above.", icon=":material/info:")
-    st.stop()
-labels = common.model_labels(specs)
-dataset = datasets[0]
+specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
 c1, c2, c3, c4 = st.columns(4)
 common.seed("cn.top_k", 3)
 top_k = int(c1.number_input("Neurons to ablate", min_value=1, max_value=32, key="cn.top_k", **common.PERSIST,
@@ -109,10 +104,8 @@ center = c4.toggle("Center the weights", key="cn.center", **common.PERSIST,
                    help="Subtract the mean of each w_out (over d_model) and of W_U (over the vocabulary).")
 
 data = common.data_spec(dataset, n, seq_len, split)
-kw = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"],
-      "top_k": top_k, "fold_ln": fold_ln, "center": center}
-results = common.run_jobs([(s, f"{labels[s]} on {common.dataset_label(dataset)}",
-                            lambda progress, s=s: confidence_eval(s, data, progress=progress, **kw)) for s in specs])
+results = common.evaluate_models(confidence_eval, specs, labels, data, settings, top_k=top_k, fold_ln=fold_ln,
+                                 center=center)
 if not results:
     st.stop()
 

@@ -45,12 +45,7 @@ st.title("DLA")
 st.caption("Direct logit attribution (DLA) linearises the final LayerNorm by freezing its scale; the direct effect "
            "(DE) removes the head's output for real. Their normalised mean absolute error (NMAE) is about 50% "
            "for GPT-2 Small and exactly 0 once the LayerNorm is gone (section 5.1, appendix G).")
-specs, datasets, n, seq_len, split, settings = common.models_and_data()
-if not specs or not datasets:
-    st.info("Choose at least one model and a dataset above.", icon=":material/info:")
-    st.stop()
-labels = common.model_labels(specs)
-dataset = datasets[0]
+specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
 c1, c2, c3 = st.columns(3)
 common.seed("dla.granularity", "sequence")
 granularity = c1.segmented_control("Granularity", list(GRANULARITIES), key="dla.granularity", **common.PERSIST,
@@ -65,9 +60,7 @@ cap = c3.number_input("Colour scale top (%)", min_value=0.0, step=10.0, key="dla
                            "LayerNorm exceed 100%.")
 
 data = common.data_spec(dataset, n, seq_len, split)
-kw = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
-results = common.run_jobs([(s, f"{labels[s]} on {common.dataset_label(dataset)}",
-                            lambda progress, s=s: dla_eval(s, data, progress=progress, **kw)) for s in specs])
+results = common.evaluate_models(dla_eval, specs, labels, data, settings)
 if not results:
     st.stop()
 

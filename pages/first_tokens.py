@@ -84,12 +84,7 @@ st.title("First tokens")
 st.caption("In models with LayerNorm the first position's residual norm grows far above the others' and many "
            "heads park their attention on it (attention sinks); the paper finds LN-free models keep moderate "
            "first-token norms and fewer sinks (section 5.3).")
-specs, datasets, n, seq_len, split, settings = common.models_and_data()
-if not specs or not datasets:
-    st.info("Choose at least one model and a dataset above.", icon=":material/info:")
-    st.stop()
-labels = common.model_labels(specs)
-dataset = datasets[0]
+specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
 c1, c2, c3 = st.columns(3)
 common.seed("first.threshold", DEFAULT_SINK_THRESHOLD)
 threshold = c1.slider("Sink threshold", 0.05, 1.0, step=0.05, key="first.threshold", **common.PERSIST,
@@ -102,9 +97,7 @@ common.seed("first.log", True)
 log = c3.toggle("Log scale", key="first.log", **common.PERSIST)
 
 data = common.data_spec(dataset, n, seq_len, split)
-kw = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
-results = common.run_jobs([(s, f"{labels[s]} on {common.dataset_label(dataset)}",
-                            lambda progress, s=s: first_token_eval(s, data, progress=progress, **kw)) for s in specs])
+results = common.evaluate_models(first_token_eval, specs, labels, data, settings)
 if not results:
     st.stop()
 

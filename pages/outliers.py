@@ -90,12 +90,7 @@ st.title("Outliers")
 st.caption("Which sequences a model finds hardest, and where in them the loss blows up: the paper traces "
            "GPT-2 XL LN-free's mean CE of 130 on The Pile to three sequences with tokens that OpenWebText lacks "
            "(appendix E.1).")
-specs, datasets, n, seq_len, split, settings = common.models_and_data()
-if not specs or not datasets:
-    st.info("Choose at least one model and a dataset above.", icon=":material/info:")
-    st.stop()
-labels = common.model_labels(specs)
-dataset = datasets[0]
+specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
 
 c1, c2 = st.columns(2)
 if st.session_state.get("outliers.a") not in specs:
@@ -118,10 +113,8 @@ top = c3.number_input("Sequences listed", min_value=1, max_value=1000, step=5, k
 order = [labels[s] for s in specs]
 
 data = common.data_spec(dataset, n, seq_len, split)
-kw = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
 chosen = [spec_a] + ([spec_b] if spec_b != NONE else [])
-results = common.run_jobs([(s, f"{labels[s]} on {common.dataset_label(dataset)}",
-                            lambda progress, s=s: ce_eval(s, data, progress=progress, **kw)) for s in chosen])
+results = common.evaluate_models(ce_eval, chosen, labels, data, settings)
 if spec_a not in results:
     st.stop()
 res_a, res_b = results[spec_a], results.get(spec_b)

@@ -1,0 +1,50 @@
+"""What this machine and install offer (cached briefly): demo models, GPUs, the Hugging Face Hub, and
+a model's layer count read without loading it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import streamlit as st
+
+
+def demo_available() -> bool:
+    """Whether this install can load demo-suite models (`demo:NAME`)."""
+    from lnfree_core.ui_data import demo_models_available
+
+    return demo_models_available()
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def hub_reachable() -> bool:
+    from lnfree_core.data import hub_reachable as probe
+
+    return probe()
+
+
+def model_layers(spec: str) -> int | None:
+    """The layer count of a model spec when it is known without loading weights (else None)."""
+    from lnfree_core.presets import HUB_IDS, preset
+
+    for name, hub_id in HUB_IDS.items():
+        if spec in (name, hub_id):
+            return preset(name).n_layers
+    path = Path(spec.partition("@")[0])
+    for cfg in (path / "config.json", *sorted((path / "checkpoints").glob("step_*/config.json"))[-1:]):
+        try:
+            data = json.loads(cfg.read_text())
+        except (OSError, ValueError):
+            continue
+        for key in ("n_layer", "num_hidden_layers"):
+            if isinstance(data.get(key), int):
+                return data[key]
+    return None
