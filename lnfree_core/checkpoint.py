@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from safetensors.torch import load_model as st_load_model
-from safetensors.torch import save_model as st_save_model
 from torch import nn
 
 CKPT_DIR = "checkpoints"
@@ -41,33 +40,29 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> tuple[dict, dict]:
-    sd = optimizer.state_dict()
-    tensors, meta = {}, {"param_groups": sd["param_groups"], "scalars": {}}
-    for idx, state in sd["state"].items():
-        pname = names[idx]
-        for key, val in state.items():
-            if torch.is_tensor(val):
-                tensors[f"{pname}.{key}"] = val.detach().to("cpu").contiguous()
-            else:
-                meta["scalars"][f"{pname}.{key}"] = val
-    return tensors, meta
+def gather_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
+    """Full (unsharded, CPU) model and optimizer state dicts, keyed by parameter name.
+
+    A collective under FSDP: every rank must call it; the result is complete on rank 0. Uses
+    torch.distributed.checkpoint's state-dict API, which treats plain, DDP and FSDP models alike.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    msd = get_model_state_dict(model, options=opts)
+    osd = get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None
+    return msd, osd
 
 
-def param_index_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[int, str]:
-    """Optimizer state index -> parameter name (the order of the param groups' params)."""
-    by_id = {id(p): n for n, p in model.named_parameters()}
-    out, i = {}, 0
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            out[i] = by_id[id(p)]
-            i += 1
-    return out
+def _dedupe_shared(msd: dict, aliases: dict[str, str]) -> dict:
+    """Drop the second name of each shared parameter (tied embeddings, ln_qk/ln_v gamma and beta)."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in msd.items()
+            if not (k in aliases and aliases[k] in msd)}
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                    fakeln: dict, trainer_state: dict, keep: int = 2) -> Path:
-    """Write checkpoint `step` atomically; keep the newest `keep` checkpoints."""
+def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, model_state: dict, optim_state: dict | None,
+                    fakeln: dict, trainer_state: dict, aliases: dict[str, str], keep: int = 2) -> Path:
+    """Write checkpoint `step` atomically (call on rank 0 with `gather_state`'s output); keep the newest `keep`."""
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
@@ -76,13 +71,19 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
         shutil.rmtree(tmp)
     tmp.mkdir()
     model.config.to_json_file(str(tmp / "config.json"))
-    st_save_model(model, str(tmp / "model.safetensors"))
+    save_file(_dedupe_shared(model_state, aliases), str(tmp / "model.safetensors"), metadata={"format": "pt"})
     (tmp / "fakeln.json").write_text(json.dumps(fakeln, indent=1))
-    if optimizer is not None:
-        names = param_index_names(optimizer, model)
-        tensors, meta = _optimizer_tensors(optimizer, names)
+    if optim_state is not None:
+        tensors, scalars = {}, {}
+        for pname, st in optim_state["state"].items():
+            for key, val in st.items():
+                if torch.is_tensor(val):
+                    tensors[f"{pname}.{key}"] = val.detach().to("cpu").contiguous()
+                else:
+                    scalars[f"{pname}.{key}"] = val
         save_file(tensors, str(tmp / "optimizer.safetensors"))
-        trainer_state = {**trainer_state, "optimizer_meta": meta}
+        trainer_state = {**trainer_state, "optimizer_meta": {"param_groups": optim_state["param_groups"],
+                                                             "scalars": scalars}}
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))
     for f in tmp.iterdir():  # make the files durable before the rename publishes them
         with open(f, "rb") as fh:
@@ -95,6 +96,19 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
     return final
 
 
+def shared_aliases(model: nn.Module) -> dict[str, str]:
+    """Second names of shared parameters and buffers -> the first name (on an unsharded model)."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, t in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
+        key = id(t)
+        if key in first:
+            aliases[name] = first[key]
+        else:
+            first[key] = name
+    return aliases
+
+
 def load_model_weights(model: nn.Module, ckpt: str | Path) -> None:
     """Load model.safetensors of a checkpoint into a model of the same (FakeLN) layout."""
     missing, unexpected = st_load_model(model, str(Path(ckpt) / "model.safetensors"), strict=False)
@@ -104,19 +118,16 @@ def load_model_weights(model: nn.Module, ckpt: str | Path) -> None:
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, ckpt: str | Path, meta: dict) -> None:
-    names = param_index_names(optimizer, model)
+    """Restore AdamW state saved by save_checkpoint (works for plain, DDP and FSDP-sharded models)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
     tensors = load_file(str(Path(ckpt) / "optimizer.safetensors"))
-    state = {}
-    for idx, pname in names.items():
-        entry = {}
-        for key in ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
-            if f"{pname}.{key}" in tensors:
-                entry[key] = tensors[f"{pname}.{key}"]
-            elif f"{pname}.{key}" in meta["scalars"]:
-                entry[key] = meta["scalars"][f"{pname}.{key}"]
-        if entry:
-            state[idx] = entry
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    state: dict[str, dict] = {}
+    for flat, val in list(tensors.items()) + list(meta.get("scalars", {}).items()):
+        pname, _, key = flat.rpartition(".")
+        state.setdefault(pname, {})[key] = val
+    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": meta["param_groups"]},
+                             options=StateDictOptions(full_state_dict=True))
 
 
 def read_checkpoint_meta(ckpt: str | Path) -> tuple[dict, dict]:

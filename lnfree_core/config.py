@@ -40,6 +40,7 @@ class TrainConfig:
     attn_implementation: str = "sdpa"  # sdpa | eager
     grad_spike_factor: float = 10.0  # log a grad_spike event when grad norm > factor x running median
     stop_on_grad_spike: bool = False
+    distributed: str = "ddp"  # several processes (torchrun): ddp, or fsdp to shard weights/grads/AdamW states
     overrides: dict = field(default_factory=dict)  # hyperparameters that replace the schedule's
 
     # ------------------------------------------------------------------ validation / resolution
@@ -50,6 +51,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise ConfigError(f"attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+        if self.distributed not in ("ddp", "fsdp"):
+            raise ConfigError(f"distributed must be ddp or fsdp, got {self.distributed!r}")
         if self.save_every < 1 or self.keep_checkpoints < 1:
             raise ConfigError("save_every and keep_checkpoints must be >= 1")
         bad = sorted(set(self.overrides) - set(HPARAM_OVERRIDES))

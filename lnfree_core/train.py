@@ -9,8 +9,9 @@ One optimizer step (1-based step t, after t-1 steps done):
   4. log a metrics line; checkpoint every save_every steps, at the end and when cancelled.
 
 Single process: `python -m lnfree_core train ...`; several GPUs: `torchrun --nproc_per_node N -m
-lnfree_core train ...` (DDP; each rank reads its slice of every global micro-batch, so the data order
-does not depend on the number of processes).
+lnfree_core train ...` (DDP, or FSDP with `distributed: fsdp`; each rank reads its slice of every
+global micro-batch, so the data order does not depend on the number of processes). Checkpoints hold
+full gathered weights and optimizer states, whatever the strategy.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import numpy as np
 import torch
 
 from .aux_loss import aux_loss
-from .checkpoint import latest_checkpoint, load_optimizer, read_checkpoint_meta, save_checkpoint
+from .checkpoint import (gather_state, latest_checkpoint, load_optimizer, read_checkpoint_meta, save_checkpoint,
+                         shared_aliases)
 from .config import ConfigError, TrainConfig
 from .models import load_model
 from .optim import lr_at, make_optimizer
@@ -219,13 +221,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if cfg.compile:
         for block in adapter.blocks(model):  # per block: a removal recompiles only its block
             block.compile()
+    aliases = shared_aliases(model)  # before sharding: which parameter names are the same tensor
+    fsdp = world > 1 and cfg.distributed == "fsdp"
+    if fsdp:  # shard each block, then the rest (embeddings, LN^f, tied head), across the ranks
+        from torch.distributed.fsdp import fully_shard
+
+        for block in adapter.blocks(model):
+            fully_shard(block)
+        fully_shard(model)
     tracker = SigmaTracker(model, hp.sigma_ema) if ln_free else None
     optimizer = make_optimizer(model, hp.lr, hp.weight_decay, hp.adam_betas)
     if ckpt is not None and optimizer_meta is not None:
         load_optimizer(optimizer, model, ckpt, optimizer_meta)
         _set_rng_state(read_checkpoint_meta(ckpt)[1]["rng"], device)
     ddp = model
-    if world > 1:
+    if world > 1 and not fsdp:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     try:
@@ -244,12 +254,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def checkpoint(step: int) -> None:
+        if rank != 0 and not fsdp:
+            return
+        msd, osd = gather_state(model, optimizer)  # a collective under FSDP
         if rank != 0:
             return
-        save_checkpoint(out, step, model, optimizer, fakeln_state(model) if ln_free else {}, {
+        save_checkpoint(out, step, model, msd, osd, fakeln_state(model) if ln_free else {}, {
             "step": step, "epoch": batches.epoch, "pos": batches.pos, "tokens": tokens_seen,
             "rng": _rng_state(device), "grad_norm_history": history[-50:],
-        }, keep=cfg.keep_checkpoints)
+        }, aliases, keep=cfg.keep_checkpoints)
         log.event("checkpoint", step, message=f"checkpoint at step {step}")
 
     if log:
@@ -274,7 +287,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             for micro in range(hp.grad_accum_steps):
                 x = torch.from_numpy(batches.next()).to(device=device, dtype=torch.long)  # [batch, pos]
                 sync = micro == hp.grad_accum_steps - 1
-                ctx = ddp.no_sync() if (world > 1 and not sync) else contextlib.nullcontext()
+                if fsdp:
+                    model.set_requires_gradient_sync(sync)
+                ctx = ddp.no_sync() if (world > 1 and not fsdp and not sync) else contextlib.nullcontext()
                 with ctx:
                     with _autocast(device, cfg.precision):
                         main = ddp(input_ids=x, labels=x).loss
@@ -292,7 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 sums /= world
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip if hp.grad_clip > 0 else float("inf"))
             main_loss, aux_val = (sums / hp.grad_accum_steps).tolist()
-            gn = float(grad_norm)
+            gn = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
             if not (np.isfinite(main_loss) and np.isfinite(aux_val) and np.isfinite(gn)):
                 optimizer.zero_grad(set_to_none=True)
                 reason = f"non-finite loss or gradient at step {done + 1} (loss={main_loss}, grad_norm={gn}). " + NONFINITE_ADVICE

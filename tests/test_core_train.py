@@ -186,20 +186,22 @@ def test_partly_removed_model_refuses_export(tiny_model_dir, tiny_dataset, tmp_p
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
-def test_two_process_torchrun_ddp_gloo(tiny_model_dir, tiny_dataset, tmp_path):
-    run = tmp_path / "ddp"
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_torchrun_gloo(strategy, tiny_model_dir, tiny_dataset, tmp_path):
+    run = tmp_path / strategy
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "lnfree_core", "train", "--model", str(tiny_model_dir), "--dataset", str(tiny_dataset),
            "--schedule", "auto", "--out", str(run), "--max-steps", "20", "--batch-size", "2", "--grad-accum", "2",
-           "--seq-len", "32", "--device", "cpu", "--save-every", "10"]
+           "--seq-len", "32", "--device", "cpu", "--save-every", "10", "--distributed", strategy]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(REPO))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [r for r in read_jsonl(run / "metrics.jsonl") if r["type"] == "step"]
     assert len(rows) == 20
     assert rows[-1]["tokens"] == 20 * 2 * 2 * 32 * 2  # both ranks' tokens count
-    loaded = load_model(str(run))
+    loaded = load_model(str(run))  # the checkpoint holds full (gathered) weights, loadable anywhere
     assert loaded.ln_free
+    assert TrainConfig.load(run / "config.yaml").distributed == strategy
     # The global micro-batch of 2 ranks x 2 = one process with batch 4: same data order, same first loss
     single = tmp_path / "single"
     train(_cfg(tiny_model_dir, tiny_dataset, single, overrides={"max_steps": 20, "micro_batch_size": 4}, save_every=10))

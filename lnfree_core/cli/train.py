@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile each block")
     p.add_argument("--attn-implementation", choices=["sdpa", "eager"])
     p.add_argument("--shuffle", action="store_true", default=None)
+    p.add_argument("--distributed", choices=["ddp", "fsdp"],
+                   help="under torchrun: DDP (default) or FSDP (shards weights, gradients and AdamW states)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--batch-size", type=int, dest="micro_batch_size", help="micro batch size (sequences)")
     p.add_argument("--grad-accum", type=int, dest="grad_accum_steps")
@@ -42,7 +44,7 @@ def config_from_args(args) -> TrainConfig:
     if args.config:
         data = TrainConfig.load(args.config).to_dict() if not args.resume else {}
     for key in ("model", "dataset", "schedule", "mode", "out", "device", "precision", "seed", "save_every",
-                "compile", "attn_implementation", "shuffle"):
+                "compile", "attn_implementation", "shuffle", "distributed"):
         val = getattr(args, key, None)
         if val is not None:
             data[key] = val
