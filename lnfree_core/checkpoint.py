@@ -134,3 +134,11 @@ def read_checkpoint_meta(ckpt: str | Path) -> tuple[dict, dict]:
     """(fakeln state, trainer state) of a checkpoint."""
     ckpt = Path(ckpt)
     return json.loads((ckpt / "fakeln.json").read_text()), json.loads((ckpt / "trainer_state.json").read_text())
+
+
+def write_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                     fakeln: dict | None = None, trainer_state: dict | None = None, keep: int = 2) -> Path:
+    """Single-process convenience: gather and save a checkpoint of an unsharded model in one call."""
+    msd, osd = gather_state(model, optimizer)
+    return save_checkpoint(run_dir, step, model, msd, osd, fakeln or {}, trainer_state or {"step": step},
+                           shared_aliases(model), keep=keep)

@@ -68,7 +68,7 @@ def build_suite(base: Path, *, train: bool = False, steps: int = 16) -> dict[str
     import torch
 
     from _tiny import tiny_model
-    from lnfree_core.checkpoint import save_checkpoint
+    from lnfree_core.checkpoint import write_checkpoint
     from lnfree_core.surgery import fakeln_modules, fakeln_state, make_removable
 
     original = base / "models" / "original"
@@ -92,7 +92,7 @@ def build_suite(base: Path, *, train: bool = False, steps: int = 16) -> dict[str
         with torch.no_grad():
             for p in vanilla.parameters():
                 p.add_(0.01 * torch.randn_like(p))
-        save_checkpoint(runs / "tiny-vanilla", steps, vanilla, None, {}, {"step": steps})
+        write_checkpoint(runs / "tiny-vanilla", steps, vanilla, None, {}, {"step": steps})
         lnfree = tiny_model(seed=0)
         stds: dict[str, float] = {}
 
@@ -111,7 +111,7 @@ def build_suite(base: Path, *, train: bool = False, steps: int = 16) -> dict[str
         make_removable(lnfree)
         for (name, mod), key in zip(fakeln_modules(lnfree).items(), _ln_keys(order, fakeln_modules(lnfree))):
             mod.remove(stds[key])
-        save_checkpoint(runs / "tiny-lnfree", steps, lnfree, None, fakeln_state(lnfree), {"step": steps})
+        write_checkpoint(runs / "tiny-lnfree", steps, lnfree, None, fakeln_state(lnfree), {"step": steps})
     _finished(runs / "tiny-lnfree", original, data, "ln-free", steps)
     _finished(runs / "tiny-vanilla", original, data, "vanilla", steps)
     return {"original": original, "data": data, "runs": runs, "lnfree": runs / "tiny-lnfree",
