@@ -102,6 +102,7 @@ class FakeLayerNorm(nn.Module):
         # Python mirror of `removed` so that the hot path needs no host sync. Kept in step with the
         # buffer by remove()/load hooks; `sync_flags()` re-reads it after a state_dict load.
         self._removed_py = False
+        self._avg_valid_py = False  # mirror of sigma_avg_valid (no host sync per step)
         self.register_load_state_dict_pre_hook(FakeLayerNorm._load_hook)
 
     # ------------------------------------------------------------------ forward
@@ -139,11 +140,12 @@ class FakeLayerNorm(nn.Module):
             self.reset_step()
             return
         mean = (step_sum / step_count).to(self.sigma_avg.dtype).to(self.sigma_avg.device)
-        if ema and bool(self.sigma_avg_valid):
+        if ema and self._avg_valid_py:
             self.sigma_avg.mul_(ema).add_((1.0 - ema) * mean)
         else:
             self.sigma_avg.copy_(mean)
         self.sigma_avg_valid.fill_(True)
+        self._avg_valid_py = True
         self.reset_step()
 
     def reset_step(self) -> None:
@@ -155,7 +157,7 @@ class FakeLayerNorm(nn.Module):
     def remove(self, sigma: float | None = None) -> float:
         """Freeze sigma_bar (to `sigma`, or to the tracked sigma_avg) and become affine. Returns sigma_bar."""
         if sigma is None:
-            if not bool(self.sigma_avg_valid):
+            if not self._avg_valid_py:
                 raise RuntimeError(
                     f"FakeLN {self.name}: cannot remove before sigma_avg was tracked for at least one "
                     "optimizer step; schedule its removal at step >= 1."
@@ -174,14 +176,16 @@ class FakeLayerNorm(nn.Module):
         return self._removed_py
 
     def sync_flags(self) -> None:
-        """Re-read the Python mirror of `removed` from the buffer (after loading a state dict)."""
+        """Re-read the Python mirrors of the flags from the buffers (after loading a state dict)."""
         self._removed_py = bool(self.removed)
+        self._avg_valid_py = bool(self.sigma_avg_valid)
 
     @staticmethod
     def _load_hook(module, state_dict, prefix, *args, **kwargs):
-        key = prefix + "removed"
-        if key in state_dict:
-            module._removed_py = bool(state_dict[key])
+        if prefix + "removed" in state_dict:
+            module._removed_py = bool(state_dict[prefix + "removed"])
+        if prefix + "sigma_avg_valid" in state_dict:
+            module._avg_valid_py = bool(state_dict[prefix + "sigma_avg_valid"])
 
     def divisor(self, x: torch.Tensor) -> torch.Tensor:
         """The scale this block divides by for input x: sigma_{b,s} if live, sigma_bar if removed. [..., 1]"""
