@@ -136,7 +136,7 @@ def launch(root: Path, model: str, dataset: str, schedule: str | dict, mode: str
     try:
         jobs.validate_name(name)
         plan = launch_plan(root, name, model=model, dataset=dataset, schedule=schedule, mode=mode,
-                           device=device.device,
+                           device=device.device, distributed=device.distributed,
                            overrides={k: int(v) if v is not None else None for k, v in overrides.items()},
                            save_every=save_every)
         for run_name, _ in plan:

@@ -392,7 +392,8 @@ def test_train_page_launches_on_several_gpus_with_torchrun(root, tmp_path, monke
     data.write_text(json.dumps({"input_ids": list(range(64))}) + "\n")
     at = S.open_page(S.new_app(root), "pages/train.py")
     device = at.selectbox(key="train.device")
-    assert device.options == ["CPU", "GPU 0 (cuda:0)", "GPU 1 (cuda:1)", "2 GPUs (torchrun, DDP)"]
+    assert device.options == ["CPU", "GPU 0 (cuda:0)", "GPU 1 (cuda:1)", "2 GPUs (torchrun, DDP)",
+                              "2 GPUs (torchrun, FSDP: sharded weights)"]
     assert device.value == "GPU 0 (cuda:0)"  # a GPU by default when there is one
     at.text_input(key="train.name").set_value("big")
     at.radio(key="train.model.kind").set_value("folder").run()
@@ -400,7 +401,7 @@ def test_train_page_launches_on_several_gpus_with_torchrun(root, tmp_path, monke
     at.selectbox(key="train.data.name").set_value("local").run()
     at.text_input(key="train.data.path").set_value(str(data))
     at.radio(key="train.mode").set_value("pair")
-    at.selectbox(key="train.device").set_value("2 GPUs (torchrun, DDP)")
+    at.selectbox(key="train.device").set_value("2 GPUs (torchrun, FSDP: sharded weights)")
     at.number_input(key="train.ov.max_steps").set_value(400).run()
     at.button(key="train_launch").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -410,4 +411,5 @@ def test_train_page_launches_on_several_gpus_with_torchrun(root, tmp_path, monke
     ]
     assert launched[0][1]["dataset"] == launched[1][1]["dataset"] == str(data.resolve())
     assert launched[0][1]["seed"] == launched[1][1]["seed"]
+    assert launched[0][1]["distributed"] == launched[1][1]["distributed"] == "fsdp"
     assert any("Launched big-lnfree, big-vanilla" in s.value for s in at.success)

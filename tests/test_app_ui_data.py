@@ -219,8 +219,9 @@ def test_run_request_prefers_the_resolved_config(tmp_path):
 def test_device_choices():
     assert [d.device for d in U.device_choices(0)] == ["cpu"]
     devs = U.device_choices(3)
-    assert [(d.device, d.nproc) for d in devs] == [("cpu", 1), ("cuda:0", 1), ("cuda:1", 1), ("cuda:2", 1),
-                                                   ("cuda", 2), ("cuda", 3)]
+    assert [(d.device, d.nproc, d.distributed) for d in devs] == [
+        ("cpu", 1, "ddp"), ("cuda:0", 1, "ddp"), ("cuda:1", 1, "ddp"), ("cuda:2", 1, "ddp"),
+        ("cuda", 2, "ddp"), ("cuda", 3, "ddp"), ("cuda", 2, "fsdp"), ("cuda", 3, "fsdp")]
 
 
 def test_pair_names_and_partner():

@@ -93,13 +93,15 @@ class DeviceChoice:
     label: str
     device: str  # TrainConfig.device
     nproc: int  # processes (torchrun when > 1)
+    distributed: str = "ddp"  # TrainConfig.distributed (used when nproc > 1)
 
 
 def device_choices(n_gpus: int) -> list[DeviceChoice]:
-    """CPU, each GPU alone, and 2..n GPUs together (torchrun, one process per GPU)."""
+    """CPU, each GPU alone, and 2..n GPUs together (torchrun, one process per GPU) with DDP, then FSDP."""
     out = [DeviceChoice("CPU", "cpu", 1)]
     out += [DeviceChoice(f"GPU {i} (cuda:{i})", f"cuda:{i}", 1) for i in range(n_gpus)]
     out += [DeviceChoice(f"{k} GPUs (torchrun, DDP)", "cuda", k) for k in range(2, n_gpus + 1)]
+    out += [DeviceChoice(f"{k} GPUs (torchrun, FSDP: sharded weights)", "cuda", k, "fsdp") for k in range(2, n_gpus + 1)]
     return out
 
 
@@ -118,7 +120,8 @@ def partner_run(name: str) -> str | None:
 
 def launch_plan(root: str | os.PathLike, name: str, *, model: str, dataset: str, schedule: str | dict,
                 mode: str, device: str = "auto", overrides: Mapping[str, Any] | None = None,
-                seed: int = 0, save_every: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+                seed: int = 0, save_every: int | None = None,
+                distributed: str = "ddp") -> list[tuple[str, dict[str, Any]]]:
     """[(run name, TrainConfig dict)] to hand to jobs.start_run, validated (ConfigError if not).
 
     mode 'ln-free' or 'vanilla' gives one run called `name`; mode 'pair' gives `<name>-lnfree` and
@@ -138,6 +141,7 @@ def launch_plan(root: str | os.PathLike, name: str, *, model: str, dataset: str,
         cfg: dict[str, Any] = {
             "model": model, "out": str(Path(os.path.abspath(root)) / run_name), "dataset": dataset,
             "schedule": schedule, "mode": run_mode, "device": device, "seed": seed, "overrides": dict(ov),
+            "distributed": distributed,
         }
         if save_every is not None:
             cfg["save_every"] = int(save_every)
