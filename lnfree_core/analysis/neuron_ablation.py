@@ -28,7 +28,7 @@ from torch import nn
 from ..adapters import adapter_for
 from .ce import ce_and_entropy_from_logits
 from .hooks import first_input, hooks
-from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision
+from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision, unembed_fp32
 
 
 def _last_layer(model: nn.Module) -> int:
@@ -112,7 +112,7 @@ def ablate_neurons(model: nn.Module, tokens, neurons: list[int], *, means: torch
                                  progress=_offset(progress, 0, 2 * n))
     m = means.to(device, torch.float32)[neurons]  # [K]
     w = ad.mlp_out_weight(model, last).detach()[neurons].float()  # [K, d_model]
-    final_norm, lm_head = ad.final_norm(model), model.get_output_embeddings()
+    final_norm = ad.final_norm(model)
     sets = [()] + [(i,) for i in range(len(neurons))] + [tuple(range(k + 1)) for k in range(1, len(neurons))]
     ce_sum = torch.zeros(len(sets), dtype=torch.float64, device=device)
     ent_sum = torch.zeros_like(ce_sum)
@@ -136,7 +136,8 @@ def ablate_neurons(model: nn.Module, tokens, neurons: list[int], *, means: torch
                     idx = list(s)
                     r_s = (r.float() + (m[idx] - a[..., idx]) @ w[idx]).to(r.dtype)  # [batch, pos, d_model]
                 with autocast(prec, device):
-                    logits = lm_head(final_norm(r_s))  # [batch, pos, vocab]
+                    normed = final_norm(r_s)  # [batch, pos, d_model]
+                logits = unembed_fp32(model, normed)  # [batch, pos, vocab], fp32 (see runtime.fp32_logits)
                 ce, ent = ce_and_entropy_from_logits(logits, x)  # [batch, pos - 1] each
                 ce_sum[j] += ce.sum(dtype=torch.float64)
                 ent_sum[j] += ent.sum(dtype=torch.float64)

@@ -76,3 +76,24 @@ def iter_batches(tokens: torch.Tensor, batch_size: int, device: torch.device,
         yield start, stop, x.to(device, non_blocking=pin)
         if progress is not None:
             progress(stop, n)
+
+
+def fp32_logits(model: nn.Module, x: torch.Tensor, precision: str, device: torch.device) -> torch.Tensor:
+    """Logits [batch, pos, vocab] with the unembedding in float32, the body under `precision`.
+
+    GPT-2's logits lie around -50..-150, where bfloat16 steps are 0.25-1.0: an autocast lm_head would
+    bias mean CE by ~0.01 nats, the size of the gaps in the paper's Table 1. The final norm's output
+    is float32 (LayerNorm runs in float32 under autocast), so only the unembedding matmul is kept
+    out of autocast.
+    """
+    with autocast(precision, device):
+        h = model.base_model(input_ids=x, use_cache=False).last_hidden_state  # [batch, pos, d_model]
+    return unembed_fp32(model, h)
+
+
+def unembed_fp32(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The model's output embedding applied in float32 outside autocast. [..., d_model] -> [..., vocab]"""
+    head = model.get_output_embeddings()
+    with torch.autocast(device_type=h.device.type, enabled=False):
+        bias = getattr(head, "bias", None)
+        return torch.nn.functional.linear(h.float(), head.weight.float(), None if bias is None else bias.float())
