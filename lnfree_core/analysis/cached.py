@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..models import LoadedModel
-from .cache import DEFAULT_CACHE_DIR, AnalysisCache, CacheEntry, model_identity, path_identity, tokens_identity
+from .cache import CACHE_VERSION, DEFAULT_CACHE_DIR, AnalysisCache, CacheEntry, model_identity, path_identity, tokens_identity
 from .ce_summary import CESummary, summarize_ce
 from .runtime import Progress, resolve_device, resolve_precision
 
@@ -73,7 +73,7 @@ class _Run:
                  cache_dir: str | os.PathLike | None, device: str):
         self.kind, self.model, self.data, self.device = kind, model, data, device
         spec = model.spec if isinstance(model, LoadedModel) else model
-        self.key = {"kind": kind, "version": 1, "model": model_identity(spec), "data": data.identity(),
+        self.key = {"kind": kind, "version": CACHE_VERSION, "model": model_identity(spec), "data": data.identity(),
                     "settings": settings}
         self.cache = AnalysisCache(cache_dir)
 
