@@ -127,6 +127,9 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
     model.eval()
     if dtype is not None:
         model.to(dtype=dtype)
+        for m in fakeln_modules(model).values():  # sigma_bar and tracked sigma stay float32
+            for name in ("sigma", "sigma_avg"):
+                setattr(m, name, getattr(m, name).float())
     model.to(device)
     mods = fakeln_modules(model)
     info["n_removed"] = sum(m.is_removed for m in mods.values())

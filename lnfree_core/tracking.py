@@ -33,17 +33,16 @@ class SigmaTracker:
         if not live:
             return
         device = next((m._step_sum.device for m in live if m._step_count), torch.device("cpu"))
-        stats = torch.stack(
-            [
-                torch.stack([m._step_sum.to(device, torch.float32), torch.tensor(float(m._step_count), device=device)])
-                for m in live
-            ]
-        )  # [n_live, 2]
+        sums = torch.stack([m._step_sum.to(device, torch.float32) for m in live])  # [n_live]
+        counts = torch.tensor([float(m._step_count) for m in live], device=device)  # one host-to-device copy
+        stats = torch.stack([sums, counts], dim=1)  # [n_live, 2]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_backend() == "nccl" and device.type != "cuda":
                 stats = stats.cuda()
             torch.distributed.all_reduce(stats)
-        counts = stats[:, 1].tolist()  # one host sync per optimizer step
+            counts = stats[:, 1].tolist()  # one host sync per optimizer step, only with several ranks
+        else:
+            counts = [m._step_count for m in live]
         for m, s, n in zip(live, stats[:, 0], counts):
             m.update_sigma_avg(s, int(n), self.ema)
 

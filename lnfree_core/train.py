@@ -163,7 +163,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         _check_run_dir(out, False)
     device = _pick_device(cfg.device, local_rank, world)
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        from datetime import timedelta
+
+        # Generous timeout: ranks wait in a collective while rank 0 writes a large checkpoint.
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                             timeout=timedelta(minutes=60))
 
     torch.manual_seed(cfg.seed)
     from .adapters import adapter_for
@@ -283,9 +287,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             lr = lr_at(done, hp.lr, hp.min_lr, hp.warmup_steps, hp.max_steps)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            sums = torch.zeros(2, device=device)  # [main loss, aux loss] summed over micro-batches
+            sums = torch.zeros(3, device=device)  # [main loss, aux loss] summed over micro-batches, stop flag
             for micro in range(hp.grad_accum_steps):
-                x = torch.from_numpy(batches.next()).to(device=device, dtype=torch.long)  # [batch, pos]
+                x = torch.from_numpy(batches.next()).long()  # [batch, pos]
+                x = x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x
                 sync = micro == hp.grad_accum_steps - 1
                 if fsdp:
                     model.set_requires_gradient_sync(sync)
@@ -302,11 +307,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 sums[0] += main.detach()
                 if tracker:
                     tracker.commit_micro_batch()
+            # A signal (cancel) seen by any rank stops every rank after this same step.
+            sums[2] = float(stop["signal"] is not None)
             if world > 1:
                 torch.distributed.all_reduce(sums)
-                sums /= world
+                sums[:2] /= world
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip if hp.grad_clip > 0 else float("inf"))
-            main_loss, aux_val = (sums / hp.grad_accum_steps).tolist()
+            main_loss, aux_val = (sums[:2] / hp.grad_accum_steps).tolist()
+            stop_now = bool(sums[2] > 0)
             gn = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
             if not (np.isfinite(main_loss) and np.isfinite(aux_val) and np.isfinite(gn)):
                 optimizer.zero_grad(set_to_none=True)
@@ -340,9 +348,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                          tokens_per_s=step_tokens / dt, tokens=tokens_seen,
                          sigma=tracker.sigmas() if tracker else None)
                 log.status("running", done)
-            if stop["signal"] is not None:
+            if stop_now:
                 checkpoint(done)
-                result = TrainResult("cancelled", done, f"cancelled by signal {signal.Signals(stop['signal']).name}")
+                sig = signal.Signals(stop["signal"]).name if stop["signal"] is not None else "SIGTERM (on another rank)"
+                result = TrainResult("cancelled", done, f"cancelled by signal {sig}")
                 break
             if done % cfg.save_every == 0 or done == hp.max_steps:
                 checkpoint(done)

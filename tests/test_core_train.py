@@ -249,3 +249,51 @@ def test_weight_decay_only_on_matrices_not_on_fakeln_or_layernorm_gamma():
         assert all(p.dim() >= 2 for p in decay["params"])
         n_params = len({id(p) for p in m.parameters()})
         assert len(decay["params"]) + len(no_decay["params"]) == n_params  # shared gamma counted once
+
+
+def _worker_pid(out: Path, rank: int) -> int | None:
+    """The pid of the torchrun worker of `rank` training into `out` (read from /proc)."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            env = (d / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(out).encode() in cmd and b"lnfree_core" in cmd and f"RANK={rank}".encode() in env \
+                and b"torch.distributed.run" not in b" ".join(cmd):
+            return int(d.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_a_signal_to_one_rank_cancels_every_rank_after_the_same_step(tiny_model_dir, tiny_dataset, tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "sig"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "lnfree_core", "train", "--model", str(tiny_model_dir), "--dataset", str(tiny_dataset),
+           "--schedule", "auto", "--out", str(run), "--max-steps", "400", "--batch-size", "2", "--grad-accum", "1",
+           "--seq-len", "32", "--device", "cpu", "--save-every", "1000", "--distributed", "fsdp"]
+    proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            steps = [r for r in read_jsonl(run / "metrics.jsonl") if r["type"] == "step"] if run.exists() else []
+            if len(steps) >= 3:
+                break
+            time.sleep(0.2)
+        pid = _worker_pid(run, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)  # only rank 1 is told to stop
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "cancelled", (status, err[-2000:])
+    ckpts = sorted((run / "checkpoints").iterdir())
+    assert ckpts and int(ckpts[-1].name.split("_")[1]) == status["step"]  # the collective checkpoint was written
