@@ -40,6 +40,7 @@ class TrainConfig:
     attn_implementation: str = "sdpa"  # sdpa | eager
     grad_spike_factor: float = 10.0  # log a grad_spike event when grad norm > factor x running median
     stop_on_grad_spike: bool = False
+    dropout: float | None = None  # training dropout for every dropout layer; None: as the model's config says
     distributed: str = "ddp"  # several processes (torchrun): ddp, or fsdp to shard weights/grads/AdamW states
     overrides: dict = field(default_factory=dict)  # hyperparameters that replace the schedule's
 
@@ -51,6 +52,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.attn_implementation not in ("sdpa", "eager"):
             raise ConfigError(f"attn_implementation must be sdpa or eager, got {self.attn_implementation!r}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1) or null (the model's own), got {self.dropout}")
         if self.distributed not in ("ddp", "fsdp"):
             raise ConfigError(f"distributed must be ddp or fsdp, got {self.distributed!r}")
         if self.save_every < 1 or self.keep_checkpoints < 1:

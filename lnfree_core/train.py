@@ -218,6 +218,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         done, epoch, pos = state["step"], state["epoch"], state["pos"]
         tokens_seen, history = state["tokens"], state.get("grad_norm_history", [])
         optimizer_meta = state.get("optimizer_meta")
+    if cfg.dropout is not None:
+        set_dropout(model, cfg.dropout)
     model.to(device)
     model.train()
     if hp.grad_checkpointing:
@@ -376,6 +378,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if world > 1:
         torch.distributed.barrier()
     return result
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Every dropout layer (and the config, so that checkpoints and exports record it) to probability p."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, p)
 
 
 def enable_checkpointing(model: torch.nn.Module) -> None:

@@ -297,3 +297,17 @@ def test_a_signal_to_one_rank_cancels_every_rank_after_the_same_step(tiny_model_
     assert status["state"] == "cancelled", (status, err[-2000:])
     ckpts = sorted((run / "checkpoints").iterdir())
     assert ckpts and int(ckpts[-1].name.split("_")[1]) == status["step"]  # the collective checkpoint was written
+
+
+def test_dropout_override_is_applied_and_recorded(tmp_path, tiny_dataset):
+    from _tiny import tiny_model
+
+    model_dir = tmp_path / "drop"
+    tiny_model(dropout=0.1).save_pretrained(str(model_dir))
+    run = tmp_path / "run"
+    train(_cfg(model_dir, tiny_dataset, run, overrides={"max_steps": 20}, dropout=0.0))
+    assert TrainConfig.load(run / "config.yaml").dropout == 0.0
+    loaded = load_model(str(run))
+    assert loaded.model.config.resid_pdrop == 0.0 and loaded.model.config.attn_pdrop == 0.0
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        _cfg(model_dir, tiny_dataset, tmp_path / "bad", dropout=1.5).validate()

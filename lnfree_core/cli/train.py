@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile each block")
     p.add_argument("--attn-implementation", choices=["sdpa", "eager"])
     p.add_argument("--shuffle", action="store_true", default=None)
+    p.add_argument("--dropout", type=float, help="training dropout for every dropout layer (default: the model's config)")
     p.add_argument("--distributed", choices=["ddp", "fsdp"],
                    help="under torchrun: DDP (default) or FSDP (shards weights, gradients and AdamW states)")
     p.add_argument("--max-steps", type=int)
@@ -44,7 +45,7 @@ def config_from_args(args) -> TrainConfig:
     if args.config:
         data = TrainConfig.load(args.config).to_dict() if not args.resume else {}
     for key in ("model", "dataset", "schedule", "mode", "out", "device", "precision", "seed", "save_every",
-                "compile", "attn_implementation", "shuffle", "distributed"):
+                "compile", "attn_implementation", "shuffle", "distributed", "dropout"):
         val = getattr(args, key, None)
         if val is not None:
             data[key] = val
