@@ -19,14 +19,7 @@ ANALYSIS_PAGES = ["pages/compare.py", "pages/outliers.py", "pages/first_tokens.p
 SEQ_LEN, N_SEQ = 32, 6
 
 
-def load_support():
-    spec = importlib.util.spec_from_file_location("test_app_support", Path(__file__).with_name("test_app_support.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-S = load_support()
+import test_app_support as S  # tests/ is on sys.path (pytest rootdir conftest)
 
 
 # ---------------------------------------------------------------------------------------- the tiny suite

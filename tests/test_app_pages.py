@@ -9,14 +9,7 @@ from pathlib import Path
 import pytest
 
 
-def load_support():
-    spec = importlib.util.spec_from_file_location("test_app_support", Path(__file__).with_name("test_app_support.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-S = load_support()
+import test_app_support as S  # tests/ is on sys.path (pytest rootdir conftest)
 PAGES = ["pages/home.py", "pages/schedule.py", "pages/train.py", "pages/runs.py"]
 
 

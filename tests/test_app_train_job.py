@@ -3,8 +3,6 @@ trainer, wait for both runs to finish, and check the live view charts every step
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import time
 from pathlib import Path
 
@@ -13,33 +11,14 @@ import pytest
 pytest.importorskip("transformers")
 
 
-def load_support():
-    spec = importlib.util.spec_from_file_location("test_app_support", Path(__file__).with_name("test_app_support.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-S = load_support()
+import test_app_support as S  # tests/ is on sys.path (pytest rootdir conftest)
 MAX_STEPS = 10
 
 
 @pytest.fixture
-def tiny(tmp_path):
-    """A 2-layer, 32-wide GPT-2 saved to a local folder and a jsonl of token-id rows (no downloads)."""
-    import numpy as np
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=64, bos_token_id=127,
-                     eos_token_id=127)
-    GPT2LMHeadModel(cfg).save_pretrained(str(tmp_path / "model"))
-    rng = np.random.default_rng(0)
-    with open(tmp_path / "tokens.jsonl", "w") as f:
-        for _ in range(64):
-            f.write(json.dumps({"input_ids": [int(x) for x in rng.integers(0, 127, 64)]}) + "\n")
-    return tmp_path / "model", tmp_path / "tokens.jsonl"
+def tiny(tiny_model_dir, tiny_dataset):
+    """The shared tiny GPT-2 folder and jsonl of token ids (tests/conftest.py)."""
+    return tiny_model_dir, tiny_dataset
 
 
 def wait_finished(root: Path, names: list[str], timeout: float = 150.0) -> None:

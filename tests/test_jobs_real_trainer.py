@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -21,21 +20,9 @@ root = S.root
 
 
 @pytest.fixture
-def tiny_config(tmp_path) -> dict:
-    """A TrainConfig dict: a 2-layer GPT-2 saved locally and a jsonl of token ids (no downloads)."""
-    import numpy as np
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=64, bos_token_id=127,
-                     eos_token_id=127)
-    GPT2LMHeadModel(cfg).save_pretrained(str(tmp_path / "model"))
-    rng = np.random.default_rng(0)
-    with open(tmp_path / "tokens.jsonl", "w") as f:
-        for _ in range(128):
-            f.write(json.dumps({"input_ids": [int(x) for x in rng.integers(0, 127, 64)]}) + "\n")
-    return {"model": str(tmp_path / "model"), "dataset": str(tmp_path / "tokens.jsonl"), "schedule": "auto",
+def tiny_config(tiny_model_dir, tiny_dataset) -> dict:
+    """A TrainConfig dict on the shared tiny GPT-2 and token-id jsonl (tests/conftest.py)."""
+    return {"model": str(tiny_model_dir), "dataset": str(tiny_dataset), "schedule": "auto",
             "device": "cpu", "save_every": 100,
             "overrides": {"max_steps": 400, "micro_batch_size": 2, "grad_accum_steps": 1, "seq_len": 32,
                           "warmup_steps": 2}}
