@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
 
 from .adapters import adapter_for
+from .export_metadata import build_metadata, write_metadata
+from .export_precision import measure_input_stds, precision_summary, precision_warning
 from .model_card import render_model_card
 from .models import load_model
+
+log = logging.getLogger(__name__)
+PRECISION_SEQUENCES = 4  # evaluation sequences the export measures its input stds on
 
 EXPORT_TOLERANCE = 1e-4
 LOCAL_SOURCE_FILE = ".lnfree_local.json"  # max |logit difference| in float32 between FakeLN model and export
@@ -27,6 +33,8 @@ class ExportResult:
     out_dir: Path
     logit_max_abs_diff: float
     ln_free: bool
+    warnings: list[str] = field(default_factory=list)  # e.g. input stds near the eps-trick limit
+    input_std: dict | None = None  # export_precision.precision_summary of the measurement, if made
 
 
 def _check_logits(a: torch.nn.Module, b: torch.nn.Module, vocab: int, seq: int = 32) -> float:
@@ -36,12 +44,34 @@ def _check_logits(a: torch.nn.Module, b: torch.nn.Module, vocab: int, seq: int =
         return float((a(x).logits.float() - b(x).logits.float()).abs().max())
 
 
+def _precision_tokens(model, data: str | None, run_cfg: dict | None) -> tuple[torch.Tensor, str]:
+    """A few evaluation sequences of `data` (else the run's dataset) to measure input stds on."""
+    from .data.sources import load_sequences
+
+    dataset = data or (run_cfg or {}).get("dataset")
+    if not dataset:
+        raise ValueError("no dataset to measure on (not a run; pass precision_data / --precision-data)")
+    n_pos = int(getattr(model.config, "n_positions", 1024) or 1024)
+    hp = ((run_cfg or {}).get("schedule") or {}).get("hparams", {}) if isinstance((run_cfg or {}).get("schedule"), dict) else {}
+    seq_len = min(n_pos, int((run_cfg or {}).get("overrides", {}).get("seq_len") or hp.get("seq_len") or n_pos))
+    seqs = load_sequences(dataset, seq_len=seq_len, n_sequences=PRECISION_SEQUENCES)
+    if len(seqs) == 0:
+        raise ValueError(f"dataset {dataset!r} gave no sequence of {seq_len} tokens")
+    name = str(dataset)
+    return torch.as_tensor(seqs).long(), Path(name).name if Path(name).exists() else name  # published: no local path
+
+
 def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, overwrite: bool = False,
-                 repo_name: str | None = None, eval_table_md: str | None = None) -> ExportResult:
+                 repo_name: str | None = None, eval_table_md: str | None = None,
+                 precision_data: str | None = None) -> ExportResult:
     """Export `spec` (a run directory, checkpoint or model) to `out_dir` as a stock HF model folder.
 
     The logits of the export are checked against the FakeLN model on a random batch; an export that
-    differs by more than EXPORT_TOLERANCE is refused.
+    differs by more than EXPORT_TOLERANCE is refused. The folder also gets lnfree_metadata.json
+    (export_metadata: every block's sigma_bar, gamma, beta, the schedule, the base model's Hub id), and
+    the per-token stds of every LN block's input are measured on a few sequences of `precision_data`
+    (default: the run's dataset); the result warns when they near the limit of the stock form's
+    epsilon trick (export_precision).
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -62,6 +92,32 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
     diff = _check_logits(model, stock, model.config.vocab_size, seq)
     if diff > EXPORT_TOLERANCE:
         raise ExportError(f"exported model's logits differ by {diff:.3g} > {EXPORT_TOLERANCE}; export refused")
+    run_dir, mode, schedule, base, cfg = None, "ln-free" if loaded.ln_free else "vanilla", None, None, None
+    ckpt = loaded.info.get("checkpoint")
+    if ckpt and (Path(ckpt).parent.parent / "config.yaml").exists():
+        run_dir = Path(ckpt).parent.parent
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        mode, schedule, base = cfg.get("mode", mode), cfg.get("schedule"), cfg.get("model")
+    elif loaded.info.get("metadata"):  # re-exporting an export: keep what its metadata knew
+        meta_in = loaded.info["metadata"]
+        schedule, base = meta_in.get("schedule"), meta_in.get("base_model")
+    warns: list[str] = []
+    summary = None
+    if loaded.ln_free:
+        try:
+            tokens, data_name = _precision_tokens(model, precision_data, cfg)
+            per_block = measure_input_stds(model, tokens)
+            summary = precision_summary(per_block, sequences=len(tokens), tokens=int(tokens.numel()), data=data_name)
+            w = precision_warning(summary)
+            if w:
+                warns.append(w)
+        except (ValueError, OSError, RuntimeError, IndexError) as e:
+            warns.append(f"the input stds of the export were not measured ({e}); the stock form is exact only "
+                         "while each token's std stays under about 300. Pass precision_data (CLI: --precision-data).")
+        for w in warns:
+            log.warning(w)
+    meta = build_metadata(model, base_model=base, schedule=schedule if isinstance(schedule, dict) else None,
+                          input_std=summary, export_eps=float(stock.config.layer_norm_epsilon))
     if out.exists() and overwrite:
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -69,16 +125,11 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
     from .data.tokenizer import load_gpt2_tokenizer
 
     load_gpt2_tokenizer().save_pretrained(str(out))
-    run_dir, mode, schedule, base = None, "ln-free" if loaded.ln_free else "vanilla", None, None
-    ckpt = loaded.info.get("checkpoint")
-    if ckpt and (Path(ckpt).parent.parent / "config.yaml").exists():
-        run_dir = Path(ckpt).parent.parent
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        mode, schedule, base = cfg.get("mode", mode), cfg.get("schedule"), cfg.get("model")
     card = render_model_card(repo_name=repo_name or out.name, base_model=base, mode=mode,
                              schedule=schedule if isinstance(schedule, dict) else None, run_dir=run_dir,
-                             logit_max_abs_diff=diff, eval_table_md=eval_table_md)
+                             logit_max_abs_diff=diff, eval_table_md=eval_table_md, input_std=summary)
     (out / "README.md").write_text(card)
+    write_metadata(out, meta)
     # Names only, no local absolute paths: this file is published with the model.
     (out / "lnfree_export.json").write_text(json.dumps({
         "source": Path(spec.partition("@")[0]).name or spec, "checkpoint": Path(ckpt).name if ckpt else None,
@@ -87,4 +138,4 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
     }, indent=1))
     # Where it came from on this machine (absolute paths): for reusing exports; never uploaded.
     (out / LOCAL_SOURCE_FILE).write_text(json.dumps({"source": spec, "checkpoint": ckpt}, indent=1))
-    return ExportResult(out, diff, loaded.ln_free)
+    return ExportResult(out, diff, loaded.ln_free, warns, summary)

@@ -9,6 +9,9 @@ Sources (`load_model(spec)`):
   * a demo-suite model (`demo:original`, `demo:vanilla`, `demo:ln-free`).
 Weights load only from safetensors files (never pickle). Stock LN-free exports (huge eps) are
 recognised and converted to removed FakeLN blocks, so they are known as LN-free and run in any dtype.
+Such an export stores only gamma / sigma_bar per LayerNorm; when it carries lnfree's metadata
+(lnfree_metadata.json, see export_metadata) the blocks get their true sigma_bar, gamma and beta back,
+else they are shown with sigma_bar = 1 (`info["sigma_source"]` says which).
 """
 
 from __future__ import annotations
@@ -122,8 +125,10 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
             raise FileNotFoundError(f"cannot load model {spec!r}: {e}") from None
         adapter = adapter_for(model)
         if adapter.is_stock_lnfree(model):
-            adapter.from_stock_lnfree(model)
             info["converted_from"] = "stock LN-free export (huge eps)"
+            _restore_lnfree(model, adapter, spec, source, kwargs.get("local_files_only"), info)
+    if ckpt is not None:
+        info["sigma_source"] = "checkpoint (fakeln.json)"
     model.eval()
     if dtype is not None:
         model.to(dtype=dtype)
@@ -132,6 +137,49 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
                 setattr(m, name, getattr(m, name).float())
     model.to(device)
     mods = fakeln_modules(model)
+    info["sigma_bar"] = {n: float(m.sigma) for n, m in mods.items() if m.is_removed}
     info["n_removed"] = sum(m.is_removed for m in mods.values())
     info["n_blocks"] = len(mods)
     return LoadedModel(model=model, source=source, spec=spec, ln_free=is_ln_free(model), info=info)
+
+
+SIGMA_UNKNOWN = ("not recorded: this export stores only gamma / sigma_bar in each LayerNorm weight (weight / "
+                 "sqrt(eps)) and folds the value path's sigma_qk / sigma_v into c_attn, so its blocks are shown "
+                 "with sigma_bar = 1 and gamma = weight / sqrt(eps); the function is exact, the split into gamma "
+                 "and sigma_bar is unknown (an lnfree export carries it in lnfree_metadata.json)")
+
+
+def _export_metadata(spec: str, source: str, local_only: bool | None) -> dict | None:
+    """lnfree_metadata.json of a local export folder or a Hub repo, or None if it has none."""
+    from .export_metadata import METADATA_FILE, read_metadata
+
+    if source == "folder":
+        return read_metadata(spec)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(spec, METADATA_FILE, local_files_only=bool(local_only))
+    except Exception:  # not in the repo, not cached offline, or the Hub unreachable: no metadata
+        return None
+    return read_metadata(Path(path).parent)
+
+
+def _restore_lnfree(model: nn.Module, adapter, spec: str, source: str, local_only: bool | None, info: dict) -> None:
+    """Removed FakeLN blocks for a stock LN-free export: the true sigma_bar from its lnfree metadata
+    when it has some that describes these weights, else sigma_bar = 1 (what the weights alone tell)."""
+    from .export_metadata import apply_metadata
+
+    try:
+        meta = _export_metadata(spec, source, local_only)
+    except ValueError as e:  # a malformed metadata file: load without it, and say so
+        meta, info["metadata_error"] = None, str(e)
+    if meta is not None:
+        try:
+            apply_metadata(model, meta)
+            info["sigma_source"] = "lnfree metadata (lnfree_metadata.json)"
+            info["metadata"] = {k: meta.get(k) for k in ("lnfree_version", "base_model", "schedule", "input_std")}
+            return
+        except ValueError as e:
+            info["metadata_error"] = str(e)
+    adapter.from_stock_lnfree(model)
+    info["sigma_source"] = SIGMA_UNKNOWN + (f" ({info['metadata_error']})" if "metadata_error" in info else "")

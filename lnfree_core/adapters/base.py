@@ -41,6 +41,12 @@ class ModelAdapter(ABC):
     def from_stock_lnfree(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
         """Install FakeLN blocks into a Hub LN-free export, all removed, with the same function."""
 
+    def to_folded(self, model: nn.Module) -> nn.Module:
+        """A model of the family with no normalisation module computing the same logits as LN-free
+        `model`: each removed block's gamma / sigma_bar folded into the weights that read it, beta into
+        their biases, and every weight that writes to the residual stream centred (lnfree_core.interop)."""
+        raise NotImplementedError(f"folding the normalisation away is not implemented for {self.model_type}")
+
     # Accessors used by the analyses -------------------------------------------------------------
     @abstractmethod
     def blocks(self, model: nn.Module) -> list[nn.Module]:

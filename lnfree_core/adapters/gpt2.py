@@ -194,6 +194,11 @@ class GPT2Adapter(ModelAdapter):
         dst.weight.copy_(src.weight.float() * scale)
         dst.bias.copy_(src.bias.float())
 
+    def to_folded(self, model: nn.Module) -> nn.Module:
+        from ..interop.fold_gpt2 import fold_gpt2  # local: the interop package is optional to the trainer
+
+        return fold_gpt2(model)
+
     # ------------------------------------------------------------------ Hub LN-free exports
     def is_stock_lnfree(self, model: nn.Module) -> bool:
         if self.fakeln_modules(model):
