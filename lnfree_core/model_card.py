@@ -19,9 +19,68 @@ def _training_summary(run_dir) -> dict:
     }
 
 
+def usage_section(repo_name: str, *, ln_free: bool, input_std: dict | None = None) -> list[str]:
+    """The card's usage lines: transformers (float32), and for an LN-free model the folded form in
+    TransformerLens and nnsight (lnfree_core.interop) and the SAELens settings."""
+    lines = ["```python", "import torch", "from transformers import GPT2LMHeadModel, AutoTokenizer",
+             f'model = GPT2LMHeadModel.from_pretrained("{repo_name}", dtype=torch.float32)',
+             f'tokenizer = AutoTokenizer.from_pretrained("{repo_name}")', "```"]
+    if not ln_free:
+        return lines
+    lines += [
+        "",
+        "Load it in float32: each LayerNorm weight is gamma * 1e6 / sigma_bar, which overflows float16 "
+        "(bfloat16 keeps the range but not the precision).",
+    ]
+    if input_std and input_std.get("max") is not None:
+        lines += ["", f"The largest per-token std of any LayerNorm input measured at export was "
+                  f"{input_std['max']:.4g} (block {input_std.get('max_block')}, {input_std.get('sequences')} sequences "
+                  f"of {input_std.get('data')}); the epsilon trick is exact to float32 below about "
+                  f"{input_std.get('limit', 300):.0f} (relative error {input_std.get('relative_error_at_max', 0):.1e} here)."]
+    lines += [
+        "",
+        "### Without any normalisation (TransformerLens, nnsight)",
+        "",
+        "With lnfree installed, `lnfree_core.interop` folds the frozen FakeLN blocks into "
+        "the weights (gamma / sigma_bar into the weights that read the residual stream, beta into their biases, "
+        "every weight that writes to it centred): the result has no LayerNorm module and no `hook_scale`, its "
+        "residual stream is the real one (centred), and direct logit attribution is exactly linear. "
+        "`lnfree_metadata.json` in this repo holds every block's sigma_bar, gamma and beta.",
+        "",
+        "```python",
+        "from lnfree_core.interop import load_transformer_lens, load_nnsight",
+        "",
+        "# TransformerLens 4.x: a TransformerBridge with normalization_type None",
+        f'bridge = load_transformer_lens("{repo_name}")',
+        'logits, cache = bridge.run_with_cache("The cat sat on the")',
+        'resid = cache["blocks.5.hook_resid_post"]          # the real residual stream',
+        'heads = cache.stack_head_results(layer=-1)         # [layer*head, batch, pos, d_model]',
+        'dla = heads @ bridge.W_U[:, token_id]              # exact: no LayerNorm scale to freeze',
+        "",
+        "# nnsight: the usual GPT-2 module names (ln_1, ln_2, ln_f are identities)",
+        f'lm = load_nnsight("{repo_name}")',
+        'with lm.trace("The cat sat on the"):',
+        "    resid = lm.transformer.h[5].output.save()      # read the residual stream after block 5",
+        "    lm.transformer.h[5].output[:, -1] += steer     # patch it (steer: a [d_model] tensor)",
+        "    logits = lm.lm_head.output.save()",
+        "```",
+        "",
+        "### SAELens",
+        "",
+        "Hook names are TransformerLens's (`blocks.L.hook_resid_pre`, `blocks.L.hook_resid_post`, "
+        "`blocks.L.hook_mlp_out`, ...), with `d_in` = the model width. Do not let SAELens load the model by name "
+        "(it would rebuild the LayerNorms with the epsilon trick): give it the bridge from "
+        "`load_transformer_lens` (`override_model=bridge`), or feed the bridge's activations to SAELens's "
+        "trainer; `lnfree_core.interop.saelens_settings(repo_id, layer, d_model)` returns `model_name`, "
+        "`hook_name`, `d_in` and an empty `model_from_pretrained_kwargs`. The residual stream is not normalised: "
+        "its norm grows with depth, so normalise SAE inputs (e.g. `normalize_activations=\"expected_average_only_in\"`).",
+    ]
+    return lines
+
+
 def render_model_card(*, repo_name: str, base_model: str | None, mode: str, schedule: dict | None,
                       run_dir=None, logit_max_abs_diff: float | None = None,
-                      eval_table_md: str | None = None) -> str:
+                      eval_table_md: str | None = None, input_std: dict | None = None) -> str:
     s = _training_summary(run_dir)
     ln_free = mode == "ln-free"
     lines = ["---", "library_name: transformers", "tags:", "- lnfree", "- gpt2"]
@@ -42,9 +101,7 @@ def render_model_card(*, repo_name: str, base_model: str | None, mode: str, sche
         ]
     else:
         lines += [f"A fine-tuned `{base_model}` made with lnfree ({mode} run: LayerNorm kept)."]
-    lines += ["", "## Usage", "", "```python", "from transformers import GPT2LMHeadModel, AutoTokenizer",
-              f'model = GPT2LMHeadModel.from_pretrained("{repo_name}")',
-              f'tokenizer = AutoTokenizer.from_pretrained("{repo_name}")', "```", ""]
+    lines += ["", "## Usage", ""] + usage_section(repo_name, ln_free=ln_free, input_std=input_std) + [""]
     if s:
         lines += ["## Training", "", f"- optimizer steps: {s['steps']}", f"- tokens: {s.get('tokens')}",
                   f"- final training loss: {s['final_loss']:.4f}", f"- LN removal events: {s['removal_events']}"]

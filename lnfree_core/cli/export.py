@@ -12,6 +12,9 @@ def register(sub) -> None:
     p.add_argument("--allow-live", action="store_true", help="export even though LayerNorms are still live")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.add_argument("--repo-name", help="name used in the model card")
+    p.add_argument("--precision-data", metavar="DATASET",
+                   help="dataset (registry name or local path) whose first sequences the export measures its LN "
+                        "input stds on (default: the run's dataset)")
     p.set_defaults(func=_run)
 
 
@@ -20,9 +23,11 @@ def _run(args) -> int:
 
     try:
         res = export_model(args.run_dir, args.out_dir, allow_live=args.allow_live, overwrite=args.overwrite,
-                           repo_name=args.repo_name)
+                           repo_name=args.repo_name, precision_data=args.precision_data)
     except (ExportError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"exported to {res.out_dir} (ln_free={res.ln_free}, max |logit diff| = {res.logit_max_abs_diff:.2e})")
     return 0
