@@ -281,6 +281,20 @@ def _export_of_run(out_dir: Path, run_dir: str | Path) -> bool:
     return _same_path(str(meta.get("source", "")).partition("@")[0], str(run_dir).partition("@")[0])
 
 
+def export_warnings(export_dir: str | Path) -> list[str]:
+    """Warnings recorded with an export: its LN input stds near the eps-trick limit (lnfree_metadata.json)."""
+    from .export_metadata import read_metadata
+    from .export_precision import precision_warning
+
+    try:
+        meta = read_metadata(export_dir)
+    except ValueError as e:
+        return [str(e)]
+    summary = (meta or {}).get("input_std")
+    w = precision_warning(summary) if summary else None
+    return [w] if w else []
+
+
 def prepare_export(run_dir: str | Path, out_dir: str | Path, repo_id: str, *, eval_table_md: str | None = None,
                    allow_live: bool = False, overwrite: bool = False) -> bool:
     """Make `out_dir` an up-to-date export of `run_dir` for `repo_id`; True if exported now, False if the

@@ -14,6 +14,7 @@ import streamlit as st
 
 from lnfree_core.publish import (
     PublishError,
+    export_warnings,
     finished_runs,
     missing_export_files,
     prepare_export,
@@ -47,6 +48,8 @@ def _repo_id(text: str) -> str | None:
 def _show_card(out: Path) -> None:
     """The model card that will be pushed: its metadata as YAML, its body rendered."""
     meta, body = split_model_card((out / "README.md").read_text(encoding="utf-8"))
+    for w in export_warnings(out):
+        st.warning(w)
     st.subheader("Model card")
     if meta:
         with st.expander("Card metadata (YAML)"):

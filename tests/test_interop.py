@@ -301,3 +301,32 @@ def test_saelens_settings():
     assert s["hook_name"] == "blocks.6.hook_resid_pre" and s["d_in"] == 768 and s["model_name"] == "alice/gpt2-ln-free"
     with pytest.raises(ValueError, match="site"):
         saelens_settings("x/y", 0, 8, site="ln1.hook_normalized")
+
+
+def test_publish_shows_the_recorded_precision_warning(export, tmp_path):
+    import shutil
+
+    from lnfree_core.publish import export_warnings
+
+    assert export_warnings(export) == []
+    loud = tmp_path / "loud"
+    shutil.copytree(export, loud)
+    meta = json.loads((loud / METADATA_FILE).read_text())
+    meta["input_std"].update({"max": 900.0, "max_block": "f"})
+    (loud / METADATA_FILE).write_text(json.dumps(meta))
+    (w,) = export_warnings(loud)
+    assert "900" in w and "block f" in w
+
+
+def test_cli_sigma_and_check(export, tmp_path, capsys):
+    from lnfree_core.__main__ import main
+
+    assert main(["interop", "sigma", str(export)]) == 0
+    out = capsys.readouterr().out
+    meta = json.loads((export / METADATA_FILE).read_text())
+    assert "lnfree metadata" in out and f"{meta['blocks']['qk.0']['sigma_bar']:.6g}" in out
+    assert main(["interop", "check", str(export)]) == 0
+    out = capsys.readouterr().out
+    diffs = [float(line.rsplit("=", 1)[1]) for line in out.splitlines() if "max |logit diff|" in line]
+    assert len(diffs) >= 1 and max(diffs) < TOL
+    assert main(["interop", "sigma", str(tmp_path / "nothing")]) == 2

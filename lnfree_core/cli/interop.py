@@ -1,0 +1,82 @@
+"""`interop sigma SPEC` and `interop check SPEC`: an LN-free model's sigma_bar, and its folded form checked."""
+
+from __future__ import annotations
+
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("interop", help="LN-free models in interpretability tools: sigma_bar per block, folded-form check")
+    isub = p.add_subparsers(dest="interop_command", metavar="SUBCOMMAND")
+    isub.required = True
+    s = isub.add_parser("sigma", help="every LN block's frozen sigma_bar and where it came from")
+    s.add_argument("spec", metavar="MODEL", help="run directory (RUN@STEP), checkpoint, export folder or Hub id")
+    s.set_defaults(func=_sigma)
+    c = isub.add_parser("check", help="fold the model (no normalisation) and compare its logits in transformers, "
+                                      "TransformerLens and nnsight (the tools that are installed)")
+    c.add_argument("spec", metavar="MODEL", help="run directory (RUN@STEP), checkpoint, export folder or Hub id")
+    c.add_argument("--seq-len", type=int, default=32, help="tokens per random test sequence (default 32)")
+    c.set_defaults(func=_check)
+
+
+def _load(spec):
+    from ..models import load_model
+
+    try:
+        return load_model(spec)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def _sigma(args) -> int:
+    loaded = _load(args.spec)
+    if loaded is None:
+        return 2
+    sig = loaded.info.get("sigma_bar") or {}
+    if not sig:
+        print(f"{args.spec}: no removed LN block (LayerNorms live)")
+        return 0
+    print(f"sigma_bar source: {loaded.info.get('sigma_source', 'unknown')}")
+    for name, value in sig.items():
+        print(f"{name:>8}  {value:.6g}")
+    return 0
+
+
+def _check(args) -> int:
+    import importlib.util
+
+    import torch
+
+    from ..interop import bridge_from_folded, fold_model, nnsight_from_folded
+    from ..interop.folded import tokenizer_for
+
+    loaded = _load(args.spec)
+    if loaded is None:
+        return 2
+    if not loaded.ln_free:
+        print(f"error: {args.spec} is not LN-free; there is nothing to fold", file=sys.stderr)
+        return 2
+    model = loaded.model
+    seq = max(2, min(args.seq_len, int(getattr(model.config, "n_positions", args.seq_len))))
+    x = torch.randint(0, int(model.config.vocab_size), (2, seq), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x).logits
+        folded = fold_model(model)
+        print(f"transformers (folded, no LayerNorm): max |logit diff| = {(folded(x).logits - ref).abs().max():.2e}")
+    tok = tokenizer_for(args.spec, "hub" if loaded.source == "hub" else "folder" if loaded.source == "folder" else "run")
+    if importlib.util.find_spec("transformer_lens"):
+        bridge = bridge_from_folded(fold_model(model), tok)
+        with torch.no_grad():
+            print(f"TransformerLens bridge (normalization_type {bridge.cfg.normalization_type}): "
+                  f"max |logit diff| = {(bridge(x) - ref).abs().max():.2e}")
+    else:
+        print("TransformerLens: not installed (pip install -r requirements-interop.txt)")
+    if importlib.util.find_spec("nnsight"):
+        lm = nnsight_from_folded(fold_model(model), tok)
+        with lm.trace(x):
+            out = lm.lm_head.output.save()
+        print(f"nnsight: max |logit diff| = {(out - ref).abs().max():.2e}")
+    else:
+        print("nnsight: not installed (pip install -r requirements-interop.txt)")
+    return 0
