@@ -232,6 +232,12 @@ def test_export_without_metadata_says_sigma_is_unknown(export, tmp_path, tokens)
     loaded = load_model(str(bare))
     assert loaded.ln_free and set(loaded.info["sigma_bar"].values()) == {1.0}
     assert loaded.info["sigma_source"].startswith("not recorded")
+    with torch.no_grad():  # only gamma / sigma_bar matters to the folded form: it is the same
+        fm = load_folded(str(bare))
+        assert (fm.model(tokens).logits - _stock_logits(export, tokens)).abs().max().item() < TOL
+    from lnfree_core.interop import is_folded
+
+    assert is_folded(fm.model) and not is_folded(loaded.model)
     # metadata that does not describe the weights is not applied, and that is said
     meta = json.loads((export / METADATA_FILE).read_text())
     meta["blocks"]["mlp.0"]["sigma_bar"] *= 2
