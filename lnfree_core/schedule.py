@@ -241,6 +241,16 @@ class Schedule:
         return cls.from_dict(data)
 
 
+def ema_summary(hp: HParams) -> str:
+    """What the sigma_avg averaging does in one optimizer step, per block kind (1 process)."""
+    if not hp.sigma_ema:
+        return "sigma_avg per step: the step's own mean (no EMA)"
+    unit = "per optimizer step" if hp.sigma_ema_tokens is None else f"per {hp.sigma_ema_tokens} tokens"
+    kinds = ", ".join(f"{k} {hp.ema_per_step(k):.3g}" for k in ("mlp", "qk", "v", "f"))
+    return (f"sigma_avg EMA {hp.sigma_ema} {unit}; effective factor per optimizer step "
+            f"({hp.tokens_per_step:,} tokens): {kinds} (share of the old value kept)")
+
+
 def _validate_ema_tokens(hp: HParams) -> None:
     t = hp.sigma_ema_tokens
     if t is None:

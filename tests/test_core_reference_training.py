@@ -259,3 +259,14 @@ def test_aux_loss_eq3_by_hand():
     all_eot = torch.full((1, 3), 50)
     s2 = torch.tensor([[1.0, 2.0, 6.0]], dtype=torch.float64)
     assert float(aux_loss(s2, all_eot, 50, 1.0)) == pytest.approx(np.var([1, 2, 6]), rel=1e-6)
+
+
+def test_train_page_keep_steps_field_parses_into_the_run_config(tmp_path):
+    from lnfree_core.ui_data import launch_plan, parse_keep_steps
+
+    assert parse_keep_steps(" 300, 600 ") == [300, 600] and parse_keep_steps("") is None
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_keep_steps("300;600")
+    plan = launch_plan(tmp_path, "r", model="gpt2", dataset="owt", schedule="gpt2", mode="ln-free",
+                       overrides={"keep_steps": parse_keep_steps("100,200")})
+    assert plan[0][1]["overrides"] == {"keep_steps": [100, 200]}

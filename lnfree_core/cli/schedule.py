@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..presets import preset, preset_names, resolve_schedule
-from ..schedule import ScheduleError, fit_schedule
+from ..schedule import ScheduleError, ema_summary, fit_schedule
 
 
 def register(sub) -> None:
@@ -51,21 +51,11 @@ def _show(args) -> int:
     print(f"schedule {d['name']} for {d['n_layers']} layers (order {', '.join(d['order'])})")
     for k, v in d["hparams"].items():
         print(f"  {k}: {v}")
-    print("  " + sigma_ema_line(sc.hparams))
+    print("  " + ema_summary(sc.hparams))
     for g in sc.order:
         evs = sc.group_events(g)
         print(f"  {g:>3}: " + ", ".join(f"{e.name}@{e.step}" for e in evs))
     return 0
-
-
-def sigma_ema_line(hp) -> str:
-    """What the sigma_avg averaging does in one optimizer step, per block kind (1 process)."""
-    if not hp.sigma_ema:
-        return "sigma_avg per step: the step's own mean (no EMA)"
-    unit = "per optimizer step" if hp.sigma_ema_tokens is None else f"per {hp.sigma_ema_tokens} tokens"
-    kinds = ", ".join(f"{k} {hp.ema_per_step(k):.3g}" for k in ("mlp", "qk", "v", "f"))
-    return (f"sigma_avg EMA {hp.sigma_ema} {unit}; effective factor per optimizer step "
-            f"({hp.tokens_per_step:,} tokens): {kinds} (share of the old value kept)")
 
 
 def _fit(args) -> int:
