@@ -161,7 +161,8 @@ class CEResult:
         return bool(self.entry.meta["ln_free"])
 
     def to_json(self) -> dict:
-        """{"model", "dataset", "tokens", "mean", "median", "p95", "p99", "p999"} (+ label, ln_free, n_sequences)."""
+        """{"model", "dataset", "tokens", "mean", "median", "p2.5-97.5", "p1-99", "p0.1-99.9"} (+ label, ln_free,
+        n_sequences)."""
         s = self.summary.to_dict()
         m = self.entry.meta
         return {"model": m["model"], "dataset": m["dataset"], **s, "label": m["label"], "ln_free": m["ln_free"],
@@ -195,37 +196,55 @@ class FirstTokenResult:
         from .first_token import FirstTokenStats
 
         e = self.entry
-        return FirstTokenStats(points=list(e.meta["points"]), first_norm=np.asarray(e.array("first_norm")),
-                               rest_norm=np.asarray(e.array("rest_norm")), first_attn=np.asarray(e.array("first_attn")))
+        arr = {k: np.asarray(e.array(k)) for k in ("first_norm", "rest_norm", "first_attn", "first_norm_raw",
+                                                      "rest_norm_raw", "sink_counts")}
+        return FirstTokenStats(points=list(e.meta["points"]), n_queries=int(e.meta["seq_len"]), **arr)
 
-    def sink_rate(self, threshold: float = 0.3, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
-        from .sinks import sink_rate
+    def sink_rate(self, threshold: float = 0.3, *, definition: str = "query", ci_method: str | None = None,
+                  ci_batch: int = 8, n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
+        """Sink rate (sinks.py). definition "query" (the paper's, default) or "head-mean"; ci_method
+        "batches" (the paper's spread over batches of ci_batch sequences; default for "query") or
+        "bootstrap" (default for "head-mean")."""
+        from .sinks import DEFINITIONS, sink_rate, sink_rate_from_counts
 
-        return sink_rate(self.stats.first_attn, threshold, n_boot=n_boot, ci=ci, seed=seed)
+        if definition == "query":
+            st = self.stats
+            return sink_rate_from_counts(st.sink_counts, st.n_queries, self.entry.meta["sink_thresholds"], threshold,
+                                         ci_method=ci_method or "batches", ci_batch=ci_batch, n_boot=n_boot, ci=ci,
+                                         seed=seed)
+        if definition == "head-mean":
+            return sink_rate(self.stats.first_attn, threshold, ci_method=ci_method or "bootstrap", ci_batch=ci_batch,
+                             n_boot=n_boot, ci=ci, seed=seed)
+        raise ValueError(f"sink definition must be one of {DEFINITIONS}, got {definition!r}")
 
-    def to_json(self, threshold: float = 0.3, n_boot: int = 1000) -> dict:
+    def to_json(self, threshold: float = 0.3, n_boot: int = 1000, *, norm: str = "centred",
+                definition: str = "query", ci_method: str | None = None) -> dict:
         m = self.entry.meta
         return {"model": m["model"], "label": m["label"], "ln_free": m["ln_free"], "dataset": m["dataset"],
-                "n_sequences": m["n_sequences"], "norms": self.stats.profile(),
-                "sinks": self.sink_rate(threshold, n_boot=n_boot).to_dict()}
+                "n_sequences": m["n_sequences"], "norms": self.stats.profile(norm),
+                "sinks": self.sink_rate(threshold, definition=definition, ci_method=ci_method,
+                                        n_boot=n_boot).to_dict()}
 
 
 def first_token_eval(model: str | LoadedModel, data: DataSpec, *,
                      cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, device: str = "auto",
                      precision: str = "fp32", batch_size: int = 4, progress: Progress | None = None,
                      refresh: bool = False) -> FirstTokenResult:
-    """First-token residual norms and per-head attention to the first token (first_token.py), cached."""
-    from .first_token import first_token_stats
+    """First-token residual norms (centred and raw, resid_pre/mid/post) and attention to the first token
+    (head means and sink counts at every threshold of SINK_THRESHOLDS; first_token.py), cached."""
+    from .first_token import SINK_THRESHOLDS, first_token_stats
 
-    run, prec, entry = _start("first_token", model, data, {}, cache_dir=cache_dir, device=device,
-                              precision=precision, refresh=refresh, progress=progress)
+    run, prec, entry = _start("first_token", model, data, {"sink_thresholds": list(SINK_THRESHOLDS)},
+                              cache_dir=cache_dir, device=device, precision=precision, refresh=refresh,
+                              progress=progress)
     if entry is not None:
         return FirstTokenResult(entry)
     lm, tokens = run.inputs()
     st = first_token_stats(lm.model, tokens, batch_size=batch_size, precision=prec, progress=progress)
-    meta = {**_sizes(tokens), "points": st.points}
+    meta = {**_sizes(tokens), "points": st.points, "sink_thresholds": list(SINK_THRESHOLDS)}
     return FirstTokenResult(run.store(meta, {"first_norm": st.first_norm, "rest_norm": st.rest_norm,
-                                             "first_attn": st.first_attn}))
+                                             "first_norm_raw": st.first_norm_raw, "rest_norm_raw": st.rest_norm_raw,
+                                             "first_attn": st.first_attn, "sink_counts": st.sink_counts}))
 
 
 # ------------------------------------------------------------------ confidence neurons
