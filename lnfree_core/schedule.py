@@ -59,7 +59,9 @@ class HParams:
     grad_clip: float = 1.0
     grad_checkpointing: bool = False
     adam_betas: tuple[float, float] = (0.9, 0.999)  # the HF Trainer default the reference runs used
-    mask_eot_labels: bool = True  # training CE skips end-of-text targets (the reference's collator, pad = eos)
+    # Training CE skips end-of-text targets (the reference's collator, pad = eos). True in the presets and
+    # `auto`; False here so that a schedule file or run config written before this setting trains as before.
+    mask_eot_labels: bool = False
     weight_decay_fakeln_gain: bool = False  # also decay FakeLN gamma (the reference's HF Trainer did)
     # Steps whose checkpoints are saved and never rotated away (release checkpoints); steps past
     # max_steps (a preset run shortened with --max-steps) never come and are ignored.
@@ -290,7 +292,7 @@ def fit_schedule(n_layers: int, max_steps: int, hparams: HParams | None = None, 
             f"{max_steps} steps are too few to remove the LNs of {n_layers} layers one at a time: "
             f"need at least {need} (3 groups x {n_layers} layers + LN^f + 1 step before and after)"
         )
-    hp = HParams(**asdict(hparams)) if hparams is not None else HParams()
+    hp = HParams(**asdict(hparams)) if hparams is not None else HParams(mask_eot_labels=True)
     hp.max_steps = max_steps
     hp.warmup_steps = min(hp.warmup_steps, max(0, round(0.08 * max_steps)))
     return Schedule(

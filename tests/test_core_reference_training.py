@@ -168,6 +168,16 @@ def test_presets_carry_reference_training_settings():
         back = Schedule.from_dict(preset(name).to_dict()).hparams
         assert back == hp
     assert HParams().weight_decay_fakeln_gain is False  # lnfree's default (README: Reproducing the paper)
+    from lnfree_core.schedule import fit_schedule
+
+    auto = fit_schedule(12, 300).hparams
+    assert auto.mask_eot_labels is True and tuple(auto.adam_betas) == (0.9, 0.999)
+    # a schedule written before these settings existed trains as it did: no masking, no gamma decay
+    old = {**preset("gpt2").to_dict()}
+    old["hparams"] = {k: v for k, v in old["hparams"].items()
+                      if k not in ("mask_eot_labels", "weight_decay_fakeln_gain", "sigma_ema_tokens", "keep_steps")}
+    back = Schedule.from_dict(old).hparams
+    assert back.mask_eot_labels is False and back.weight_decay_fakeln_gain is False and back.sigma_ema_tokens is None
 
 
 # ---------------------------------------------------------------------------------------- EOT labels
@@ -270,3 +280,23 @@ def test_train_page_keep_steps_field_parses_into_the_run_config(tmp_path):
     plan = launch_plan(tmp_path, "r", model="gpt2", dataset="owt", schedule="gpt2", mode="ln-free",
                        overrides={"keep_steps": parse_keep_steps("100,200")})
     assert plan[0][1]["overrides"] == {"keep_steps": [100, 200]}
+
+
+def test_trainer_keeps_release_checkpoints_and_records_the_settings(tiny_model_dir, tiny_dataset, tmp_path):
+    """A real run: keep_steps checkpoints survive rotation (keep_checkpoints=1), and the resolved config
+    records the reference settings it trained with."""
+    from lnfree_core.checkpoint import checkpoint_dirs
+    from lnfree_core.config import TrainConfig
+    from lnfree_core.train import train
+
+    over = dict(max_steps=12, micro_batch_size=2, grad_accum_steps=2, seq_len=32, warmup_steps=1, lr=1e-3,
+                min_lr=5e-4, keep_steps=[3, 7], sigma_ema=0.9, sigma_ema_tokens={"mlp": 64, "qk": 32, "v": 32, "f": 64},
+                weight_decay_fakeln_gain=True)
+    run = tmp_path / "run"
+    res = train(TrainConfig(model=str(tiny_model_dir), dataset=str(tiny_dataset), schedule="auto", out=str(run),
+                            overrides=over, save_every=5, keep_checkpoints=1))
+    assert res.state == "finished"
+    assert [d.name for d in checkpoint_dirs(run)] == [f"step_{s:08d}" for s in (3, 7, 12)]
+    hp = TrainConfig.load(run / "config.yaml").schedule["hparams"]
+    assert hp["keep_steps"] == [3, 7] and hp["mask_eot_labels"] is True and hp["sigma_ema_tokens"]["qk"] == 32
+    assert hp["adam_betas"] == [0.9, 0.999] and hp["weight_decay_fakeln_gain"] is True
