@@ -2,8 +2,10 @@
 
 The app and the CLI call these. Each loads the model and the tokens only on a cache miss, runs one
 analysis function (ce.py, first_token.py, confidence.py + neuron_ablation.py, dla.py) and stores its
-arrays; cheap statistics that have parameters (sink threshold, NMAE granularity, bootstrap) are
-computed from the stored arrays on every call, so changing them never recomputes a forward pass.
+arrays; cheap statistics that have parameters (sink threshold among SINK_THRESHOLDS, sink definition and
+interval, norm kind, NMAE granularity/positions/pooling, bootstrap) are computed from the stored arrays on
+every call, so changing them never recomputes a forward pass. Settings that change a forward pass are in
+the cache key (precision, sink thresholds, confidence top-k/processing/ablated neurons, centred W_U).
 
 `model` is a spec string for `lnfree_core.models.load_model` or an already loaded `LoadedModel`
 (identified by its spec). `data` is a `DataSpec`. `progress(done, total)` reports sequences.
