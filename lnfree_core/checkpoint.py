@@ -61,8 +61,10 @@ def _dedupe_shared(msd: dict, aliases: dict[str, str]) -> dict:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, model_state: dict, optim_state: dict | None,
-                    fakeln: dict, trainer_state: dict, aliases: dict[str, str], keep: int = 2) -> Path:
-    """Write checkpoint `step` atomically (call on rank 0 with `gather_state`'s output); keep the newest `keep`."""
+                    fakeln: dict, trainer_state: dict, aliases: dict[str, str], keep: int = 2,
+                    protect=()) -> Path:
+    """Write checkpoint `step` atomically (call on rank 0 with `gather_state`'s output); keep the newest
+    `keep`, and never delete the checkpoints of the steps in `protect` (keep_steps: release checkpoints)."""
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
@@ -91,8 +93,10 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, model_stat
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    kept = {f"step_{int(s):08d}" for s in protect}
     for old in checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name not in kept:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -16,7 +16,8 @@ from .schedule import HParams, Schedule, ScheduleError
 
 MODES = ("ln-free", "vanilla")
 HPARAM_OVERRIDES = ("max_steps", "micro_batch_size", "grad_accum_steps", "seq_len", "lr", "min_lr",
-                    "warmup_steps", "weight_decay", "aux_weight", "sigma_ema", "grad_clip", "grad_checkpointing")
+                    "warmup_steps", "weight_decay", "aux_weight", "sigma_ema", "sigma_ema_tokens", "grad_clip",
+                    "grad_checkpointing", "adam_betas", "mask_eot_labels", "weight_decay_fakeln_gain", "keep_steps")
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,7 @@ class TrainConfig:
         hp = asdict(sched.hparams)
         hp.update(self.overrides)
         hp["adam_betas"] = tuple(hp["adam_betas"])
+        hp["keep_steps"] = sorted({int(x) for x in hp["keep_steps"] or []})
         sched.hparams = HParams(**hp)
         if self.mode == "vanilla":
             # The paper's control: same data, steps and LR schedule; no removal, no aux loss.

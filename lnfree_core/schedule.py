@@ -51,10 +51,40 @@ class HParams:
     max_steps: int = 300
     weight_decay: float = 0.01
     aux_weight: float = 0.1  # lambda of eq. 3 (LN-removal runs only)
-    sigma_ema: float | None = None  # None: sigma_avg is the last step's value; else EMA factor
+    sigma_ema: float | None = None  # None: sigma_avg is the last step's value; else EMA factor (see below)
+    # The unit sigma_ema applies per (tracking.py): None = once per optimizer step; a token count (or one
+    # per block kind, {"mlp": .., "qk": .., "v": .., "f": ..}) = per that many tokens through the block,
+    # so the averaging does not depend on micro-batch size, accumulation steps or the number of GPUs.
+    sigma_ema_tokens: int | dict[str, int] | None = None  # ignored when sigma_ema is None or 0
     grad_clip: float = 1.0
     grad_checkpointing: bool = False
-    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # the HF Trainer default the reference runs used
+    # Training CE skips end-of-text targets (the reference's collator, pad = eos). True in the presets and
+    # `auto`; False here so that a schedule file or run config written before this setting trains as before.
+    mask_eot_labels: bool = False
+    weight_decay_fakeln_gain: bool = False  # also decay FakeLN gamma (the reference's HF Trainer did)
+    # Steps whose checkpoints are saved and never rotated away (release checkpoints); steps past
+    # max_steps (a preset run shortened with --max-steps) never come and are ignored.
+    keep_steps: list[int] = field(default_factory=list)
+
+    def ema_tokens(self, kind: str) -> int | None:
+        """The token count per EMA factor for a block kind ("mlp", "qk", "v", "f"), or None (per step)."""
+        t = self.sigma_ema_tokens
+        if t is None or isinstance(t, int):
+            return t
+        return t.get(kind)
+
+    def ema_per_step(self, kind: str, world: int = 1) -> float | None:
+        """The EMA factor one optimizer step applies to a block kind's sigma_avg (None: last value).
+
+        Per-token memory: ema ** (tokens through the block in one step / sigma_ema_tokens[kind]), with the
+        step's tokens micro_batch_size * grad_accum_steps * seq_len * world."""
+        if not self.sigma_ema:
+            return None
+        t = self.ema_tokens(kind)
+        if t is None:
+            return float(self.sigma_ema)
+        return float(self.sigma_ema) ** (self.tokens_per_step * world / t)
 
     @property
     def tokens_per_step(self) -> int:
@@ -119,6 +149,12 @@ class Schedule:
             raise ScheduleError(f"warmup_steps must be in [0, max_steps={hp.max_steps}], got {hp.warmup_steps}")
         if hp.sigma_ema is not None and not 0 <= hp.sigma_ema < 1:
             raise ScheduleError(f"sigma_ema must be in [0, 1) or null, got {hp.sigma_ema}")
+        _validate_ema_tokens(hp)
+        if len(hp.adam_betas) != 2 or not all(0 <= b < 1 for b in hp.adam_betas):
+            raise ScheduleError(f"adam_betas must be two numbers in [0, 1), got {list(hp.adam_betas)}")
+        bad_keep = [s for s in hp.keep_steps if int(s) < 1]
+        if bad_keep:
+            raise ScheduleError(f"keep_steps must be optimizer steps >= 1, got {bad_keep}")
         first = min(int(self.starts[g]) for g in GROUPS)
         if first < 1:
             raise ScheduleError(
@@ -165,6 +201,8 @@ class Schedule:
             raise ScheduleError(f"unknown hyperparameters {unknown}; known: {sorted(known)}")
         if "adam_betas" in hp_in:
             hp_in["adam_betas"] = tuple(hp_in["adam_betas"])
+        if "keep_steps" in hp_in:
+            hp_in["keep_steps"] = [int(x) for x in (hp_in["keep_steps"] or [])]
         try:
             return cls(
                 n_layers=int(d["n_layers"]),
@@ -205,6 +243,30 @@ class Schedule:
         return cls.from_dict(data)
 
 
+def ema_summary(hp: HParams) -> str:
+    """What the sigma_avg averaging does in one optimizer step, per block kind (1 process)."""
+    if not hp.sigma_ema:
+        return "sigma_avg per step: the step's own mean (no EMA)"
+    unit = "per optimizer step" if hp.sigma_ema_tokens is None else f"per {hp.sigma_ema_tokens} tokens"
+    kinds = ", ".join(f"{k} {hp.ema_per_step(k):.3g}" for k in ("mlp", "qk", "v", "f"))
+    return (f"sigma_avg EMA {hp.sigma_ema} {unit}; effective factor per optimizer step "
+            f"({hp.tokens_per_step:,} tokens): {kinds} (share of the old value kept)")
+
+
+def _validate_ema_tokens(hp: HParams) -> None:
+    t = hp.sigma_ema_tokens
+    if t is None:
+        return
+    vals = t.values() if isinstance(t, dict) else [t]
+    if isinstance(t, dict):
+        bad = sorted(set(t) - set(GROUPS))
+        if bad:
+            raise ScheduleError(f"sigma_ema_tokens has unknown block kinds {bad}; use {list(GROUPS)}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in vals):
+        raise ScheduleError(f"sigma_ema_tokens must be a positive token count or a mapping of block kind to "
+                            f"one, got {t!r}")
+
+
 def fit_schedule(n_layers: int, max_steps: int, hparams: HParams | None = None, name: str = "auto") -> Schedule:
     """Fit the paper's proportions into `n_layers` and `max_steps` (what `--schedule auto` does).
 
@@ -230,7 +292,7 @@ def fit_schedule(n_layers: int, max_steps: int, hparams: HParams | None = None, 
             f"{max_steps} steps are too few to remove the LNs of {n_layers} layers one at a time: "
             f"need at least {need} (3 groups x {n_layers} layers + LN^f + 1 step before and after)"
         )
-    hp = HParams(**asdict(hparams)) if hparams is not None else HParams()
+    hp = HParams(**asdict(hparams)) if hparams is not None else HParams(mask_eot_labels=True)
     hp.max_steps = max_steps
     hp.warmup_steps = min(hp.warmup_steps, max(0, round(0.08 * max_steps)))
     return Schedule(

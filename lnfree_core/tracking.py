@@ -3,8 +3,19 @@
     sigma_avg(step) = sum_{micro-batches, ranks, b, s} sigma_{b,s} / number of tokens      (eq. 2)
 
 followed by sigma_avg := sigma_avg(step) ("last" mode) or the exponential moving average
-sigma_avg := ema * sigma_avg + (1 - ema) * sigma_avg(step) that the paper uses for GPT-2 Large/XL.
-Only live blocks track; removed blocks keep their frozen sigma_bar. Nothing is tracked in eval mode.
+
+    sigma_avg := k * sigma_avg + (1 - k) * sigma_avg(step)
+
+that the paper uses for GPT-2 Large/XL, with the factor k of one optimizer step
+
+    k = ema                                  sigma_ema_tokens None: a memory in optimizer steps
+    k = ema ** (n_step / tokens[kind])       a memory in tokens: ema per tokens[kind] tokens
+
+where n_step is the number of tokens the block saw this step (all micro-batches and ranks) and kind is
+the block kind (mlp, qk, v, f). The token form gives the same sigma_avg whatever the micro-batch size,
+accumulation steps or number of GPUs of the same data (presets.py: how it reproduces the reference's
+per-call momentum). Only live blocks track; removed blocks keep their frozen sigma_bar. Nothing is
+tracked in eval mode.
 """
 
 from __future__ import annotations
@@ -15,12 +26,28 @@ from torch import nn
 from .surgery import fakeln_modules
 
 
+def block_kind(name: str) -> str:
+    """"mlp.3" -> "mlp", "f" -> "f"."""
+    return name.split(".", 1)[0]
+
+
+def step_factor(ema: float | None, tokens: int | dict | None, kind: str, n_step: int) -> float | None:
+    """The EMA factor k of one optimizer step in which the block saw n_step tokens (module docstring)."""
+    if not ema:
+        return None
+    t = tokens.get(kind) if isinstance(tokens, dict) else tokens
+    if t is None:
+        return float(ema)
+    return float(ema) ** (n_step / t)
+
+
 class SigmaTracker:
-    def __init__(self, model: nn.Module, ema: float | None = None):
+    def __init__(self, model: nn.Module, ema: float | None = None, ema_tokens: int | dict | None = None):
         if ema is not None and not (0.0 <= ema < 1.0):
             raise ValueError(f"sigma EMA factor must be in [0, 1), got {ema}")
         self.modules = fakeln_modules(model)
         self.ema = ema or None
+        self.ema_tokens = ema_tokens
 
     def commit_micro_batch(self) -> None:
         """Call after each micro-batch's backward: adds its statistics to the current step."""
@@ -44,7 +71,7 @@ class SigmaTracker:
         else:
             counts = [m._step_count for m in live]
         for m, s, n in zip(live, stats[:, 0], counts):
-            m.update_sigma_avg(s, int(n), self.ema)
+            m.update_sigma_avg(s, int(n), step_factor(self.ema, self.ema_tokens, block_kind(m.name), int(n)))
 
     def sigmas(self) -> dict[str, float]:
         """Current sigma per block: the frozen sigma_bar if removed, else the tracked sigma_avg (host sync)."""

@@ -3,7 +3,8 @@
 One optimizer step (1-based step t, after t-1 steps done):
   1. apply the removal events scheduled at step t-1 (sigma_bar := tracked sigma_avg),
   2. for each of the grad_accum_steps micro-batches: forward (bf16 autocast on CUDA), loss =
-     CE + aux (eq. 3, LN-removal only), backward, commit the FakeLN statistics of the micro-batch,
+     CE + aux (eq. 3, LN-removal only), backward, commit the FakeLN statistics of the micro-batch;
+     CE leaves out end-of-text targets when `mask_eot_labels` (as the reference's collator did),
   3. reduce over ranks, check the loss and gradient norm are finite (else stop: never train on NaN),
      clip, AdamW step with the step's LR, update every live block's sigma_avg once,
   4. log a metrics line; checkpoint every save_every steps, at the end and when cancelled.
@@ -235,8 +236,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         for block in adapter.blocks(model):
             fully_shard(block)
         fully_shard(model)
-    tracker = SigmaTracker(model, hp.sigma_ema) if ln_free else None
-    optimizer = make_optimizer(model, hp.lr, hp.weight_decay, hp.adam_betas)
+    tracker = SigmaTracker(model, hp.sigma_ema, hp.sigma_ema_tokens) if ln_free else None
+    optimizer = make_optimizer(model, hp.lr, hp.weight_decay, hp.adam_betas,
+                               decay_fakeln_gain=ln_free and hp.weight_decay_fakeln_gain)
     if ckpt is not None and optimizer_meta is not None:
         load_optimizer(optimizer, model, ckpt, optimizer_meta)
         _set_rng_state(read_checkpoint_meta(ckpt)[1]["rng"], device)
@@ -268,7 +270,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         save_checkpoint(out, step, model, msd, osd, fakeln_state(model) if ln_free else {}, {
             "step": step, "epoch": batches.epoch, "pos": batches.pos, "tokens": tokens_seen,
             "rng": _rng_state(device), "grad_norm_history": history[-50:],
-        }, aliases, keep=cfg.keep_checkpoints)
+        }, aliases, keep=cfg.keep_checkpoints, protect=hp.keep_steps)
         log.event("checkpoint", step, message=f"checkpoint at step {step}")
 
     if log:
@@ -299,7 +301,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 ctx = ddp.no_sync() if (world > 1 and not fsdp and not sync) else contextlib.nullcontext()
                 with ctx:
                     with _autocast(device, cfg.precision):
-                        main = ddp(input_ids=x, labels=x).loss
+                        main = ddp(input_ids=x, labels=training_labels(x, eot, hp.mask_eot_labels)).loss
                     loss = main
                     if ln_free and hp.aux_weight > 0:
                         aux = aux_loss(fakeln_modules(model)["f"].last_std, x, eot, hp.aux_weight)
@@ -355,7 +357,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 sig = signal.Signals(stop["signal"]).name if stop["signal"] is not None else "SIGTERM (on another rank)"
                 result = TrainResult("cancelled", done, f"cancelled by signal {sig}")
                 break
-            if done % cfg.save_every == 0 or done == hp.max_steps:
+            if done % cfg.save_every == 0 or done == hp.max_steps or done in hp.keep_steps:
                 checkpoint(done)
         else:
             result = TrainResult("finished", done)
@@ -378,6 +380,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if world > 1:
         torch.distributed.barrier()
     return result
+
+
+def training_labels(x: torch.Tensor, eot: int | None, mask_eot: bool) -> torch.Tensor:
+    """Labels for the training CE: x itself, with end-of-text targets set to -100 (ignored) when mask_eot.
+
+    The model shifts labels by one, so label t is the target of the prediction made at t - 1: masking
+    labels equal to eot drops every prediction *of* an end-of-text token (what HF's
+    DataCollatorForLanguageModeling does with pad = eos, as in the reference runs); the EOT tokens stay
+    in the input. The mean is over the remaining targets. Evaluation (analysis/ce.py) scores them all.
+    """
+    if not mask_eot or eot is None:
+        return x
+    return x.masked_fill(x == eot, -100)
 
 
 def set_dropout(model: torch.nn.Module, p: float) -> None:

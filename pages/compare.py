@@ -1,5 +1,6 @@
 """Compare: the cross-entropy of several models on several datasets in the form of the paper's Table 1
-(lowest per group in bold, LN-free gaps in brackets), medians and central percentile ranges, and the
+(lowest per group in bold, LN-free gaps in brackets), medians and percentile ranges (2.5-97.5, 1-99,
+0.1-99.9: the paper's "95th" and "99.9th perc" are the first and last), the OWT split note, and the
 per-token loss distributions; CSV and Markdown downloads. Numbers come from lnfree_core.analysis."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from lnfree_core.analysis.cached import ce_eval
+from lnfree_core.data.owt_reference import OWT_SPLIT_NOTE
 from lnfree_core.ui_data import (
     RANGE_STATS,
     SUMMARY_STATS,
@@ -108,7 +110,8 @@ if stat in RANGE_STATS:
     markdown = frame_markdown(table_df)
     csv = table_df.to_csv(index=False)
     st.markdown(markdown)
-    st.caption(f"{SUMMARY_STATS[stat]} of the per-token losses: [lower, upper] percentiles over all scored tokens.")
+    st.caption(f"{SUMMARY_STATS[stat]} of the per-token losses: [lower, upper] percentiles over all scored tokens "
+               "(numpy's linear percentiles).")
 else:
     table = stat_table(rows, stat)
     markdown, csv = table.to_markdown(), table.to_csv()
@@ -116,6 +119,7 @@ else:
     st.caption(f"{SUMMARY_STATS[stat].split(' (')[0].capitalize()} per-token CE over {n} sequences of {seq_len} "
                "tokens. The lowest value per group and dataset is in **bold**; LN-free models show their gap to "
                "it in [brackets].")
+st.caption(OWT_SPLIT_NOTE)
 c1, c2, c3, _ = st.columns([1, 1, 1, 2])
 c1.download_button("Table (Markdown)", markdown, file_name=f"ce_{stat}.md", mime="text/markdown",
                    icon=":material/download:", key="compare_dl_md")

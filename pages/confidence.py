@@ -1,6 +1,8 @@
 """Confidence neurons: the last MLP layer's neurons by weight norm and LogitVar (CN score, top-k marked),
-the change in CE and entropy when the top neurons are mean-ablated, one by one and cumulatively, and
-the singular value spectrum of the unembedding with the top neuron's alignment (appendix H)."""
+the per-token change in CE when the top neurons are mean-ablated (box plots, Fig. 8), the relative change
+of mean CE and entropy under cumulative ablation (Fig. 9), and the singular value spectrum of the
+unembedding with the top neuron's alignment (appendix H). By default every model ablates the same
+neurons, chosen from the first model (the paper's neurons persist across variants)."""
 
 from __future__ import annotations
 
@@ -64,6 +66,20 @@ def cumulative_chart(cum: pd.DataFrame, value: str, title: str, order: list[str]
     return common.fit_chart(chart, 220)
 
 
+def box_chart(box: pd.DataFrame, order: list[str]) -> alt.LayerChart:
+    """Pre-computed box plots of per-token |dCE| (whiskers 1.5 IQR, clipped to the data), one per model."""
+    base = alt.Chart(box).encode(y=alt.Y("model:N", title=None, sort=order))
+    whisker = base.mark_rule(color="#555").encode(x=alt.X("whisker_lo:Q", title="per-token |change in CE| (nats)"),
+                                                  x2="whisker_hi:Q")
+    boxes = base.mark_bar(size=16, opacity=0.8).encode(
+        x="q1:Q", x2="q3:Q", color=common.model_color(order, legend=False),
+        tooltip=[alt.Tooltip("model:N")] + [alt.Tooltip(f"{c}:Q", format=".4g")
+                                            for c in ("mean", "median", "q1", "q3", "whisker_hi", "max", "tokens")])
+    median = base.mark_tick(color="white", size=16, thickness=2).encode(x="median:Q")
+    return common.fit_chart(alt.layer(whisker, boxes, median).properties(
+        title="per-token |change in CE| when the ablated neurons are mean-ablated together"), 36 * len(box) + 40)
+
+
 def spectrum_chart(df: pd.DataFrame, log: bool, order: list[str]) -> alt.Chart:
     data = df[df["value"] > 0] if log else df
     chart = (
@@ -88,6 +104,12 @@ st.caption("Confidence neurons of the last MLP layer write large vectors into th
            "through the final LayerNorm they scale all logits alike and so regulate the output entropy. Without "
            "LayerNorm they keep their weights but lose their effect (appendix H).")
 specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
+NEURON_CHOICES = {"same": "the first model's top-k in every model (paper)", "own": "each model's own top-k"}
+common.seed("cn.neurons", "same")
+which = st.radio("Neurons ablated", list(NEURON_CHOICES), key="cn.neurons", **common.PERSIST,
+                 format_func=NEURON_CHOICES.get, horizontal=True,
+                 help="The paper ablates the same neurons in every variant (e.g. 584, 2123, 2870 in GPT-2 Small), "
+                      "chosen from the original model: put it first.")
 c1, c2, c3, c4 = st.columns(4)
 common.seed("cn.top_k", 3)
 top_k = int(c1.number_input("Neurons to ablate", min_value=1, max_value=32, key="cn.top_k", **common.PERSIST,
@@ -104,8 +126,16 @@ center = c4.toggle("Center the weights", key="cn.center", **common.PERSIST,
                    help="Subtract the mean of each w_out (over d_model) and of W_U (over the vocabulary).")
 
 data = common.data_spec(dataset, n, seq_len, split)
-results = common.evaluate_models(confidence_eval, specs, labels, data, settings, top_k=top_k, fold_ln=fold_ln,
-                                 center=center)
+options = dict(top_k=top_k, fold_ln=fold_ln, center=center)
+if which == "same" and len(specs) > 1:
+    first = common.evaluate_models(confidence_eval, specs[:1], labels, data, settings, **options)
+    if not first:
+        st.stop()
+    chosen = first[specs[0]].top
+    rest = common.evaluate_models(confidence_eval, specs[1:], labels, data, settings, neurons=chosen, **options)
+    results = {**first, **rest}
+else:
+    results = common.evaluate_models(confidence_eval, specs, labels, data, settings, **options)
 if not results:
     st.stop()
 
@@ -125,6 +155,14 @@ cols = st.columns(len(base) if 0 < len(base) <= 4 else 4)
 for i, row in enumerate(base.itertuples(index=False)):
     cols[i % len(cols)].metric(row.model, f"CE {row.ce:.4f}")
     cols[i % len(cols)].caption(f"entropy {row.entropy:.4f}, no ablation ({row.tokens} tokens)")
+ablated = {labels[s]: r.ablated for s, r in results.items()}
+st.caption("Ablated: " + "; ".join(f"{m}: {', '.join(map(str, v))}" for m, v in ablated.items()))
+box = pd.DataFrame([{"model": labels[s], **r.entry.meta["ablation"]["abs_delta_ce"]} for s, r in results.items()
+                    if r.entry.meta["ablation"].get("abs_delta_ce")])
+if not box.empty:
+    st.altair_chart(box_chart(box, order), width="stretch")
+    st.caption("Fig. 8 of the paper: the distribution over tokens of |CE with the neurons ablated - CE|. The change "
+               "of the mean CE below can be far smaller: per-token changes of both signs cancel in it.")
 c1, c2 = st.columns(2)
 c1.altair_chart(single_chart(single, "delta_ce", "change in CE", order), width="stretch")
 c2.altair_chart(single_chart(single, "delta_entropy", "change in entropy", order), width="stretch")
@@ -135,6 +173,8 @@ c2.altair_chart(cumulative_chart(cum, "rel_entropy", "relative change in entropy
 with st.expander("Numbers"):
     st.dataframe(single, hide_index=True, width="stretch")
     st.dataframe(cum, hide_index=True, width="stretch")
+    if not box.empty:
+        st.dataframe(box, hide_index=True, width="stretch")
 st.caption("Each neuron's activation is replaced by its mean over all positions of these sequences; CE and entropy "
            "are averaged over the same predicting positions (Fig. 8 and 9 of the paper).")
 

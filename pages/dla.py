@@ -59,12 +59,29 @@ cap = c3.number_input("Colour scale top (%)", min_value=0.0, step=10.0, key="dla
                       help="Heads above this get the top colour (0: scale to the data). Later layers of models with "
                            "LayerNorm exceed 100%.")
 
+with st.expander("Other readings of eq. 9/10 (options; the defaults are lnfree's reading)"):
+    c1, c2, c3 = st.columns(3)
+    common.seed("dla.positions", "all")
+    positions = c1.radio("Positions", ["all", "last"], key="dla.positions", **common.PERSIST,
+                         format_func={"all": "every predicting position (default)",
+                                      "last": "the last position of each sequence"}.get)
+    common.seed("dla.pooling", "mean")
+    pooling = c2.radio("Over heads", ["mean", "pooled"], key="dla.pooling", **common.PERSIST,
+                       format_func={"mean": "mean of per-head NMAE (eq. 10, default)",
+                                    "pooled": "one ratio pooled over all heads"}.get)
+    common.seed("dla.center_unembed", False)
+    center_unembed = c3.toggle("Centred W_U", key="dla.center_unembed", **common.PERSIST,
+                               help="DLA and DE of the logit minus the mean logit (TransformerLens' center_unembed). "
+                                    "A new forward pass per model.")
+    st.caption("The paper's 49.07% for GPT-2 Small does not say which of these it used; they move the number.")
+
 data = common.data_spec(dataset, n, seq_len, split)
-results = common.evaluate_models(dla_eval, specs, labels, data, settings)
+results = common.evaluate_models(dla_eval, specs, labels, data, settings, center_unembed=bool(center_unembed))
 if not results:
     st.stop()
 
-nmaes = {labels[s]: r.nmae(granularity, n_boot=n_boot) for s, r in results.items()}
+nmaes = {labels[s]: r.nmae(granularity, positions=positions, pooling=pooling, n_boot=n_boot)
+         for s, r in results.items()}
 summary = nmae_summary_frame(nmaes)
 cols = st.columns(min(4, len(summary)) or 1)
 for i, row in enumerate(summary.itertuples(index=False)):
@@ -74,8 +91,10 @@ order = [labels[s] for s in specs]
 st.altair_chart(heatmaps(nmae_head_frame(nmaes), float(cap) or None, order), width="content")
 st.altair_chart(overall_chart(summary, order), width="stretch")
 st.caption(f"NMAE_h = mean_i |DLA_ih - DE_ih| / mean_i |DE_ih| (eq. 9) for the correct next token over {n} sequences "
-           f"of {seq_len} tokens; overall = mean over heads (eq. 10), CI from {n_boot} bootstrap resamples of the "
-           "sequences.")
+           f"of {seq_len} tokens ({'every predicting position' if positions == 'all' else 'last position only'}"
+           f"{', centred W_U' if center_unembed else ''}); overall = "
+           f"{'mean over heads (eq. 10)' if pooling == 'mean' else 'one ratio pooled over all heads'}, 95% CI from "
+           f"{n_boot} bootstrap resamples of the sequences.")
 st.dataframe(summary, hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("NMAE (%)", "CI low", "CI high")})
 st.download_button("NMAE per head (CSV)", nmae_head_frame(nmaes).to_csv(index=False), file_name="nmae_per_head.csv",

@@ -1,5 +1,6 @@
-"""First tokens: the residual-stream norm at position 0 against the other positions, layer by layer,
-for several models on one chart, and the attention sink rate with its bootstrap CI (section 5.3)."""
+"""First tokens: the residual-stream norm at position 0 against the other positions at resid_pre, resid_mid
+and resid_post of every layer (centred by default, as the paper's Fig. 3), for several models on one
+chart, and the attention sink rate with its CI (section 5.3)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from lnfree_core.analysis.cached import first_token_eval
+from lnfree_core.analysis.first_token import SINK_THRESHOLDS
 from lnfree_core.analysis.sinks import DEFAULT_SINK_THRESHOLD
 from lnfree_core.ui_data import norm_profile_frame, sink_frames
 from pages import _common as common
@@ -15,7 +17,8 @@ from pages import _common as common
 
 def _x(df: pd.DataFrame) -> alt.X:
     order = df.drop_duplicates("point").sort_values("layer")["point"].tolist()
-    return alt.X("point:O", sort=order, title="residual stream before block l (resid_pre.l), and after the last",
+    return alt.X("point:O", sort=order, title="residual stream point (pre.l: before block l, mid.l: after its "
+                 "attention, post.l: after block l)",
                  axis=alt.Axis(labelAngle=0, labelExpr="replace(datum.label, 'resid_', '')"))
 
 
@@ -61,7 +64,7 @@ def sink_chart(overall: pd.DataFrame, order: list[str]) -> alt.LayerChart:
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("rate:Q", format=".1%"),
                  alt.Tooltip("ci_lo:Q", format=".1%", title="CI low"), alt.Tooltip("ci_hi:Q", format=".1%", title="CI high")])
     ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("ci_lo:Q", title=""), x2="ci_hi:Q")
-    return common.fit_chart(alt.layer(bars, ci).properties(title="attention sink rate with its 95% CI"),
+    return common.fit_chart(alt.layer(bars, ci).properties(title="attention sink rate with its interval"),
                             32 * len(overall))
 
 
@@ -85,24 +88,41 @@ st.caption("In models with LayerNorm the first position's residual norm grows fa
            "heads park their attention on it (attention sinks); the paper finds LN-free models keep moderate "
            "first-token norms and fewer sinks (section 5.3).")
 specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
+NORM_CHOICES = {"centred": "centred ||x - mean(x)|| (paper)", "raw": "raw ||x||"}
+POINT_CHOICES = {"resid_pre": "resid_pre", "resid_mid": "resid_mid", "resid_post": "resid_post"}
+SINK_DEFS = {"query": "per (layer, head, query), query 0 counted (paper)", "head-mean": "per head, mean over queries > 0"}
+CI_CHOICES = {"batches": "spread over batches of 8 sequences (paper)", "bootstrap": "bootstrap over sequences"}
 c1, c2, c3 = st.columns(3)
-common.seed("first.threshold", DEFAULT_SINK_THRESHOLD)
-threshold = c1.slider("Sink threshold", 0.05, 1.0, step=0.05, key="first.threshold", **common.PERSIST,
-                      help="A head is a sink on a sequence when the first token gets at least this share of the "
-                           "attention, averaged over the query positions after it (the paper: 0.3).")
-common.seed("first.n_boot", 1000)
-n_boot = c2.number_input("Bootstrap resamples", min_value=100, max_value=20_000, step=100, key="first.n_boot",
-                         **common.PERSIST)
+common.seed("first.norm", "centred")
+norm_kind = c1.radio("Norm", list(NORM_CHOICES), key="first.norm", **common.PERSIST, format_func=NORM_CHOICES.get,
+                     help="The paper's norms are of weight-centred models, whose residual stream has no mean "
+                          "component: ||x - mean(x)||. Raw: the norm of the residual as the model holds it.")
+common.seed("first.points", list(POINT_CHOICES))
+kinds = c2.multiselect("Residual points", list(POINT_CHOICES), key="first.points", **common.PERSIST) or list(POINT_CHOICES)
 common.seed("first.log", True)
 log = c3.toggle("Log scale", key="first.log", **common.PERSIST)
+c1, c2, c3, c4 = st.columns(4)
+common.seed("first.threshold", DEFAULT_SINK_THRESHOLD)
+threshold = c1.select_slider("Sink threshold", options=list(SINK_THRESHOLDS), key="first.threshold", **common.PERSIST,
+                             help="The first token is a sink for a query when it draws more than this share of the "
+                                  "query's attention (the paper: 0.3).")
+common.seed("first.sink_def", "query")
+sink_def = c2.radio("Sink rate counts", list(SINK_DEFS), key="first.sink_def", **common.PERSIST,
+                    format_func=SINK_DEFS.get)
+common.seed("first.ci", "batches")
+ci_method = c3.radio("Interval", list(CI_CHOICES), key="first.ci", **common.PERSIST, format_func=CI_CHOICES.get)
+common.seed("first.n_boot", 1000)
+n_boot = c4.number_input("Bootstrap resamples", min_value=100, max_value=20_000, step=100, key="first.n_boot",
+                         **common.PERSIST, disabled=ci_method != "bootstrap")
 
 data = common.data_spec(dataset, n, seq_len, split)
 results = common.evaluate_models(first_token_eval, specs, labels, data, settings)
 if not results:
     st.stop()
 
-profiles = {labels[s]: r.stats.profile() for s, r in results.items()}
-rates = {labels[s]: r.sink_rate(threshold, n_boot=int(n_boot)) for s, r in results.items()}
+profiles = {labels[s]: r.stats.profile(norm_kind, points=tuple(kinds)) for s, r in results.items()}
+rates = {labels[s]: r.sink_rate(float(threshold), definition=sink_def, ci_method=ci_method, n_boot=int(n_boot))
+         for s, r in results.items()}
 norms = norm_profile_frame(profiles)
 overall, per_layer = sink_frames(rates)
 
@@ -110,6 +130,8 @@ st.header("Residual norms")
 order = [labels[s] for s in specs]
 st.altair_chart(norm_chart(norms, log, order), width="stretch")
 st.altair_chart(ratio_chart(norms, order), width="stretch")
+st.caption(f"{NORM_CHOICES[norm_kind].split(' (')[0].capitalize()} norms. The paper's Fig. 3 reads first-token "
+           "growth off resid_mid and resid_post of every layer (e.g. the jump at layer 3's attention).")
 with st.expander("Numbers"):
     st.dataframe(norms.pivot_table(index=["model", "layer", "point"], columns="position", values="norm").reset_index(),
                  hide_index=True, width="stretch")
@@ -118,10 +140,16 @@ st.header("Attention sinks")
 cols = st.columns(min(4, len(overall)) or 1)
 for i, row in enumerate(overall.itertuples(index=False)):
     cols[i % len(cols)].metric(row.model, f"{row.rate:.1%}")
-    cols[i % len(cols)].caption(f"95% CI [{row.ci_lo:.1%}, {row.ci_hi:.1%}]")
+    cols[i % len(cols)].caption(f"[{row.ci_lo:.1%}, {row.ci_hi:.1%}]")
 st.altair_chart(sink_chart(overall, order), width="stretch")
 st.altair_chart(per_layer_chart(per_layer, order), width="stretch")
-st.caption(f"Share of (layer, head) pairs whose attention to the first token is at least {threshold:g} of the total, "
-           f"per sequence and then averaged over the {n} sequences; the CI resamples sequences ({int(n_boot)} times).")
+if sink_def == "query":
+    what = (f"Share of (layer, head, query position) triples in which the first token draws more than {threshold:g} "
+            "of the query's attention (query 0, which can only attend to itself, counts, as in the paper's code)")
+else:
+    what = (f"Share of (layer, head) pairs whose attention to the first token, averaged over the query positions "
+            f"after it, is at least {threshold:g}")
+st.caption(f"{what}, per sequence and then averaged over the {n} sequences. Interval: "
+           f"{next(iter(rates.values())).ci_label}.")
 st.download_button("Sink rates (CSV)", overall.to_csv(index=False), file_name="sink_rates.csv", mime="text/csv",
                    key="first_dl", icon=":material/download:")

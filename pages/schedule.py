@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lnfree_core.presets import preset, preset_names
-from lnfree_core.schedule import GROUPS, HParams, Schedule, ScheduleError, fit_schedule
+from lnfree_core.schedule import GROUPS, HParams, Schedule, ScheduleError, ema_summary, fit_schedule
 from lnfree_core.ui_data import GROUP_LABELS, events_frame, lr_frame, schedule_from_text, schedule_summary, schedule_to_text
 from pages import _common as common
 
@@ -18,6 +18,10 @@ INT_HP = {"micro_batch_size": "micro batch size", "grad_accum_steps": "grad accu
 FLOAT_HP = {"lr": ("learning rate", "%.2e", 1e-5), "min_lr": ("min learning rate", "%.2e", 1e-5),
             "weight_decay": ("weight decay", "%.4f", 1e-3), "aux_weight": ("aux loss weight (lambda)", "%.4f", 1e-2),
             "grad_clip": ("gradient clip (0: off)", "%.3f", 0.1)}
+
+
+# Hyperparameters the editor has no widget for: carried over from the schedule it started from.
+KEPT_HP = ("sigma_ema_tokens", "mask_eot_labels", "weight_decay_fakeln_gain", "keep_steps")
 
 
 def load_editor(s: Schedule) -> None:
@@ -38,7 +42,8 @@ def load_editor(s: Schedule) -> None:
     ss[E + "ema_on"] = hp.sigma_ema is not None
     ss[E + "sigma_ema"] = float(hp.sigma_ema if hp.sigma_ema is not None else 0.9)
     ss[E + "grad_checkpointing"] = bool(hp.grad_checkpointing)
-    ss["_sched.base_extra"] = {"adam_betas": list(hp.adam_betas), "base_model": s.base_model}
+    ss["_sched.base_extra"] = {"adam_betas": list(hp.adam_betas), "base_model": s.base_model,
+                               **{k: getattr(hp, k) for k in KEPT_HP}}
 
 
 def base_schedule() -> Schedule | None:
@@ -102,7 +107,8 @@ def editor() -> dict:
             cols[i % 5].number_input(label, min_value=0.0, format=fmt, step=step, key=E + k, **common.PERSIST)
         c1, c2, c3 = st.columns(3)
         ema_on = c1.checkbox("EMA for sigma_avg", key=E + "ema_on", **common.PERSIST,
-                             help="Off: sigma_avg is the last step's value (Small, Medium). On: EMA (Large, XL).")
+                             help="Off: sigma_avg is the last step's value. On: an EMA (every preset, as the reference runs; "
+                                  "the presets' factor applies per a number of tokens per block kind, shown below).")
         c2.number_input("EMA factor", min_value=0.0, max_value=0.9999, format="%.4f", key=E + "sigma_ema", **common.PERSIST,
                         disabled=not ema_on)
         c3.checkbox("gradient checkpointing", key=E + "grad_checkpointing", **common.PERSIST)
@@ -112,6 +118,9 @@ def editor() -> dict:
     hp["sigma_ema"] = float(ss[E + "sigma_ema"]) if ema_on else None
     hp["grad_checkpointing"] = bool(ss[E + "grad_checkpointing"])
     hp["adam_betas"] = extra.get("adam_betas", list(HParams().adam_betas))
+    hp.update({k: extra[k] for k in KEPT_HP if k in extra})
+    if ema_on:
+        st.caption(ema_summary(HParams(**{**hp, "adam_betas": tuple(hp["adam_betas"])})))
     return {
         "name": ss[E + "name"] or "custom",
         "base_model": extra.get("base_model"),

@@ -18,6 +18,7 @@ from lnfree_core.ui_data import (
     downsample,
     eta_seconds,
     launch_plan,
+    parse_keep_steps,
     metric_long,
     notable_events,
     partner_run,
@@ -115,6 +116,9 @@ def launch_form(root: Path) -> None:
                  for i, (k, lbl) in enumerate(OVERRIDES.items())}
     common.seed("train.save_every", 50)
     save_every = cols[-1].number_input("checkpoint every", min_value=1, step=10, key="train.save_every", **common.PERSIST)
+    st.text_input("Keep the checkpoints of steps", key="train.keep_steps", **common.PERSIST, placeholder="the schedule's",
+                  help="Comma-separated steps (e.g. 300,600): checkpointed and never rotated away. Empty: the "
+                       "schedule's keep_steps (presets: the step of the released model).")
     mismatch = layer_mismatch(model, schedule, mode)
     if mismatch:
         st.error(mismatch)
@@ -135,9 +139,10 @@ def launch(root: Path, model: str, dataset: str, schedule: str | dict, mode: str
     name = str(ss.get("train.name") or "").strip()
     try:
         jobs.validate_name(name)
+        overrides = {k: int(v) if v is not None else None for k, v in overrides.items()}
+        overrides["keep_steps"] = parse_keep_steps(ss.get("train.keep_steps"))
         plan = launch_plan(root, name, model=model, dataset=dataset, schedule=schedule, mode=mode,
-                           device=device.device, distributed=device.distributed,
-                           overrides={k: int(v) if v is not None else None for k, v in overrides.items()},
+                           device=device.device, distributed=device.distributed, overrides=overrides,
                            save_every=save_every)
         for run_name, _ in plan:
             if (root / run_name).exists():

@@ -52,8 +52,8 @@ def test_ce_eval_caches_and_hits_without_loading(model_dir, tmp_path, monkeypatc
     hit = ce_eval(str(model_dir), data, cache_dir=cache, device="cpu", progress=lambda d, t: calls.append((d, t)))
     assert calls == [(5, 5)] and hit.to_json() == res.to_json()
     j = hit.to_json()
-    assert set(j) >= {"model", "dataset", "tokens", "mean", "median", "p95", "p99", "p999"}
-    assert j["tokens"] == 5 * 11 and len(j["p999"]) == 2
+    assert set(j) >= {"model", "dataset", "tokens", "mean", "median", "p2.5-97.5", "p1-99", "p0.1-99.9"}
+    assert j["tokens"] == 5 * 11 and len(j["p0.1-99.9"]) == 2
     with pytest.raises(AssertionError, match="was loaded"):  # other data or settings: a miss, hence a load
         ce_eval(str(model_dir), DataSpec("mem", tokens=toks[:4]), cache_dir=cache, device="cpu")
     with pytest.raises(AssertionError, match="was loaded"):
@@ -103,7 +103,8 @@ def test_mechanistic_results_round_trip_through_the_cache(tmp_path, monkeypatch)
     ref = first_token_stats(lm_model, toks)
     np.testing.assert_allclose(ft.stats.first_norm, ref.first_norm, rtol=1e-6)
     np.testing.assert_allclose(ft.stats.first_attn, ref.first_attn, rtol=1e-6)
-    assert ft.sink_rate(0.2, n_boot=50) == sink_rate(ref.first_attn, 0.2, n_boot=50)
+    assert ft.sink_rate(0.2, definition="head-mean", n_boot=50) == sink_rate(ref.first_attn, 0.2, n_boot=50)
+    np.testing.assert_array_equal(ft.stats.sink_counts, ref.sink_counts)
     dl = dla_eval(loaded, data, **kw)
     np.testing.assert_allclose(dl.attribution.de, head_attribution(lm_model, toks).de, rtol=1e-6)
     cf = confidence_eval(loaded, data, top_k=2, **kw)

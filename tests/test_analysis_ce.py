@@ -83,9 +83,11 @@ def test_summary_against_numpy_and_a_sorted_array():
     assert s.tokens == 40 * 63
     assert s.mean == pytest.approx(v.sum() / n, rel=1e-12)
     assert s.median == pytest.approx(pct(50), rel=1e-12)
-    for name, (lo, hi) in {"p95": (2.5, 97.5), "p99": (0.5, 99.5), "p999": (0.05, 99.95)}.items():
-        got = getattr(s, name)
+    # the paper's "95th" and "99.9th perc" ranges are the 2.5-97.5 and 0.1-99.9 percentiles; 1-99 too
+    assert set(s.ranges) == {"p2.5-97.5", "p1-99", "p0.1-99.9"}
+    for name, (lo, hi) in {"p2.5-97.5": (2.5, 97.5), "p1-99": (1, 99), "p0.1-99.9": (0.1, 99.9)}.items():
+        got = s.ranges[name]
         assert got[0] == pytest.approx(pct(lo), rel=1e-12) and got[1] == pytest.approx(pct(hi), rel=1e-12)
         assert list(got) == list(np.percentile(losses.astype(np.float64), [lo, hi]))
-    assert s.p95[1] < 20 and s.mean > 1000
+    assert s.ranges["p2.5-97.5"][1] < 20 and s.mean > 1000
     assert type(s).from_dict(s.to_dict()) == s

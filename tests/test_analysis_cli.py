@@ -59,8 +59,8 @@ def test_eval_json_and_table(workspace, capsys):
     assert got["model"] == str(root / "orig") and got["tokens"] == ref.size and got["ln_free"] is False
     assert got["mean"] == pytest.approx(ref.mean(), rel=1e-6)
     assert got["median"] == pytest.approx(np.median(ref), rel=1e-6)
-    assert got["p95"] == pytest.approx(list(np.percentile(ref, [2.5, 97.5])), rel=1e-6)
-    assert got["p999"] == pytest.approx(list(np.percentile(ref, [0.05, 99.95])), rel=1e-6)
+    assert got["p2.5-97.5"] == pytest.approx(list(np.percentile(ref, [2.5, 97.5])), rel=1e-6)
+    assert got["p0.1-99.9"] == pytest.approx(list(np.percentile(ref, [0.1, 99.9])), rel=1e-6)
 
     md, cs = root / "t.md", root / "t.csv"
     rc, out = _run(capsys, "eval", "--model", str(root / "orig"), "--label", "orig", "--model", str(root / "free"),
@@ -108,16 +108,27 @@ def test_analyze_dla_first_token_confidence(workspace, capsys):
         nm[name] = json.loads(out)["nmae"]["overall"]
     assert nm["free"] < 1e-6 < 1.0 < nm["orig"]
 
-    rc, out = _run(capsys, "analyze", "first-token", "--model", str(root / "orig"), *common, "--sink-threshold", "0")
+    rc, out = _run(capsys, "analyze", "first-token", "--model", str(root / "orig"), *common, "--sink-threshold",
+                   "0.05", "--sink-definition", "head-mean")
     got = json.loads(out)
-    assert rc == 0 and got["n_sequences"] == 4 and got["sinks"]["rate"] == 1.0  # every head: share >= 0
-    assert got["norms"]["points"] == ["resid_pre.0", "resid_pre.1", "resid_final"]
+    assert rc == 0 and got["n_sequences"] == 4 and got["sinks"]["definition"] == "head-mean"
+    assert got["norms"]["points"] == [f"{k}.{l}" for l in range(2) for k in ("resid_pre", "resid_mid", "resid_post")]
+    assert got["norms"]["norm"] == "centred"
+    rc, out = _run(capsys, "analyze", "first-token", "--model", str(root / "orig"), *common)
+    sk = json.loads(out)["sinks"]
+    assert rc == 0 and sk["definition"] == "query" and sk["ci_method"] == "batches" and "batches of 8" in sk["ci_label"]
+    assert main(["analyze", "first-token", "--model", str(root / "orig"), *common, "--sink-threshold", "0.33"]) == 2
 
     common = [c for c in common if c not in ("--n-boot", "50")]
     rc, out = _run(capsys, "analyze", "confidence", "--model", str(root / "orig"), *common, "--top-k", "2")
     got = json.loads(out)
     assert rc == 0 and [t["neuron"] for t in got["top"]] == confidence_scores(load_model(str(root / "orig")).model).top(2)
-    assert len(got["ablation"]["cumulative"]) == 2
+    assert len(got["ablation"]["cumulative"]) == 2 and got["ablated"] == [t["neuron"] for t in got["top"]]
+    assert got["ablation"]["abs_delta_ce"]["tokens"] == 4 * (SEQ - 1)
+    # the same neurons in another variant: --neurons-from the first model
+    rc, out = _run(capsys, "analyze", "confidence", "--model", str(root / "free"), *common, "--top-k", "2",
+                   "--neurons-from", str(root / "orig"))
+    assert rc == 0 and json.loads(out)["ablated"] == got["ablated"]
 
 
 def test_errors_exit_2(workspace, capsys):

@@ -82,6 +82,47 @@ def _full_forward_ablation(model, toks, neurons, means):
     return float(ce), float(-(p * p.log()).sum(-1).mean())
 
 
+def _token_ce(model, toks, neurons, means):
+    """Per-token CE [n, T-1] (float64) with neurons' activations replaced by `means`, full forward pass."""
+    proj = model.transformer.h[-1].mlp.c_proj
+
+    def pre(module, args):
+        a = args[0].clone()
+        for i in neurons:
+            a[..., i] = means[i]
+        return (a,)
+
+    h = proj.register_forward_pre_hook(pre)
+    try:
+        with torch.no_grad():
+            x = torch.as_tensor(toks)
+            logp = torch.log_softmax(model(x).logits[:, :-1].double(), -1)
+    finally:
+        h.remove()
+    return -logp.gather(-1, x[:, 1:, None]).squeeze(-1).numpy()
+
+
+def test_same_neurons_in_every_variant_by_choice(tmp_path):
+    """confidence_eval(neurons=...) ablates the given neurons (the first model's top-k), not the model's own."""
+    from lnfree_core import models
+    from lnfree_core.analysis.cached import DataSpec, confidence_eval
+
+    a, b = tiny_gpt2(seed=5), tiny_gpt2(seed=9)
+    toks = tokens(n=3, seq_len=8, seed=1)
+    data = DataSpec("mem", tokens=toks)
+    la = models.LoadedModel(model=a, source="hub", spec="test:a", ln_free=False)
+    lb = models.LoadedModel(model=b, source="hub", spec="test:b", ln_free=False)
+    first = confidence_eval(la, data, top_k=3, cache_dir=tmp_path)
+    own = confidence_eval(lb, data, top_k=3, cache_dir=tmp_path)
+    same = confidence_eval(lb, data, top_k=3, neurons=first.top, cache_dir=tmp_path)
+    assert own.top != first.top  # different random models: different own top-k
+    assert same.ablated == first.top and same.top == own.top and own.ablated == own.top
+    ref = ablate_neurons(b, toks, first.top)
+    assert same.ablation.cumulative_ce == pytest.approx(ref.cumulative_ce, rel=1e-6)
+    with pytest.raises(ValueError, match="not in the last MLP layer"):
+        confidence_eval(lb, data, neurons=[10_000], cache_dir=None)
+
+
 @pytest.mark.parametrize("ln_free", [False, True])
 def test_ablation_against_full_forward_passes(ln_free):
     model = tiny_gpt2(seed=5)
@@ -113,6 +154,15 @@ def test_ablation_against_full_forward_passes(ln_free):
     d = res.to_dict()
     assert d["single"][1]["delta_ce"] == pytest.approx(res.single_ce[1] - res.baseline_ce)
     assert type(res).from_dict(d) == res
+    # Fig. 8: per-token CE change with all three ablated, against full forward passes (atol 1e-5 nats)
+    base_tok, abl_tok = _token_ce(model, toks, [], ref_means), _token_ce(model, toks, neurons, ref_means)
+    np.testing.assert_allclose(res.token_delta_ce, abl_tok - base_tok, rtol=1e-4, atol=1e-5)
+    box = d["abs_delta_ce"]
+    v = np.abs(abl_tok - base_tok).ravel()
+    assert box["tokens"] == v.size and box["median"] == pytest.approx(np.median(v), rel=1e-4, abs=1e-6)
+    assert box["mean"] == pytest.approx(v.mean(), rel=1e-4, abs=1e-6)
+    # the mean of |dCE| is not the |dCE of the mean| (signs cancel in the latter)
+    assert box["mean"] >= abs(res.cumulative_ce[-1] - res.baseline_ce) - 1e-6
 
 
 def test_ablating_a_neuron_with_zero_output_weights_changes_nothing():

@@ -14,7 +14,7 @@ from test_analysis_support import make_ln_free, tiny_gpt2, tokens
 
 
 @torch.no_grad()
-def _reference(model, toks):
+def _reference(model, toks, center_unembed=False):
     """Per-token DLA and DE [n, T-1, L, H] (float64), with head outputs isolated through c_proj itself."""
     tr = model.transformer
     L, H = len(tr.h), model.config.n_head
@@ -44,7 +44,10 @@ def _reference(model, toks):
         ln = lambda v: (v - v.mean(-1, keepdim=True)) / sig * w + b  # noqa: E731
         scale = lambda v: torch.full_like(v[..., :1], sig)  # noqa: E731
     torch.testing.assert_close((ln(r) @ model.lm_head.weight.double().T).float(), logits, rtol=1e-4, atol=1e-4)
-    u_y = model.lm_head.weight.double()[x[:, 1:]]  # [n, T-1, d]
+    w_u = model.lm_head.weight.double()  # [vocab, d]
+    if center_unembed:  # TransformerLens' center_unembed: subtract the mean over the vocabulary
+        w_u = w_u - w_u.mean(dim=0, keepdim=True)
+    u_y = w_u[x[:, 1:]]  # [n, T-1, d]
     n, T = toks.shape
     dla = np.zeros((n, T - 1, L, H))
     de = np.zeros_like(dla)
@@ -78,6 +81,13 @@ def test_dla_and_de_against_reference(variant):
     np.testing.assert_allclose(at.abs_err, np.abs(dla - de).sum(1), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(at.abs_de, np.abs(de).sum(1), rtol=1e-4, atol=1e-5)
     assert at.positions == 8
+    np.testing.assert_allclose(at.dla_last, dla[:, -1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(at.de_last, de[:, -1], rtol=1e-4, atol=1e-5)
+    cen = head_attribution(model, toks, batch_size=3, center_unembed=True)
+    dla_c, de_c = _reference(model, toks, center_unembed=True)
+    np.testing.assert_allclose(cen.dla, dla_c.mean(1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cen.de, de_c.mean(1), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(cen.de, at.de, rtol=1e-3)
     res = nmae(at, n_boot=100)
     if variant == "ln":
         assert res.overall > 1.0 and res.ci[0] > 0.0
@@ -108,3 +118,22 @@ def test_nmae_against_the_formulas():
     assert tok.overall == pytest.approx((100 * abs_err.sum(0) / abs_de.sum(0)).mean())
     with pytest.raises(ValueError):
         nmae(at, "position")
+
+
+def test_nmae_options_last_position_and_pooled():
+    """positions='last': eq. 9/10 on the last-position values; pooling='pooled': one ratio over all
+    (sequence, head) pairs. Both written out with numpy (rtol 1e-12)."""
+    rng = np.random.default_rng(1)
+    n, L, H = 20, 2, 3
+    dla, de = rng.normal(size=(n, L, H)), rng.normal(size=(n, L, H))
+    dla_last, de_last = rng.normal(size=(n, L, H)), rng.normal(scale=3.0, size=(n, L, H))
+    at = HeadAttribution(dla=dla, de=de, abs_err=np.abs(dla - de), abs_de=np.abs(de), positions=7,
+                         dla_last=dla_last, de_last=de_last)
+    last = nmae(at, positions="last", n_boot=50)
+    per_head = 100 * np.abs(dla_last - de_last).mean(0) / np.abs(de_last).mean(0)
+    assert last.overall == pytest.approx(per_head.mean(), rel=1e-12) and last.positions == "last"
+    pooled = nmae(at, pooling="pooled", n_boot=50)
+    assert pooled.overall == pytest.approx(100 * np.abs(dla - de).sum() / np.abs(de).sum(), rel=1e-12)
+    assert pooled.overall != pytest.approx(nmae(at, n_boot=10).overall)
+    with pytest.raises(ValueError):
+        nmae(at, pooling="median")

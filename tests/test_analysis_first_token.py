@@ -15,47 +15,60 @@ from test_analysis_support import make_ln_free, tiny_gpt2, tokens
 
 
 def _plain_residuals(model, x):
-    """Residual stream points by running the blocks by hand: [L + 1] tensors [batch, pos, d_model]."""
+    """resid_pre/mid/post of every block by running the blocks by hand: {name: [batch, pos, d_model]}."""
     tr = model.transformer
     pos = torch.arange(x.shape[1])
     h = tr.wte(x) + tr.wpe(pos)[None]
-    points = []
-    for block in tr.h:
-        points.append(h)
+    points = {}
+    for l, block in enumerate(tr.h):
+        points[f"resid_pre.{l}"] = h
+        a = block.attn(block.ln_1(h))
+        mid = h + (a[0] if isinstance(a, tuple) else a)
+        points[f"resid_mid.{l}"] = mid
         h = block(h)  # SDPA with no mask is causal
         h = h[0] if isinstance(h, tuple) else h
-    points.append(h)
+        points[f"resid_post.{l}"] = h
     return points
 
 
 @pytest.mark.parametrize("ln_free", [False, True])
 def test_norms_against_a_plain_loop(ln_free):
+    """Centred (||x - mean x||, the default) and raw norms at resid_pre/mid/post against blocks run by
+    hand (rtol 1e-5, float32)."""
     model = tiny_gpt2(seed=1, ln_scale=4.0)
     if ln_free:
         make_ln_free(model)
     toks = tokens(n=5, seq_len=12, seed=2)
     st = first_token_stats(model, toks, batch_size=2)
-    assert st.points == ["resid_pre.0", "resid_pre.1", "resid_final"]
+    names = [f"{k}.{l}" for l in range(2) for k in ("resid_pre", "resid_mid", "resid_post")]
+    assert st.points == names
     assert model.config._attn_implementation == "sdpa"  # restored after the eager pass
     with torch.no_grad():
         x = torch.as_tensor(toks)
         pts = _plain_residuals(model, x)
         hf = model(x, output_hidden_states=True).hidden_states  # embeddings, block outputs, ln_f(last)
-        for l in range(2):
-            torch.testing.assert_close(pts[l], hf[l], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(model.transformer.ln_f(pts[2]), hf[2], rtol=1e-5, atol=1e-5)
-        first = np.zeros((5, 3))
-        rest = np.zeros((5, 3))
+        torch.testing.assert_close(pts["resid_post.0"], hf[1], rtol=1e-5, atol=1e-5)
+        ref = {k: np.zeros((5, 6)) for k in ("fc", "rc", "fr", "rr")}
         for i in range(5):
-            for l in range(3):
-                v = pts[l][i].double()
-                first[i, l] = float(torch.sqrt((v[0] ** 2).sum()))
-                rest[i, l] = sum(float(torch.sqrt((v[t] ** 2).sum())) for t in range(1, 12)) / 11
-    np.testing.assert_allclose(st.first_norm, first, rtol=1e-5)
-    np.testing.assert_allclose(st.rest_norm, rest, rtol=1e-5)
+            for p, name in enumerate(names):
+                v = pts[name][i].double()
+                c = v - v.mean(dim=-1, keepdim=True)
+                ref["fc"][i, p] = float(torch.sqrt((c[0] ** 2).sum()))
+                ref["rc"][i, p] = sum(float(torch.sqrt((c[t] ** 2).sum())) for t in range(1, 12)) / 11
+                ref["fr"][i, p] = float(torch.sqrt((v[0] ** 2).sum()))
+                ref["rr"][i, p] = sum(float(torch.sqrt((v[t] ** 2).sum())) for t in range(1, 12)) / 11
+    np.testing.assert_allclose(st.first_norm, ref["fc"], rtol=1e-5)
+    np.testing.assert_allclose(st.rest_norm, ref["rc"], rtol=1e-5)
+    np.testing.assert_allclose(st.first_norm_raw, ref["fr"], rtol=1e-5)
+    np.testing.assert_allclose(st.rest_norm_raw, ref["rr"], rtol=1e-5)
+    assert not np.allclose(ref["fc"], ref["fr"], rtol=1e-3)  # centring matters on this model
     prof = st.profile()
-    np.testing.assert_allclose(prof["first"], first.mean(0), rtol=1e-5)
-    np.testing.assert_allclose(prof["ratio"], first.mean(0) / rest.mean(0), rtol=1e-5)
+    assert prof["norm"] == "centred"
+    np.testing.assert_allclose(prof["first"], ref["fc"].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(prof["ratio"], ref["fc"].mean(0) / ref["rc"].mean(0), rtol=1e-5)
+    raw = st.profile("raw", points=("resid_mid",))
+    assert raw["points"] == ["resid_mid.0", "resid_mid.1"]
+    np.testing.assert_allclose(raw["first"], ref["fr"][:, [1, 4]].mean(0), rtol=1e-5)
 
 
 def test_attention_to_first_token_against_hf_eager_outputs():
@@ -78,10 +91,44 @@ def test_attention_to_first_token_against_hf_eager_outputs():
 def test_without_attention_capture():
     model = tiny_gpt2()
     st = first_token_stats(model, tokens(n=2, seq_len=6), attention=False)
-    assert st.first_attn is None and st.first_norm.shape == (2, 3)
+    assert st.first_attn is None and st.sink_counts is None and st.first_norm.shape == (2, 6)
 
 
-def test_sink_rate_against_counting():
+def test_sink_rate_per_layer_head_query_against_hf_attentions():
+    """The paper's sink rate: share of (layer, head, query) triples with A[q, 0] > 0.3, query 0 counted,
+    per sequence, averaged; CI = 2.5/97.5 percentiles of the rates of batches of 8 sequences. Checked
+    against HF's eager attentions and numpy (rtol 1e-12 on the counts' ratios)."""
+    from lnfree_core.analysis.first_token import SINK_THRESHOLDS
+    from lnfree_core.analysis.sinks import sink_rate_from_counts
+
+    model = tiny_gpt2(seed=4, ln_scale=3.0)
+    ref_model = copy.deepcopy(model)
+    ref_model.set_attn_implementation("eager")
+    toks = tokens(n=19, seq_len=10, seed=6)
+    st = first_token_stats(model, toks, batch_size=4)
+    with torch.no_grad():
+        att = ref_model(torch.as_tensor(toks), output_attentions=True).attentions  # L x [n, H, q, k]
+    a0 = np.stack([a[:, :, :, 0].double().numpy() for a in att], axis=1)  # [n, L, H, q]
+    for tau in (0.3, 0.15):
+        per_seq = (a0 > tau).reshape(19, -1).mean(axis=1)  # every (l, h, q), query 0 included
+        batch_rates = [per_seq[i:i + 8].mean() for i in range(0, 19, 8)]  # 8, 8, 3 sequences
+        sr = sink_rate_from_counts(st.sink_counts, st.n_queries, SINK_THRESHOLDS, tau)
+        assert sr.rate == pytest.approx(np.mean(batch_rates), rel=1e-12)
+        assert sr.ci == pytest.approx(tuple(np.percentile(batch_rates, [2.5, 97.5])), rel=1e-12)
+        assert sr.per_layer == pytest.approx(list((a0 > tau).mean(axis=(0, 2, 3))), rel=1e-12)
+        boot = sink_rate_from_counts(st.sink_counts, st.n_queries, SINK_THRESHOLDS, tau, ci_method="bootstrap",
+                                     n_boot=200)
+        assert boot.rate == pytest.approx(per_seq.mean(), rel=1e-12) and "bootstrap" in boot.ci_label
+    assert (a0[..., 0] == 1).all()  # query 0 attends only to itself: always a sink triple
+    # the head-mean convention gives a different number on the same attention
+    hm = sink_rate(st.first_attn, 0.3, n_boot=50)
+    q = sink_rate_from_counts(st.sink_counts, st.n_queries, SINK_THRESHOLDS, 0.3)
+    assert hm.rate != pytest.approx(q.rate)
+    with pytest.raises(ValueError, match="was not counted"):
+        sink_rate_from_counts(st.sink_counts, st.n_queries, SINK_THRESHOLDS, 0.33)
+
+
+def test_head_mean_sink_rate_against_counting():
     rng = np.random.default_rng(0)
     a = rng.uniform(0, 0.6, size=(40, 3, 4))
     a[:, 0, 0] = 0.3  # exactly at the threshold counts as a sink

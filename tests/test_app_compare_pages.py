@@ -193,7 +193,7 @@ def test_compare_table_holds_exactly_the_library_numbers(suite):
     from lnfree_core.analysis.tables import TableEntry, ce_table
 
     at = S.open_page(new_app(suite), "pages/compare.py")
-    shown = by_columns(at, "model", "mean", "median", "p95_lo").set_index("model")
+    shown = by_columns(at, "model", "mean", "median", "p2.5-97.5_lo").set_index("model")
     direct = {s: ce_eval(s, data_spec(suite), cache_dir=None) for s in specs(suite)}  # computed afresh
     labels = {str(suite["original"]): "original", str(suite["vanilla"]): "tiny-vanilla",
               str(suite["lnfree"]): "tiny-lnfree"}
@@ -201,7 +201,8 @@ def test_compare_table_holds_exactly_the_library_numbers(suite):
     for spec, res in direct.items():
         row, sm = shown.loc[labels[spec]], res.summary
         assert row["mean"] == sm.mean and row["median"] == sm.median
-        assert (row["p95_lo"], row["p95_hi"]) == sm.p95 and (row["p999_lo"], row["p999_hi"]) == sm.p999
+        assert (row["p2.5-97.5_lo"], row["p2.5-97.5_hi"]) == sm.ranges["p2.5-97.5"]
+        assert (row["p0.1-99.9_lo"], row["p0.1-99.9_hi"]) == sm.ranges["p0.1-99.9"]
         assert row["tokens"] == N_SEQ * (SEQ_LEN - 1)
         assert bool(row["ln_free"]) == (spec == str(suite["lnfree"]))
     table = ce_table([TableEntry(labels[s], "tokens.jsonl", r.summary.mean, ln_free=r.ln_free, group="2 layers")
@@ -211,16 +212,18 @@ def test_compare_table_holds_exactly_the_library_numbers(suite):
     assert "[+" in md[0] and md[0].count("**") == 2  # the LN-free gap, one lowest value in bold
     labels_shown = {b.label for b in at.get("download_button")}
     assert {"Table (Markdown)", "Table (CSV)", "All statistics (CSV)"} <= labels_shown
+    assert any("seed=2357" in c.value and "4,400 rows" in c.value for c in at.caption)  # the OWT split note
 
 
 def test_compare_percentile_ranges_and_medians(suite):
     from lnfree_core.analysis.cached import ce_eval
 
     at = S.open_page(new_app(suite), "pages/compare.py")
-    at.segmented_control(key="compare.stat").set_value("p99").run()
+    at.segmented_control(key="compare.stat").set_value("p1-99").run()
     assert not at.exception
     md = [m.value for m in at.markdown if m.value.startswith("| Model")][0]
-    lo, hi = ce_eval(str(suite["lnfree"]), data_spec(suite), cache_dir=None).summary.p99
+    lo, hi = ce_eval(str(suite["lnfree"]), data_spec(suite), cache_dir=None).summary.ranges["p1-99"]
+    assert any("1th-99th percentile" in c.value or "1st-99th percentile" in c.value for c in at.caption)
     assert f"| tiny-lnfree | [{lo:.4f}, {hi:.4f}] |" in md
     at.segmented_control(key="compare.stat").set_value("median").run()
     md = [m.value for m in at.markdown if m.value.startswith("| Model")][0]
@@ -336,12 +339,15 @@ def test_first_tokens_norms_and_sink_rates_are_the_library_ones(suite):
     metrics = {m.label: m.value for m in at.metric}
     names = ["original", "tiny-vanilla", "tiny-lnfree"]
     for name, res in zip(names, direct.values()):
-        rate = res.sink_rate(0.25)
+        rate = res.sink_rate(0.25)  # the paper's definition and interval are the page's defaults
+        assert rate.definition == "query" and rate.ci_method == "batches"
         assert metrics[name] == f"{rate.rate:.1%}"
-        assert any(f"95% CI [{rate.ci[0]:.1%}, {rate.ci[1]:.1%}]" in c.value for c in at.caption)
+        assert any(f"[{rate.ci[0]:.1%}, {rate.ci[1]:.1%}]" == c.value for c in at.caption)
+    assert any("batches of 8 sequences" in c.value for c in at.caption)
     (lines,) = S.layer_rows(chart_by_title(at, "residual norm at position 0"), "line")
     for name, res in zip(names, direct.values()):
-        prof = res.stats.profile()
+        prof = res.stats.profile()  # centred, resid_pre/mid/post: the page's defaults
+        assert len(prof["points"]) == 3 * 2
         mine = lines[(lines["model"] == name) & (lines["position"] == "first token")].sort_values("layer")
         assert mine["norm"].tolist() == pytest.approx(prof["first"], rel=1e-6)
         assert mine["point"].tolist() == prof["points"]
@@ -352,7 +358,9 @@ def test_confidence_scores_ablations_and_spectrum(suite):
     from lnfree_core.analysis.cached import confidence_eval
 
     at = S.open_page(new_app(suite, **{"cn.top_k": 2, "cn.marked": 3}), "pages/confidence.py")
-    direct = confidence_eval(str(suite["lnfree"]), data_spec(suite), top_k=2, cache_dir=None)
+    first = confidence_eval(str(suite["original"]), data_spec(suite), top_k=2, cache_dir=None)
+    # by default every model ablates the first model's top-k (the paper's same neurons)
+    direct = confidence_eval(str(suite["lnfree"]), data_spec(suite), top_k=2, neurons=first.top, cache_dir=None)
     spec = S.chart_spec(chart_by_title(at, "confidence neurons"))
     data = next(iter(S.chart_datasets(chart_by_title(at, "confidence neurons")).values()))
     mine = data[data["model"] == "tiny-lnfree"]
@@ -362,7 +370,10 @@ def test_confidence_scores_ablations_and_spectrum(suite):
     single = by_columns(at, "model", "rank", "neuron", "delta_ce")
     abl = direct.entry.meta["ablation"]
     lf = single[single["model"] == "tiny-lnfree"]
-    assert lf["neuron"].tolist() == direct.top
+    assert lf["neuron"].tolist() == first.top == direct.ablated
+    box = by_columns(at, "model", "median", "q1", "q3")
+    got = box[box["model"] == "tiny-lnfree"].iloc[0]
+    assert got["median"] == pytest.approx(abl["abs_delta_ce"]["median"], rel=1e-9)
     assert lf["delta_ce"].tolist() == pytest.approx([r["delta_ce"] for r in abl["single"]], abs=0)
     (sv,) = S.layer_rows(chart_by_title(at, "unembedding spectrum"), "line")
     svals = sv[(sv["model"] == "tiny-lnfree") & (sv["series"] == "singular value (S / S0)")]["value"]

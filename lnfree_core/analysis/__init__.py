@@ -8,15 +8,15 @@ cache (cache.py). One idea per module:
     runtime      batching, device, precision (bf16 autocast on CUDA / fp32 on CPU), progress callbacks
     hooks        residual-stream capture, forward hooks, eager attention on demand
     ce           per-token cross-entropy (and entropy) of next-token predictions
-    ce_summary   mean, median and central 95/99/99.9% percentile ranges
+    ce_summary   mean, median and the 2.5-97.5, 1-99, 0.1-99.9 percentile ranges
     tables       Table 1: best per dataset marked, LN-free gaps in brackets; Markdown and CSV
     outliers     high-loss sequences, per-token listings, first token above a CE threshold (app. E.1)
-    first_token  first-position residual norms and attention to the first token (section 5.3)
-    sinks        attention sink rate with a bootstrap CI
+    first_token  first-position norms at resid_pre/mid/post (centred, raw) and attention to it (section 5.3)
+    sinks        attention sink rate (per layer/head/query, as the paper) with its interval
     confidence   confidence-neuron scores (eq. 11-12) and the unembedding SVD (app. H, Fig. 7)
-    neuron_ablation  mean ablation of last-layer neurons: change in CE and entropy (Fig. 8-9)
+    neuron_ablation  mean ablation of last-layer neurons: per-token and mean change in CE, entropy (Fig. 8-9)
     dla          per-head DLA (eq. 5) and direct effect (eq. 4)
-    nmae         NMAE per head and overall (eq. 9-10) with a bootstrap CI
+    nmae         NMAE per head and overall (eq. 9-10, and the alternative readings) with a bootstrap CI
     stats        percentile bootstrap over sequences
     cache        on-disk cache keyed by model identity, data and settings
     cached       cached entry points used by the CLI and the app

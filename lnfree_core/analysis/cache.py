@@ -3,7 +3,7 @@
 Key. A JSON object of everything that determines a result, hashed (SHA-256 of its canonical JSON,
 sorted keys; the first 24 hex digits name the entry):
 
-    {"kind": "ce", "version": 2,
+    {"kind": "ce", "version": 3,
      "model": model_identity(spec),   # spec + resolved checkpoint/folder + (mtime_ns, size) of weight files
      "data": {...},                   # dataset name/path (+ file stamps), split, n, seq_len; or a token hash
      "settings": {...}}               # e.g. precision; never batch size or device index
@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_CACHE_DIR = "./lnfree_cache"
-CACHE_VERSION = 2  # 2: CE and ablation logits from a float32 unembedding under bf16
+CACHE_VERSION = 3  # 2: CE and ablation logits from a float32 unembedding under bf16; 3: paper definitions
+# (sink counts per query, resid_pre/mid/post centred and raw norms, per-token ablation dCE, last-position DLA)
 
 
 def _stamp(path: Path) -> list[int]:

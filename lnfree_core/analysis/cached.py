@@ -2,8 +2,10 @@
 
 The app and the CLI call these. Each loads the model and the tokens only on a cache miss, runs one
 analysis function (ce.py, first_token.py, confidence.py + neuron_ablation.py, dla.py) and stores its
-arrays; cheap statistics that have parameters (sink threshold, NMAE granularity, bootstrap) are
-computed from the stored arrays on every call, so changing them never recomputes a forward pass.
+arrays; cheap statistics that have parameters (sink threshold among SINK_THRESHOLDS, sink definition and
+interval, norm kind, NMAE granularity/positions/pooling, bootstrap) are computed from the stored arrays on
+every call, so changing them never recomputes a forward pass. Settings that change a forward pass are in
+the cache key (precision, sink thresholds, confidence top-k/processing/ablated neurons, centred W_U).
 
 `model` is a spec string for `lnfree_core.models.load_model` or an already loaded `LoadedModel`
 (identified by its spec). `data` is a `DataSpec`. `progress(done, total)` reports sequences.
@@ -161,7 +163,8 @@ class CEResult:
         return bool(self.entry.meta["ln_free"])
 
     def to_json(self) -> dict:
-        """{"model", "dataset", "tokens", "mean", "median", "p95", "p99", "p999"} (+ label, ln_free, n_sequences)."""
+        """{"model", "dataset", "tokens", "mean", "median", "p2.5-97.5", "p1-99", "p0.1-99.9"} (+ label, ln_free,
+        n_sequences)."""
         s = self.summary.to_dict()
         m = self.entry.meta
         return {"model": m["model"], "dataset": m["dataset"], **s, "label": m["label"], "ln_free": m["ln_free"],
@@ -195,37 +198,55 @@ class FirstTokenResult:
         from .first_token import FirstTokenStats
 
         e = self.entry
-        return FirstTokenStats(points=list(e.meta["points"]), first_norm=np.asarray(e.array("first_norm")),
-                               rest_norm=np.asarray(e.array("rest_norm")), first_attn=np.asarray(e.array("first_attn")))
+        arr = {k: np.asarray(e.array(k)) for k in ("first_norm", "rest_norm", "first_attn", "first_norm_raw",
+                                                      "rest_norm_raw", "sink_counts")}
+        return FirstTokenStats(points=list(e.meta["points"]), n_queries=int(e.meta["seq_len"]), **arr)
 
-    def sink_rate(self, threshold: float = 0.3, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
-        from .sinks import sink_rate
+    def sink_rate(self, threshold: float = 0.3, *, definition: str = "query", ci_method: str | None = None,
+                  ci_batch: int = 8, n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
+        """Sink rate (sinks.py). definition "query" (the paper's, default) or "head-mean"; ci_method
+        "batches" (the paper's spread over batches of ci_batch sequences; default for "query") or
+        "bootstrap" (default for "head-mean")."""
+        from .sinks import DEFINITIONS, sink_rate, sink_rate_from_counts
 
-        return sink_rate(self.stats.first_attn, threshold, n_boot=n_boot, ci=ci, seed=seed)
+        if definition == "query":
+            st = self.stats
+            return sink_rate_from_counts(st.sink_counts, st.n_queries, self.entry.meta["sink_thresholds"], threshold,
+                                         ci_method=ci_method or "batches", ci_batch=ci_batch, n_boot=n_boot, ci=ci,
+                                         seed=seed)
+        if definition == "head-mean":
+            return sink_rate(self.stats.first_attn, threshold, ci_method=ci_method or "bootstrap", ci_batch=ci_batch,
+                             n_boot=n_boot, ci=ci, seed=seed)
+        raise ValueError(f"sink definition must be one of {DEFINITIONS}, got {definition!r}")
 
-    def to_json(self, threshold: float = 0.3, n_boot: int = 1000) -> dict:
+    def to_json(self, threshold: float = 0.3, n_boot: int = 1000, *, norm: str = "centred",
+                definition: str = "query", ci_method: str | None = None) -> dict:
         m = self.entry.meta
         return {"model": m["model"], "label": m["label"], "ln_free": m["ln_free"], "dataset": m["dataset"],
-                "n_sequences": m["n_sequences"], "norms": self.stats.profile(),
-                "sinks": self.sink_rate(threshold, n_boot=n_boot).to_dict()}
+                "n_sequences": m["n_sequences"], "norms": self.stats.profile(norm),
+                "sinks": self.sink_rate(threshold, definition=definition, ci_method=ci_method,
+                                        n_boot=n_boot).to_dict()}
 
 
 def first_token_eval(model: str | LoadedModel, data: DataSpec, *,
                      cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, device: str = "auto",
                      precision: str = "fp32", batch_size: int = 4, progress: Progress | None = None,
                      refresh: bool = False) -> FirstTokenResult:
-    """First-token residual norms and per-head attention to the first token (first_token.py), cached."""
-    from .first_token import first_token_stats
+    """First-token residual norms (centred and raw, resid_pre/mid/post) and attention to the first token
+    (head means and sink counts at every threshold of SINK_THRESHOLDS; first_token.py), cached."""
+    from .first_token import SINK_THRESHOLDS, first_token_stats
 
-    run, prec, entry = _start("first_token", model, data, {}, cache_dir=cache_dir, device=device,
-                              precision=precision, refresh=refresh, progress=progress)
+    run, prec, entry = _start("first_token", model, data, {"sink_thresholds": list(SINK_THRESHOLDS)},
+                              cache_dir=cache_dir, device=device, precision=precision, refresh=refresh,
+                              progress=progress)
     if entry is not None:
         return FirstTokenResult(entry)
     lm, tokens = run.inputs()
     st = first_token_stats(lm.model, tokens, batch_size=batch_size, precision=prec, progress=progress)
-    meta = {**_sizes(tokens), "points": st.points}
+    meta = {**_sizes(tokens), "points": st.points, "sink_thresholds": list(SINK_THRESHOLDS)}
     return FirstTokenResult(run.store(meta, {"first_norm": st.first_norm, "rest_norm": st.rest_norm,
-                                             "first_attn": st.first_attn}))
+                                             "first_norm_raw": st.first_norm_raw, "rest_norm_raw": st.rest_norm_raw,
+                                             "first_attn": st.first_attn, "sink_counts": st.sink_counts}))
 
 
 # ------------------------------------------------------------------ confidence neurons
@@ -249,19 +270,27 @@ class ConfidenceResult:
     def svd(self):
         from .confidence import UnembedSVD
 
-        return UnembedSVD(singular_values=np.asarray(self.entry.array("singular_values")), neurons=self.top,
+        return UnembedSVD(singular_values=np.asarray(self.entry.array("singular_values")), neurons=self.ablated,
                           cosines=np.asarray(self.entry.array("cosines")))
+
+    @property
+    def ablated(self) -> list[int]:
+        """The neurons that were ablated: `top`, or the neurons given (e.g. the first model's top-k)."""
+        return list(self.entry.meta.get("ablated", self.top))
 
     @property
     def ablation(self):
         from .neuron_ablation import AblationResult
 
-        return AblationResult.from_dict(self.entry.meta["ablation"])
+        abl = AblationResult.from_dict(self.entry.meta["ablation"])
+        if "token_delta_ce" in self.entry.arrays():
+            abl.token_delta_ce = np.asarray(self.entry.array("token_delta_ce"))
+        return abl
 
     def to_json(self) -> dict:
         m, sc = self.entry.meta, self.scores
         return {"model": m["model"], "label": m["label"], "ln_free": m["ln_free"], "dataset": m["dataset"],
-                "n_sequences": m["n_sequences"], "layer": m["layer"],
+                "n_sequences": m["n_sequences"], "layer": m["layer"], "ablated": self.ablated,
                 "top": [{"neuron": i, "score": float(sc.score[i]), "norm": float(sc.norm[i]),
                          "logit_var": float(sc.logit_var[i])} for i in self.top],
                 "ablation": m["ablation"],
@@ -269,15 +298,22 @@ class ConfidenceResult:
 
 
 def confidence_eval(model: str | LoadedModel, data: DataSpec, *, top_k: int = 3, fold_ln: bool = True,
-                    center: bool = True, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, device: str = "auto",
+                    center: bool = True, neurons: list[int] | None = None,
+                    cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, device: str = "auto",
                     precision: str = "fp32", batch_size: int = 4, progress: Progress | None = None,
                     refresh: bool = False) -> ConfidenceResult:
-    """CN scores of the last MLP layer, the top-k neurons' mean ablations and the W_U SVD, cached."""
+    """CN scores of the last MLP layer, mean ablations and the W_U SVD, cached.
+
+    neurons: the last-layer neurons to ablate (and whose SVD cosines to report). None: this model's own
+    top-k by CN score. The paper ablates the same neurons in every variant (they persist across them):
+    pass the first model's `top` to the others (what the app and `analyze confidence` do by default)."""
     from ..adapters import adapter_for
     from .confidence import confidence_scores, unembed_svd
     from .neuron_ablation import ablate_neurons
 
-    run, prec, entry = _start("confidence", model, data, {"top_k": top_k, "fold_ln": fold_ln, "center": center},
+    chosen = None if neurons is None else [int(i) for i in neurons]
+    run, prec, entry = _start("confidence", model, data, {"top_k": top_k, "fold_ln": fold_ln, "center": center,
+                                                          "neurons": chosen},
                               cache_dir=cache_dir, device=device, precision=precision, refresh=refresh,
                               progress=progress)
     if entry is not None:
@@ -286,11 +322,19 @@ def confidence_eval(model: str | LoadedModel, data: DataSpec, *, top_k: int = 3,
     m = lm.model
     sc = confidence_scores(m, fold_ln=fold_ln, center=center)
     top = sc.top(top_k)
-    svd = unembed_svd(m, top, fold_ln=fold_ln, center=center)
-    abl = ablate_neurons(m, tokens, top, batch_size=batch_size, precision=prec, progress=progress)
-    meta = {**_sizes(tokens), "layer": adapter_for(m).n_layers(m) - 1, "top": top, "ablation": abl.to_dict()}
+    ablated = top if chosen is None else chosen
+    bad = [i for i in ablated if not 0 <= i < len(sc.score)]
+    if bad:
+        raise ValueError(f"neurons {bad} are not in the last MLP layer of {run.loaded().spec} "
+                         f"({len(sc.score)} neurons); choose them from a model of the same size")
+    svd = unembed_svd(m, ablated, fold_ln=fold_ln, center=center)
+    abl = ablate_neurons(m, tokens, ablated, batch_size=batch_size, precision=prec, progress=progress)
+    meta = {**_sizes(tokens), "layer": adapter_for(m).n_layers(m) - 1, "top": top, "ablated": ablated,
+            "ablation": abl.to_dict()}
     arrays = {"norm": sc.norm, "logit_var": sc.logit_var, "score": sc.score,
               "singular_values": svd.singular_values, "cosines": svd.cosines}
+    if abl.token_delta_ce is not None:
+        arrays["token_delta_ce"] = abl.token_delta_ce
     return ConfidenceResult(run.store(meta, arrays))
 
 
@@ -304,31 +348,38 @@ class DLAResult:
         from .dla import HeadAttribution
 
         e = self.entry
-        return HeadAttribution(**{k: np.asarray(e.array(k)) for k in ("dla", "de", "abs_err", "abs_de")},
+        return HeadAttribution(**{k: np.asarray(e.array(k)) for k in ("dla", "de", "abs_err", "abs_de",
+                                                                       "dla_last", "de_last")},
                                positions=int(e.meta["seq_len"]) - 1)
 
-    def nmae(self, granularity: str = "sequence", *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
+    def nmae(self, granularity: str = "sequence", *, positions: str = "all", pooling: str = "mean",
+             n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
         from .nmae import nmae
 
-        return nmae(self.attribution, granularity, n_boot=n_boot, ci=ci, seed=seed)
+        return nmae(self.attribution, granularity, positions=positions, pooling=pooling, n_boot=n_boot, ci=ci,
+                    seed=seed)
 
-    def to_json(self, granularity: str = "sequence", n_boot: int = 1000) -> dict:
+    def to_json(self, granularity: str = "sequence", n_boot: int = 1000, *, positions: str = "all",
+                pooling: str = "mean") -> dict:
         m = self.entry.meta
         return {"model": m["model"], "label": m["label"], "ln_free": m["ln_free"], "dataset": m["dataset"],
-                "n_sequences": m["n_sequences"], "nmae": self.nmae(granularity, n_boot=n_boot).to_dict()}
+                "n_sequences": m["n_sequences"], "center_unembed": bool(self.entry.key["settings"].get("center_unembed")),
+                "nmae": self.nmae(granularity, positions=positions, pooling=pooling, n_boot=n_boot).to_dict()}
 
 
 def dla_eval(model: str | LoadedModel, data: DataSpec, *, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
-             device: str = "auto", precision: str = "fp32", batch_size: int = 4, progress: Progress | None = None,
-             refresh: bool = False) -> DLAResult:
-    """Per-head DLA and DE of the correct-token logit (dla.py), cached."""
+             device: str = "auto", precision: str = "fp32", batch_size: int = 4, center_unembed: bool = False,
+             progress: Progress | None = None, refresh: bool = False) -> DLAResult:
+    """Per-head DLA and DE of the correct-token logit (dla.py; center_unembed: with a centred W_U), cached."""
     from .dla import head_attribution
 
-    run, prec, entry = _start("dla", model, data, {}, cache_dir=cache_dir, device=device, precision=precision,
-                              refresh=refresh, progress=progress)
+    run, prec, entry = _start("dla", model, data, {"center_unembed": bool(center_unembed)}, cache_dir=cache_dir,
+                              device=device, precision=precision, refresh=refresh, progress=progress)
     if entry is not None:
         return DLAResult(entry)
     lm, tokens = run.inputs()
-    at = head_attribution(lm.model, tokens, batch_size=batch_size, precision=prec, progress=progress)
+    at = head_attribution(lm.model, tokens, batch_size=batch_size, precision=prec, center_unembed=center_unembed,
+                          progress=progress)
     meta = _sizes(tokens)
-    return DLAResult(run.store(meta, {"dla": at.dla, "de": at.de, "abs_err": at.abs_err, "abs_de": at.abs_de}))
+    return DLAResult(run.store(meta, {k: getattr(at, k) for k in ("dla", "de", "abs_err", "abs_de", "dla_last",
+                                                                     "de_last")}))

@@ -2,25 +2,31 @@
 
 Over all N scored tokens (every sequence, every predicting position, pooled):
 
-    mean   = 1/N sum CE                     (accumulated in float64)
-    median = 50th percentile
-    p95    = [P_2.5,  P_97.5 ]              central 95% range
-    p99    = [P_0.5,  P_99.5 ]              central 99% range
-    p999   = [P_0.05, P_99.95]              central 99.9% range
+    mean          = 1/N sum CE                     (accumulated in float64)
+    median        = 50th percentile
+    p2.5-97.5     = [P_2.5, P_97.5]                the paper's "95th perc" range (Table 1, footnote 3)
+    p1-99         = [P_1,   P_99  ]                also computed by the reference evaluation
+    p0.1-99.9     = [P_0.1, P_99.9]                the paper's "99.9th perc" range
 
-P_q is numpy's default ("linear") percentile: for sorted values v_0 <= .. <= v_{N-1}, the value at
-fractional index q/100 * (N - 1), linearly interpolated between neighbours. The paper's footnote
-"95th perc: [0.0005, 10.6193]" is such a central range.
+Each range is named by its percentiles. P_q is numpy's default ("linear") percentile: for sorted values
+v_0 <= .. <= v_{N-1}, the value at fractional index q/100 * (N - 1), linearly interpolated between
+neighbours.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-# name -> (lower, upper) percentile of each central range
-CENTRAL_RANGES = {"p95": (2.5, 97.5), "p99": (0.5, 99.5), "p999": (0.05, 99.95)}
+# name -> (lower, upper) percentile of each range
+PERCENTILE_RANGES = {"p2.5-97.5": (2.5, 97.5), "p1-99": (1.0, 99.0), "p0.1-99.9": (0.1, 99.9)}
+
+
+def range_label(name: str) -> str:
+    """'p2.5-97.5' -> '2.5th-97.5th percentile'."""
+    lo, hi = PERCENTILE_RANGES[name]
+    return f"{lo:g}th-{hi:g}th percentile"
 
 
 @dataclass(frozen=True)
@@ -28,20 +34,16 @@ class CESummary:
     tokens: int
     mean: float
     median: float
-    p95: tuple[float, float]
-    p99: tuple[float, float]
-    p999: tuple[float, float]
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # PERCENTILE_RANGES name -> (lo, hi)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in CENTRAL_RANGES:
-            d[k] = list(d[k])
-        return d
+        return {"tokens": self.tokens, "mean": self.mean, "median": self.median,
+                **{k: list(v) for k, v in self.ranges.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "CESummary":
         return cls(tokens=int(d["tokens"]), mean=float(d["mean"]), median=float(d["median"]),
-                   **{k: (float(d[k][0]), float(d[k][1])) for k in CENTRAL_RANGES})
+                   ranges={k: (float(d[k][0]), float(d[k][1])) for k in PERCENTILE_RANGES if k in d})
 
 
 def summarize_ce(losses) -> CESummary:
@@ -49,7 +51,7 @@ def summarize_ce(losses) -> CESummary:
     v = np.asarray(losses, dtype=np.float64).ravel()  # [N]
     if v.size == 0:
         raise ValueError("no losses to summarise")
-    qs = [50.0] + [q for pair in CENTRAL_RANGES.values() for q in pair]
+    qs = [50.0] + [q for pair in PERCENTILE_RANGES.values() for q in pair]
     p = np.percentile(v, qs)
-    ranges = {k: (float(p[1 + 2 * i]), float(p[2 + 2 * i])) for i, k in enumerate(CENTRAL_RANGES)}
-    return CESummary(tokens=int(v.size), mean=float(v.mean()), median=float(p[0]), **ranges)
+    ranges = {k: (float(p[1 + 2 * i]), float(p[2 + 2 * i])) for i, k in enumerate(PERCENTILE_RANGES)}
+    return CESummary(tokens=int(v.size), mean=float(v.mean()), median=float(p[0]), ranges=ranges)

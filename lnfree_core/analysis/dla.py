@@ -19,7 +19,13 @@ sequence i, layer l, head h:
     dla[i, l, h] = 1/(T-1) sum_t DLA_t        de[i, l, h] = 1/(T-1) sum_t DE_t
     abs_err[i, l, h] = sum_t |DLA_t - DE_t|   abs_de[i, l, h] = sum_t |DE_t|
 
-(nmae.py turns these into eq. 9 and 10.)
+and at the last predicting position only (t = T-2, the next-token prediction a prompt ends with):
+
+    dla_last[i, l, h] = DLA_{T-2}             de_last[i, l, h] = DE_{T-2}
+
+(nmae.py turns these into eq. 9 and 10.) Option center_unembed: u_y is replaced by the centred column
+u_y - 1/V sum_t u_t (TransformerLens' center_unembed): DLA and DE of a logit minus the mean logit, the
+part of a logit that softmax sees. Off by default (the paper's DLA/DE use the raw W_U).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class HeadAttribution:
     abs_err: np.ndarray  # [n, L, H]  per-sequence sum over positions of |DLA - DE|
     abs_de: np.ndarray  # [n, L, H]  per-sequence sum over positions of |DE|
     positions: int  # predicting positions per sequence (T - 1)
+    dla_last: np.ndarray | None = None  # [n, L, H]  DLA at the last predicting position
+    de_last: np.ndarray | None = None  # [n, L, H]  DE at the last predicting position
 
 
 def apply_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +61,7 @@ def apply_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def head_attribution(model: nn.Module, tokens, *, batch_size: int = 4, precision: str = "fp32",
-                     progress: Progress | None = None) -> HeadAttribution:
+                     center_unembed: bool = False, progress: Progress | None = None) -> HeadAttribution:
     """DLA and DE (eq. 4, 5) of every attention head for the correct next token, per sequence."""
     tokens = as_tokens(tokens)
     device = model_device(model)
@@ -63,10 +71,12 @@ def head_attribution(model: nn.Module, tokens, *, batch_size: int = 4, precision
     n, seq_len = tokens.shape
     norm = ad.final_norm(model)
     w_u = ad.unembed_weight(model).detach()  # [d_model, vocab]
+    if center_unembed:
+        w_u = w_u.double() - w_u.double().mean(dim=1, keepdim=True)
     w_o = [ad.attn_out_weight(model, l).detach().double() for l in range(n_layers)]  # [H, d_head, d_model] each
     gamma = norm.weight.detach().double()  # [d_model]
     out = {k: torch.zeros((n, n_layers, n_heads), dtype=torch.float64, device=device)
-           for k in ("dla", "de", "abs_err", "abs_de")}
+           for k in ("dla", "de", "abs_err", "abs_de", "dla_last", "de_last")}
     cap: dict = {}
 
     def grab_z(layer):
@@ -98,5 +108,7 @@ def head_attribution(model: nn.Module, tokens, *, batch_size: int = 4, precision
                 out["de"][start:stop, l] = de.mean(1)
                 out["abs_err"][start:stop, l] = (dla - de).abs().sum(1)
                 out["abs_de"][start:stop, l] = de.abs().sum(1)
+                out["dla_last"][start:stop, l] = dla[:, -1]
+                out["de_last"][start:stop, l] = de[:, -1]
             cap.clear()
     return HeadAttribution(**{k: v.cpu().numpy() for k, v in out.items()}, positions=seq_len - 1)

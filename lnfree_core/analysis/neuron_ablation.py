@@ -14,14 +14,22 @@ For each set S the result holds the mean CE and the mean entropy H = -sum_v p_v 
 the output distribution over the same N predicting positions (ce.py):
 
     single:      S = {n_k}                  for each neuron n_k given
-    cumulative:  S = {n_1, .., n_k}         k = 1 .. K (Fig. 9)
+    cumulative:  S = {n_1, .., n_k}         k = 1 .. K (Fig. 9: relative changes of mean CE and entropy)
     delta = value(S) - baseline;  relative = delta / baseline
+
+and, per token, the change of CE when all K neurons are ablated together (Fig. 8 box plots):
+
+    token_delta_ce[i, t] = CE_S(i, t) - CE(i, t),   S = {n_1, .., n_K}      [n, T - 1]
+
+whose |.| distribution `abs_delta_summary` describes (a signed mean of it cancels: a small Delta of the
+mean CE can hide large per-token changes).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -73,13 +81,16 @@ class AblationResult:
     single_entropy: list[float]
     cumulative_ce: list[float]  # [K], neurons[:k+1] ablated together
     cumulative_entropy: list[float]
+    token_delta_ce: np.ndarray | None = field(default=None, compare=False, repr=False)  # [n, T - 1], all K ablated
 
     def to_dict(self) -> dict:
         def rows(ces, ents):
             return [{"ce": c, "entropy": e, "delta_ce": c - self.baseline_ce, "delta_entropy": e - self.baseline_entropy,
                      "rel_ce": (c - self.baseline_ce) / self.baseline_ce,
                      "rel_entropy": (e - self.baseline_entropy) / self.baseline_entropy} for c, e in zip(ces, ents)]
+        box = abs_delta_summary(self.token_delta_ce) if self.token_delta_ce is not None else None
         return {"neurons": self.neurons, "neuron_means": self.neuron_means, "tokens": self.tokens,
+                "abs_delta_ce": box,
                 "baseline": {"ce": self.baseline_ce, "entropy": self.baseline_entropy},
                 "single": [{"neuron": n, **r} for n, r in zip(self.neurons, rows(self.single_ce, self.single_entropy))],
                 "cumulative": [{"neurons": self.neurons[: k + 1], **r}
@@ -92,6 +103,21 @@ class AblationResult:
                    single_ce=[r["ce"] for r in d["single"]], single_entropy=[r["entropy"] for r in d["single"]],
                    cumulative_ce=[r["ce"] for r in d["cumulative"]],
                    cumulative_entropy=[r["entropy"] for r in d["cumulative"]])
+
+
+def abs_delta_summary(delta) -> dict:
+    """Box-plot numbers of |delta| over all tokens: mean, quartiles, median, 1.5 IQR whiskers (clipped to
+    the data), min, max and the 2.5/97.5 percentiles (numpy's linear percentiles)."""
+    v = np.abs(np.asarray(delta, dtype=np.float64)).ravel()  # [N]
+    if v.size == 0:
+        return {}
+    q1, med, q3, p025, p975 = np.percentile(v, [25, 50, 75, 2.5, 97.5])
+    iqr = q3 - q1
+    lo_w = float(v[v >= q1 - 1.5 * iqr].min())
+    hi_w = float(v[v <= q3 + 1.5 * iqr].max())
+    return {"mean": float(v.mean()), "q1": float(q1), "median": float(med), "q3": float(q3), "whisker_lo": lo_w,
+            "whisker_hi": hi_w, "min": float(v.min()), "max": float(v.max()), "p2.5": float(p025),
+            "p97.5": float(p975), "tokens": int(v.size)}
 
 
 @torch.no_grad()
@@ -114,6 +140,8 @@ def ablate_neurons(model: nn.Module, tokens, neurons: list[int], *, means: torch
     w = ad.mlp_out_weight(model, last).detach()[neurons].float()  # [K, d_model]
     final_norm = ad.final_norm(model)
     sets = [()] + [(i,) for i in range(len(neurons))] + [tuple(range(k + 1)) for k in range(1, len(neurons))]
+    full = len(sets) - 1 if neurons else 0  # index of S = all K neurons
+    token_delta = torch.zeros((n, tokens.shape[1] - 1), dtype=torch.float32, device=device)  # [n, T - 1]
     ce_sum = torch.zeros(len(sets), dtype=torch.float64, device=device)
     ent_sum = torch.zeros_like(ce_sum)
     cap: dict[str, torch.Tensor] = {}
@@ -126,7 +154,7 @@ def ablate_neurons(model: nn.Module, tokens, neurons: list[int], *, means: torch
 
     model.eval()
     with hooks(pre=[(ad.mlp_out_proj(model, last), grab_act), (final_norm, grab_resid)]):
-        for _, _, x in iter_batches(tokens, batch_size, device, _offset(progress, (passes - 1) * n, passes * n)):
+        for start, stop, x in iter_batches(tokens, batch_size, device, _offset(progress, (passes - 1) * n, passes * n)):
             with autocast(prec, device):
                 model.base_model(input_ids=x, use_cache=False)
             r, a = cap["r"], cap["a"]
@@ -139,6 +167,10 @@ def ablate_neurons(model: nn.Module, tokens, neurons: list[int], *, means: torch
                     normed = final_norm(r_s)  # [batch, pos, d_model]
                 logits = unembed_fp32(model, normed)  # [batch, pos, vocab], fp32 (see runtime.fp32_logits)
                 ce, ent = ce_and_entropy_from_logits(logits, x)  # [batch, pos - 1] each
+                if j == 0:
+                    token_delta[start:stop] = -ce
+                if j == full and j > 0:
+                    token_delta[start:stop] += ce
                 ce_sum[j] += ce.sum(dtype=torch.float64)
                 ent_sum[j] += ent.sum(dtype=torch.float64)
     n_tok = n * (tokens.shape[1] - 1)
@@ -152,4 +184,5 @@ def ablate_neurons(model: nn.Module, tokens, neurons: list[int], *, means: torch
         single_ce=[ce_mean[j] for j in single], single_entropy=[ent_mean[j] for j in single],
         cumulative_ce=[ce_mean[j] for j in cumulative] if k else [],
         cumulative_entropy=[ent_mean[j] for j in cumulative] if k else [],
+        token_delta_ce=token_delta.cpu().numpy() if k else None,
     )

@@ -1,13 +1,23 @@
-"""Attention sink rate (section 5.3): the share of heads whose first token draws >= tau of the attention.
+"""Attention sink rate (section 5.3; Gu et al. 2025): how often the first token draws > tau of the attention.
 
-With first_attn[i, l, h] from first_token.py (attention to position 0 averaged over query positions
-q > 0, per sequence i, layer l, head h), a head is a sink on sequence i when
+Definitions (tau = 0.3 in the paper), for sequence i of T tokens, layer l, head h, query q:
 
-    first_attn[i, l, h] >= tau                 (tau = 0.3 in the paper)
+  "query" (default; the paper's number, as the reference's calculate_sink_rate counts): every
+  (layer, head, query) triple counts on its own, query 0 included (A[0, 0] = 1 always counts),
 
-    rate_i = 1/(L H) sum_{l,h} [first_attn[i, l, h] >= tau]      per sequence
-    rate   = 1/n sum_i rate_i                                     reported, with a bootstrap CI over sequences
-    rate_l = 1/(n H) sum_{i,h} [first_attn[i, l, h] >= tau]       per layer
+      rate_i = 1/(L H T) sum_{l,h} #{q : A_{i,l,h}[q, 0] > tau}          (first_token.sink_counts)
+
+  "head-mean" (lnfree's earlier convention): a head is a sink on a sequence when its attention to
+  position 0 averaged over queries q > 0 is >= tau,
+
+      rate_i = 1/(L H) sum_{l,h} [first_attn[i, l, h] >= tau]
+
+The reported rate is the mean of rate_i over sequences. Intervals (`ci_method`):
+
+  "batches" (default; what the paper's "95% CI" is): the 2.5th-97.5th percentile spread of the rate of
+  consecutive batches of `ci_batch` sequences (8 in the reference); the rate is then the mean of the
+  batch rates, as the reference reports it (equal to the sequence mean when n is a multiple of 8).
+  "bootstrap": a percentile bootstrap interval of the mean over sequences (stats.py).
 """
 
 from __future__ import annotations
@@ -19,6 +29,9 @@ import numpy as np
 from .stats import bootstrap_ci
 
 DEFAULT_SINK_THRESHOLD = 0.3
+DEFINITIONS = ("query", "head-mean")
+CI_METHODS = ("batches", "bootstrap")
+REFERENCE_CI_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -27,21 +40,61 @@ class SinkRate:
     rate: float
     ci: tuple[float, float]
     per_layer: list[float]
-    per_head: list[list[float]]  # [L][H]: share of sequences on which the head is a sink
+    per_head: list[list[float]]  # [L][H]: the head's share of sink (sequence, query) pairs / sequences
+    definition: str = "query"
+    ci_method: str = "batches"
+    ci_label: str = ""
 
     def to_dict(self) -> dict:
-        return {"threshold": self.threshold, "rate": self.rate, "ci": list(self.ci),
-                "per_layer": self.per_layer, "per_head": self.per_head}
+        return {"threshold": self.threshold, "rate": self.rate, "ci": list(self.ci), "per_layer": self.per_layer,
+                "per_head": self.per_head, "definition": self.definition, "ci_method": self.ci_method,
+                "ci_label": self.ci_label}
 
 
-def sink_rate(first_attn, threshold: float = DEFAULT_SINK_THRESHOLD, *, n_boot: int = 1000, ci: float = 0.95,
-              seed: int = 0) -> SinkRate:
-    """Sink rate of first_attn [n, L, H] at `threshold`, with a percentile bootstrap CI over sequences."""
+def _interval(per_seq: np.ndarray, ci_method: str, ci_batch: int, n_boot: int, ci: float,
+              seed: int) -> tuple[float, tuple[float, float], str]:
+    """(rate, interval, label) from the per-sequence rates [n]."""
+    pct = (100 * (1 - ci) / 2, 100 * (1 + ci) / 2)
+    if ci_method == "batches":
+        if ci_batch < 1:
+            raise ValueError(f"ci_batch must be >= 1, got {ci_batch}")
+        batches = np.array([per_seq[i:i + ci_batch].mean() for i in range(0, per_seq.size, ci_batch)])
+        lo, hi = np.percentile(batches, pct)
+        label = (f"{pct[0]:g}th-{pct[1]:g}th percentile of {batches.size} batch rates "
+                 f"(batches of {ci_batch} sequences)")
+        return float(batches.mean()), (float(lo), float(hi)), label
+    if ci_method == "bootstrap":
+        label = f"{100 * ci:g}% bootstrap interval of the mean over {per_seq.size} sequences ({n_boot} resamples)"
+        return float(per_seq.mean()), bootstrap_ci(per_seq, n_boot=n_boot, ci=ci, seed=seed), label
+    raise ValueError(f"ci_method must be one of {CI_METHODS}, got {ci_method!r}")
+
+
+def sink_rate_from_counts(counts, n_queries: int, thresholds, threshold: float = DEFAULT_SINK_THRESHOLD, *,
+                          ci_method: str = "batches", ci_batch: int = REFERENCE_CI_BATCH, n_boot: int = 1000,
+                          ci: float = 0.95, seed: int = 0) -> SinkRate:
+    """The "query" sink rate from counts [n, L, H, K] of queries with A[q, 0] > thresholds[k]."""
+    c = np.asarray(counts)
+    if c.ndim != 4:
+        raise ValueError(f"sink counts must be [n, layers, heads, thresholds], got shape {c.shape}")
+    ths = [round(float(t), 6) for t in thresholds]
+    if round(float(threshold), 6) not in ths:
+        raise ValueError(f"sink threshold {threshold} was not counted; choose one of {ths}")
+    share = c[..., ths.index(round(float(threshold), 6))].astype(np.float64) / n_queries  # [n, L, H]
+    per_seq = share.reshape(share.shape[0], -1).mean(axis=1)  # [n]
+    rate, interval, label = _interval(per_seq, ci_method, ci_batch, n_boot, ci, seed)
+    return SinkRate(threshold=float(threshold), rate=rate, ci=interval, per_layer=share.mean(axis=(0, 2)).tolist(),
+                    per_head=share.mean(axis=0).tolist(), definition="query", ci_method=ci_method, ci_label=label)
+
+
+def sink_rate(first_attn, threshold: float = DEFAULT_SINK_THRESHOLD, *, ci_method: str = "bootstrap",
+              ci_batch: int = REFERENCE_CI_BATCH, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> SinkRate:
+    """The "head-mean" sink rate of first_attn [n, L, H] (mean attention to position 0 over queries > 0)."""
     a = np.asarray(first_attn, dtype=np.float64)
     if a.ndim != 3:
         raise ValueError(f"first_attn must be [n, layers, heads], got shape {a.shape}")
     sinks = (a >= threshold).astype(np.float64)  # [n, L, H]
     per_seq = sinks.reshape(a.shape[0], -1).mean(axis=1)  # [n]
-    return SinkRate(threshold=float(threshold), rate=float(per_seq.mean()),
-                    ci=bootstrap_ci(per_seq, n_boot=n_boot, ci=ci, seed=seed),
-                    per_layer=sinks.mean(axis=(0, 2)).tolist(), per_head=sinks.mean(axis=0).tolist())
+    rate, interval, label = _interval(per_seq, ci_method, ci_batch, n_boot, ci, seed)
+    return SinkRate(threshold=float(threshold), rate=rate, ci=interval, per_layer=sinks.mean(axis=(0, 2)).tolist(),
+                    per_head=sinks.mean(axis=0).tolist(), definition="head-mean", ci_method=ci_method,
+                    ci_label=label)

@@ -40,7 +40,16 @@ def register(sub) -> None:
     f = s.add_parser("first-token", help="first-position residual norms and attention sinks (section 5.3)")
     common(f, n=1000, seq_len=512, batch=4, precision="fp32")
     f.add_argument("--sink-threshold", type=float, default=0.3,
-                   help="a head is a sink when the first token gets >= this share of attention (default: 0.3)")
+                   help="the first token draws more than this share of a query's attention (default: 0.3; "
+                        "one of 0.05, 0.10, .., 0.95)")
+    f.add_argument("--sink-definition", choices=["query", "head-mean"], default="query",
+                   help="query: every (layer, head, query) triple counts, query 0 included (the paper's number; "
+                        "default); head-mean: a head's attention to position 0 averaged over queries > 0, then >= tau")
+    f.add_argument("--ci", choices=["batches", "bootstrap"], default=None, dest="ci_method",
+                   help="batches: 2.5-97.5 percentile spread of the rate over batches of 8 sequences (the paper's "
+                        "CI; default for query); bootstrap: interval of the mean over sequences")
+    f.add_argument("--norm", choices=["centred", "raw"], default="centred",
+                   help="centred: ||x - mean(x)|| (the paper's weight-centred models; default); raw: ||x||")
     f.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CI")
     f.set_defaults(func=_first_token)
 
@@ -49,14 +58,33 @@ def register(sub) -> None:
     c.add_argument("--top-k", type=int, default=3, help="neurons to ablate (default: %(default)s)")
     c.add_argument("--no-fold-ln", action="store_true", help="do not fold the final norm's gain into W_U")
     c.add_argument("--no-center", action="store_true", help="do not center w_out and W_U")
+    c.add_argument("--neurons", type=_ints, metavar="I,J,..",
+                   help="ablate these last-layer neurons instead of the model's own top-k (the paper ablates the "
+                        "same neurons in every variant, e.g. 584,2123,2870 in GPT-2 Small)")
+    c.add_argument("--neurons-from", metavar="MODEL",
+                   help="ablate the top-k neurons of this model (e.g. the original model of a comparison)")
     c.set_defaults(func=_confidence)
 
     d = s.add_parser("dla", help="DLA vs direct effect per attention head: NMAE (section 5.1, appendix G)")
     common(d, n=1000, seq_len=512, batch=4, precision="fp32")
     d.add_argument("--granularity", choices=["sequence", "token"], default="sequence",
                    help="eq. 9 over per-sequence means (paper) or over all tokens (default: %(default)s)")
+    d.add_argument("--positions", choices=["all", "last"], default="all",
+                   help="all predicting positions (default) or the last one of each sequence only")
+    d.add_argument("--pooling", choices=["mean", "pooled"], default="mean",
+                   help="mean of per-head NMAE (eq. 10; default) or one ratio pooled over all heads")
+    d.add_argument("--center-unembed", action="store_true", help="DLA and DE with a centred W_U (logit minus mean logit)")
     d.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CI")
     d.set_defaults(func=_dla)
+
+
+def _ints(text: str) -> list[int]:
+    import argparse
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated neuron indices like 584,2123,2870, got {text!r}") from None
 
 
 def _guard(fn):
@@ -134,17 +162,27 @@ def _outliers(args) -> int:
 @_guard
 def _first_token(args) -> int:
     from ..analysis.cached import first_token_eval
+    from ..analysis.first_token import SINK_THRESHOLDS
 
-    out = _evaluate(args, first_token_eval, lambda res: res.to_json(args.sink_threshold, n_boot=args.n_boot))
+    if round(args.sink_threshold, 6) not in SINK_THRESHOLDS:
+        print(f"error: --sink-threshold {args.sink_threshold:g} is not one of the counted thresholds "
+              f"{', '.join(f'{t:g}' for t in SINK_THRESHOLDS)}", file=sys.stderr)
+        return 2
+    out = _evaluate(args, first_token_eval, lambda res: res.to_json(
+        args.sink_threshold, n_boot=args.n_boot, norm=args.norm, definition=args.sink_definition,
+        ci_method=args.ci_method))
     if out is None:
         return 0
     prof, sk = out["norms"], out["sinks"]
-    print(f"{out['label']} on {args.dataset} ({out['n_sequences']} sequences)")
+    print(f"{out['label']} on {args.dataset} ({out['n_sequences']} sequences), {prof['norm']} norms")
     print("residual point      first-token norm   other tokens (mean)   ratio")
     for name, f, r, q in zip(prof["points"], prof["first"], prof["rest"], prof["ratio"]):
         print(f"  {name:16s}  {f:16.2f}  {r:20.2f}  {q:7.2f}")
-    print(f"attention sink rate (first token >= {sk['threshold']:g} of attention, averaged over query "
-          f"positions > 0): {100 * sk['rate']:.1f}% [{100 * sk['ci'][0]:.1f}%, {100 * sk['ci'][1]:.1f}%] (95% CI)")
+    what = ("share of (layer, head, query) triples with attention to the first token"
+            if sk["definition"] == "query" else "share of heads whose mean attention to the first token (queries > 0) is")
+    op = ">" if sk["definition"] == "query" else ">="
+    print(f"attention sink rate ({what} {op} {sk['threshold']:g}): {100 * sk['rate']:.1f}% "
+          f"[{100 * sk['ci'][0]:.1f}%, {100 * sk['ci'][1]:.1f}%] ({sk['ci_label']})")
     return 0
 
 
@@ -152,12 +190,25 @@ def _first_token(args) -> int:
 def _confidence(args) -> int:
     from ..analysis.cached import confidence_eval
 
-    out = _evaluate(args, confidence_eval, lambda res: res.to_json(), top_k=args.top_k, fold_ln=not args.no_fold_ln,
-                    center=not args.no_center)
+    neurons = args.neurons
+    if args.neurons_from:
+        if neurons:
+            print("error: give --neurons or --neurons-from, not both", file=sys.stderr)
+            return 2
+        first = confidence_eval(args.neurons_from, data_spec(args, args.dataset), top_k=args.top_k,
+                                fold_ln=not args.no_fold_ln, center=not args.no_center,
+                                **run_kwargs(args, args.neurons_from))
+        neurons = first.top
+    try:
+        out = _evaluate(args, confidence_eval, lambda res: res.to_json(), top_k=args.top_k,
+                        fold_ln=not args.no_fold_ln, center=not args.no_center, neurons=neurons)
+    except ValueError as e:  # neurons that the model's last layer does not have
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if out is None:
         return 0
     ab = out["ablation"]
-    print(f"{out['label']} on {args.dataset}: confidence neurons of layer {out['layer']}")
+    print(f"{out['label']} on {args.dataset}: confidence neurons of layer {out['layer']}; ablated {out['ablated']}")
     print("  neuron    CN score      ||w_out||   LogitVar")
     for t in out["top"]:
         print(f"  {t['neuron']:6d}  {t['score']:10.4g}  {t['norm']:10.4g}  {t['logit_var']:10.4g}")
@@ -168,6 +219,10 @@ def _confidence(args) -> int:
     for r in ab["cumulative"]:
         print(f"  ablate {r['neurons']}: dCE {r['delta_ce']:+.5f} ({100 * r['rel_ce']:+.3f}%), "
               f"dH {r['delta_entropy']:+.5f} ({100 * r['rel_entropy']:+.3f}%)")
+    box = ab.get("abs_delta_ce")
+    if box:
+        print(f"  per-token |dCE| with all {len(out['ablated'])} ablated: mean {box['mean']:.5f}, median "
+              f"{box['median']:.5f}, quartiles [{box['q1']:.5f}, {box['q3']:.5f}], max {box['max']:.4f}")
     return 0
 
 
@@ -175,12 +230,16 @@ def _confidence(args) -> int:
 def _dla(args) -> int:
     from ..analysis.cached import dla_eval
 
-    out = _evaluate(args, dla_eval, lambda res: res.to_json(args.granularity, n_boot=args.n_boot))
+    out = _evaluate(args, dla_eval, lambda res: res.to_json(args.granularity, n_boot=args.n_boot,
+                                                            positions=args.positions, pooling=args.pooling),
+                    center_unembed=args.center_unembed)
     if out is None:
         return 0
     nm = out["nmae"]
     print(f"{out['label']} on {args.dataset}: NMAE(DLA, DE) = {nm['overall']:.2f}% "
-          f"[{nm['ci'][0]:.2f}%, {nm['ci'][1]:.2f}%] (95% CI, {nm['granularity']} granularity)")
+          f"[{nm['ci'][0]:.2f}%, {nm['ci'][1]:.2f}%] (95% bootstrap CI; {nm['granularity']} granularity, "
+          f"{nm['positions']} positions, {'mean of per-head NMAE' if nm['pooling'] == 'mean' else 'pooled over heads'}"
+          f"{', centred W_U' if out['center_unembed'] else ''})")
     for l, row in enumerate(nm["per_head"]):
         print(f"  layer {l:2d}: " + " ".join(f"{v:7.2f}" for v in row))
     return 0

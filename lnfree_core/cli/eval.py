@@ -5,11 +5,12 @@
         --model runs/small-lnfree --label "GPT-2 Small LN-free" \\
         --dataset owt --dataset pile --markdown table1.md --csv table1.csv
 
-Per (model, dataset) it reports the mean per-token CE, the median and the central 95/99/99.9%
-percentile ranges ([2.5, 97.5], [0.5, 99.5], [0.05, 99.95] percentiles) over all scored tokens. The
-token after an EOT is predicted and scored like any other token. With --json, one JSON object per
-line: {"model", "dataset", "tokens", "mean", "median", "p95", "p99", "p999", ...}. Per-token losses are
-cached (--cache-dir) and reused by `analyze outliers`.
+Per (model, dataset) it reports the mean per-token CE, the median and the 2.5-97.5, 1-99 and 0.1-99.9
+percentile ranges over all scored tokens (the paper's "95th" and "99.9th perc" ranges are the first and
+the last). The token after an EOT is predicted and scored like any other token, and EOT targets are
+scored (Table 1 counts them). With --json, one JSON object per line: {"model", "dataset", "tokens",
+"mean", "median", "p2.5-97.5", "p1-99", "p0.1-99.9", ...}. Per-token losses are cached (--cache-dir)
+and reused by `analyze outliers`.
 """
 
 from __future__ import annotations
@@ -125,9 +126,8 @@ def _run(args) -> int:
                 if args.json:
                     print_json({**res.to_json(), "label": name})
                 else:
-                    print(f"{name} on {ds}: mean {s.mean:.4f}  median {s.median:.4f}  "
-                          f"p95 [{s.p95[0]:.4f}, {s.p95[1]:.4f}]  p99 [{s.p99[0]:.4f}, {s.p99[1]:.4f}]  "
-                          f"p99.9 [{s.p999[0]:.4f}, {s.p999[1]:.4f}]  ({s.tokens} tokens, "
+                    ranges = "  ".join(f"P{k[1:]} [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in s.ranges.items())
+                    print(f"{name} on {ds}: mean {s.mean:.4f}  median {s.median:.4f}  {ranges}  ({s.tokens} tokens, "
                           f"{'LN-free' if res.ln_free else 'with LN'})")
                 entries.append(TableEntry(name, ds, s.mean, ln_free=res.ln_free, group=group))
     except user_errors() as e:

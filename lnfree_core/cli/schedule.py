@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..presets import preset, preset_names, resolve_schedule
-from ..schedule import ScheduleError, fit_schedule
+from ..schedule import ScheduleError, ema_summary, fit_schedule
 
 
 def register(sub) -> None:
@@ -51,6 +51,7 @@ def _show(args) -> int:
     print(f"schedule {d['name']} for {d['n_layers']} layers (order {', '.join(d['order'])})")
     for k, v in d["hparams"].items():
         print(f"  {k}: {v}")
+    print("  " + ema_summary(sc.hparams))
     for g in sc.order:
         evs = sc.group_events(g)
         print(f"  {g:>3}: " + ", ".join(f"{e.name}@{e.step}" for e in evs))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ..config import HPARAM_OVERRIDES, ConfigError, TrainConfig
@@ -35,9 +36,52 @@ def register(sub) -> None:
     p.add_argument("--min-lr", type=float)
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--aux-weight", type=float)
-    p.add_argument("--sigma-ema", type=float)
+    p.add_argument("--sigma-ema", type=float, help="EMA factor of sigma_avg (0 or absent in the schedule: last step's value)")
+    p.add_argument("--sigma-ema-tokens", type=_ema_unit, metavar="N|step",
+                   help="the EMA factor applies per N tokens through each block (independent of batch and GPU "
+                        "count), or 'step': once per optimizer step (the presets use per-kind token counts)")
+    p.add_argument("--adam-betas", type=_betas, metavar="B1,B2", help="AdamW betas (presets: 0.9,0.999)")
+    p.add_argument("--mask-eot-labels", action=argparse.BooleanOptionalAction, default=None,
+                   help="leave end-of-text targets out of the training CE (presets: yes, as the reference runs)")
+    p.add_argument("--decay-fakeln-gain", action=argparse.BooleanOptionalAction, default=None,
+                   dest="weight_decay_fakeln_gain",
+                   help="apply weight decay to FakeLN gamma too (presets: yes, as the reference runs; default: no)")
+    p.add_argument("--keep-steps", type=_steps, metavar="S1,S2,..",
+                   help="also checkpoint at these steps and never rotate them away (presets: the release step)")
     p.add_argument("--grad-checkpointing", action="store_true", default=None)
     p.set_defaults(func=_run)
+
+
+def _ema_unit(text: str):
+    if text == "step":
+        return "step"
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a token count or 'step', got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"token count must be >= 1, got {n}")
+    return n
+
+
+def _betas(text: str) -> list[float]:
+    try:
+        b = [float(x) for x in text.split(",")]
+    except ValueError:
+        b = []
+    if len(b) != 2 or not all(0 <= x < 1 for x in b):
+        raise argparse.ArgumentTypeError(f"expected two numbers in [0, 1) like 0.9,0.999, got {text!r}")
+    return b
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        steps = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated step numbers like 300,600, got {text!r}") from None
+    if any(s < 1 for s in steps):
+        raise argparse.ArgumentTypeError(f"steps must be >= 1, got {text!r}")
+    return steps
 
 
 def config_from_args(args) -> TrainConfig:
@@ -53,7 +97,7 @@ def config_from_args(args) -> TrainConfig:
     for key in HPARAM_OVERRIDES:
         val = getattr(args, key, None)
         if val is not None:
-            overrides[key] = val
+            overrides[key] = None if val == "step" else val  # sigma_ema_tokens 'step': the per-step EMA
     data["overrides"] = overrides
     if args.resume:
         if "out" not in data:

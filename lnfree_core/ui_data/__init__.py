@@ -27,7 +27,7 @@ from .metrics import (
 )
 from .runs import (
     MODE_CHOICES, seconds_per_step, eta_seconds, format_duration, progress_text, run_request, DeviceChoice,
-    device_choices, pair_names, partner_run, launch_plan, runs_frame,
+    device_choices, pair_names, partner_run, launch_plan, parse_keep_steps, runs_frame,
 )
 from .background import tail_lines, parse_progress, BackgroundCommand, python_command
 from .demo_suite import (
@@ -50,7 +50,7 @@ __all__ = [
     "SUMMARY_STATS", "ablation_frames", "built_demo_datasets", "built_demo_models", "ce_summary_frame",
     "cn_scatter_frame", "demo_catalog", "demo_models_available", "demo_suite_state", "demo_tables",
     "device_choices", "display_token", "downsample", "eta_seconds", "events_frame", "format_duration",
-    "frame_markdown", "gpt2_id_mapper", "group_of", "job_fraction", "launch_plan", "loss_histogram", "lr_frame",
+    "frame_markdown", "gpt2_id_mapper", "group_of", "job_fraction", "launch_plan", "loss_histogram", "lr_frame", "parse_keep_steps",
     "metric_long", "model_context", "model_kind", "model_label", "model_option_text", "model_spec_problem",
     "nmae_head_frame", "nmae_summary_frame", "norm_profile_frame", "notable_events", "pair_names", "parse_progress",
     "partner_run", "progress_text", "python_command", "range_frame", "ranked_frame", "removal_frame", "run_request",

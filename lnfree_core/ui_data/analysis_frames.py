@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 
-SUMMARY_STATS = {"mean": "mean (Table 1)", "median": "median", "p95": "central 95% range",
-                 "p99": "central 99% range", "p999": "central 99.9% range"}
-RANGE_STATS = ("p95", "p99", "p999")
+SUMMARY_STATS = {"mean": "mean (Table 1)", "median": "median",
+                 "p2.5-97.5": "2.5th-97.5th percentile (the paper's \"95th\")", "p1-99": "1st-99th percentile",
+                 "p0.1-99.9": "0.1th-99.9th percentile (the paper's \"99.9th\")"}
+RANGE_STATS = ("p2.5-97.5", "p1-99", "p0.1-99.9")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class CERow:
 
 def ce_summary_frame(rows: Sequence[CERow]) -> pd.DataFrame:
     """Every summary number of every pair: model, dataset, group, ln_free, tokens, mean, median and
-    the lower/upper ends of the central 95/99/99.9% ranges."""
+    the lower/upper ends of the 2.5-97.5, 1-99 and 0.1-99.9 percentile ranges (columns '<range>_lo/_hi')."""
     cols = ["model", "dataset", "group", "ln_free", "tokens", "mean", "median"] + \
         [f"{k}_{e}" for k in RANGE_STATS for e in ("lo", "hi")]
     data = []
@@ -42,7 +43,7 @@ def ce_summary_frame(rows: Sequence[CERow]) -> pd.DataFrame:
         rec = {"model": r.label, "dataset": r.dataset, "group": r.group or "", "ln_free": bool(r.ln_free),
                "tokens": int(s.tokens), "mean": float(s.mean), "median": float(s.median)}
         for k in RANGE_STATS:
-            lo, hi = getattr(s, k)
+            lo, hi = s.ranges[k]
             rec[f"{k}_lo"], rec[f"{k}_hi"] = float(lo), float(hi)
         data.append(rec)
     return pd.DataFrame(data, columns=cols)
@@ -60,7 +61,7 @@ def stat_table(rows: Sequence[CERow], stat: str = "mean"):
 
 
 def range_frame(rows: Sequence[CERow], stat: str, digits: int = 4) -> pd.DataFrame:
-    """Models x datasets of a central percentile range ('p95', 'p99', 'p999') as '[lo, hi]' texts."""
+    """Models x datasets of a percentile range (RANGE_STATS: 'p2.5-97.5', 'p1-99', 'p0.1-99.9') as '[lo, hi]'."""
     if stat not in RANGE_STATS:
         raise ValueError(f"stat must be one of {RANGE_STATS}, got {stat!r}")
     models: list[str] = []
@@ -71,7 +72,7 @@ def range_frame(rows: Sequence[CERow], stat: str, digits: int = 4) -> pd.DataFra
             models.append(r.label)
         if r.dataset not in datasets:
             datasets.append(r.dataset)
-        lo, hi = getattr(r.summary, stat)
+        lo, hi = r.summary.ranges[stat]
         cells[(r.label, r.dataset)] = f"[{lo:.{digits}f}, {hi:.{digits}f}]"
     data = [{"Model": m, **{d: cells.get((m, d), "-") for d in datasets}} for m in models]
     return pd.DataFrame(data, columns=["Model", *datasets])

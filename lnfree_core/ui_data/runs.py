@@ -173,3 +173,17 @@ def runs_frame(statuses: Iterable[Any]) -> pd.DataFrame:
         })
     cols = ["name", "state", "step", "max_steps", "progress", "loss", "mode", "model", "dataset", "started", "reason"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def parse_keep_steps(text: str | None) -> list[int] | None:
+    """'300, 600' -> [300, 600]; empty -> None (the schedule's keep_steps). ValueError says what is wrong."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        steps = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ValueError(f"keep steps: expected comma-separated step numbers like 300,600, got {text!r}") from None
+    if any(s < 1 for s in steps):
+        raise ValueError(f"keep steps must be >= 1, got {text!r}")
+    return steps
