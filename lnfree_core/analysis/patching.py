@@ -169,6 +169,9 @@ def patch_residual(model: nn.Module, clean, corrupt, io, s, *, batch_size: int =
     if io_t.shape != (clean_t.shape[0],) or s_t.shape != io_t.shape:
         raise ValueError("io and s need one answer id per prompt")
     n, T = clean_t.shape
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if max(int(clean_t.max()), int(corrupt_t.max()), int(io_t.max()), int(s_t.max())) >= vocab:
+        raise ValueError(f"token ids outside the model's vocabulary of {vocab} tokens")
     blocks = adapter_for(model).blocks(model)
     L = len(blocks)
     model.eval()
