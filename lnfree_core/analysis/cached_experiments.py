@@ -186,3 +186,117 @@ def ablation_gap(vanilla_ablation: dict, ln_free_calibration: dict) -> dict:
             "ln_free_entropy": ln_free_calibration["mean_entropy"], "ln_free_ce": ln_free_calibration["mean_ce"],
             "entropy_gap": ln_free_calibration["mean_entropy"] - last["entropy"],
             "ce_gap": ln_free_calibration["mean_ce"] - last["ce"]}
+
+
+# ------------------------------------------------------------------ benchmarks (lm-eval)
+def model_tokenizer(spec: str):
+    """The tokenizer of a model spec: GPT-2's for compact-vocabulary (demo) models, a folder's own, a
+    run's or checkpoint's base model's, else the Hub id's (the bundled GPT-2 BPE offline)."""
+    from pathlib import Path
+
+    from ..data import load_gpt2_tokenizer
+    from ..models import resolve_checkpoint
+
+    if spec.startswith("demo:") or _vocab_map(spec) is not None:
+        return load_gpt2_tokenizer("gpt2")
+    try:
+        ckpt = resolve_checkpoint(spec)
+    except (FileNotFoundError, ValueError):
+        ckpt = None
+    if ckpt is not None:
+        run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+        cfg = run / "config.yaml" if run is not None else None
+        if cfg is not None and cfg.is_file():
+            import yaml
+
+            base = (yaml.safe_load(cfg.read_text()) or {}).get("model")
+            if isinstance(base, str) and base:
+                return model_tokenizer(base)
+        return load_gpt2_tokenizer(str(ckpt)) if (ckpt / "config.json").is_file() else load_gpt2_tokenizer("gpt2")
+    path = Path(spec)
+    return load_gpt2_tokenizer(str(path) if path.is_dir() else spec)
+
+
+@dataclass(frozen=True)
+class BenchTask:
+    """One lm-eval task: a built-in name, with its data from a local file (`data_file`) or the Hub, or a
+    task of one's own defined by `task_yaml`."""
+
+    task: str
+    data_file: str | None = None
+    task_yaml: str | None = None
+    limit: int | None = None
+    num_fewshot: int | None = None
+
+    @property
+    def dataset(self) -> str:
+        return self.task
+
+    def identity(self) -> dict:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from .cache import path_identity
+
+        try:
+            lm_eval_version = version("lm_eval")
+        except PackageNotFoundError:
+            lm_eval_version = None
+        ident = {"task": self.task, "limit": self.limit, "num_fewshot": self.num_fewshot, "lm_eval": lm_eval_version}
+        for key in ("data_file", "task_yaml"):
+            value = getattr(self, key)
+            if value is not None:
+                ident[key] = path_identity(value) if os.path.exists(value) else value
+        return ident
+
+    def load(self) -> "BenchTask":
+        return self
+
+
+@dataclass
+class BenchResult:
+    entry: CacheEntry
+
+    @property
+    def score(self):
+        from .benchmarks import TaskScore
+
+        return TaskScore(**self.entry.meta["score"])
+
+    @property
+    def label(self) -> str:
+        return self.entry.meta["label"]
+
+    @property
+    def ln_free(self) -> bool:
+        return bool(self.entry.meta["ln_free"])
+
+    def to_json(self) -> dict:
+        m = self.entry.meta
+        return {"model": m["model"], "label": m["label"], "ln_free": m["ln_free"], **m["score"],
+                "local_data": m.get("local_data")}
+
+
+def benchmark_eval(model: str | LoadedModel, task: BenchTask, *,
+                   cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, device: str = "auto",
+                   precision: str = "fp32", batch_size: int = 8, progress: Progress | None = None,
+                   refresh: bool = False) -> BenchResult:
+    """lm-eval accuracy of `model` on one task (benchmarks.py), cached. `progress(done, 1)` per task."""
+    from .benchmarks import evaluate_tasks, require_lm_eval
+
+    require_lm_eval()
+    run, prec, entry = _start("benchmark", model, task, {}, cache_dir=cache_dir, device=device,  # type: ignore[arg-type]
+                              precision=precision, refresh=refresh, progress=None)
+    if entry is not None:
+        if progress is not None:
+            progress(1, 1)
+        return BenchResult(entry)
+    lm = run.loaded()
+    scores = evaluate_tasks(lm.model, model_tokenizer(lm.spec), [task.task],
+                            local_data={task.task: task.data_file} if task.data_file else None,
+                            task_yaml=[task.task_yaml] if task.task_yaml else None, vocab_map=_vocab_map(lm.spec),
+                            limit=task.limit, num_fewshot=task.num_fewshot, batch_size=batch_size, precision=prec)
+    sc = scores[task.task]
+    if progress is not None:
+        progress(1, 1)
+    meta = {"n_sequences": sc.n, "score": sc.to_dict(), "precision": prec, "local_data": task.data_file}
+    return BenchResult(run.store(meta, {}))

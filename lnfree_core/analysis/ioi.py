@@ -18,9 +18,10 @@ swapped, only the S2 token differs), so every prompt is paired with counterparts
 orderings. Groups are drawn with numpy's default_rng(seed): the set is deterministic by seed; n need
 not be a multiple of 4 (the last group is cut).
 
-Models with a compact (demo) vocabulary: the pools are restricted to the words the vocabulary holds
-and the tokens mapped to compact ids (vocab_map.py); a template token outside the vocabulary makes the
-set unavailable for that model (ValueError saying which).
+Models with a compact (demo) vocabulary: the templates and pools are restricted to those the
+vocabulary can write and the tokens mapped to compact ids (vocab_map.py); when no template is left
+(or fewer than two names, no place or no object) IOI is unavailable for that model (ValueError
+saying what is missing).
 """
 
 from __future__ import annotations
@@ -130,12 +131,14 @@ def build_ioi_prompts(n: int = DEFAULT_N_PROMPTS, seed: int = 0, *, templates: t
     shape = _shape(layouts[0])
     if shape.count("[A]") != 1 or shape.count("[B]") != 2:
         raise ValueError("an IOI template names [A] once and [B] twice (S1 and S2)")
-    if allowed is not None:
-        missing = sorted({x for lay in layouts for x in lay if isinstance(x, int) and x not in allowed})
-        if missing:
+    if allowed is not None:  # keep the templates the compact vocabulary can write
+        keep = [i for i, lay in enumerate(layouts) if all(x in allowed for x in lay if isinstance(x, int))]
+        if not keep:
+            missing = sorted({x for lay in layouts for x in lay if isinstance(x, int) and x not in allowed})
             words = [tokenizer.decode([i]) for i in missing[:8]]
             raise ValueError(f"IOI is unavailable for this model: its compact vocabulary lacks the template "
                              f"tokens {words}")
+        templates, layouts = tuple(templates[i] for i in keep), [layouts[i] for i in keep]
     names = _single_tokens(tokenizer, NAMES, allowed)
     places = _single_tokens(tokenizer, PLACES, allowed)
     objects = _single_tokens(tokenizer, OBJECTS, allowed)
