@@ -189,3 +189,54 @@ def test_improvement_score_is_vanilla_minus_ln_free_layer_errors():
     out = improvement_score(v, f)
     assert out["per_layer"] == pytest.approx(per_layer.tolist(), rel=1e-12)
     assert out["mean"] == pytest.approx(per_layer.mean()) and out["std"] == pytest.approx(per_layer.std(ddof=0))
+
+
+# ------------------------------------------------------------------ cached entry point and CLI
+@pytest.fixture(scope="module")
+def gpt2_vocab_models(tmp_path_factory):
+    """A tiny GPT-2 over the full GPT-2 vocabulary (with LN) and its LN-free checkpoint."""
+    from lnfree_core.checkpoint import write_checkpoint
+    from lnfree_core.surgery import fakeln_modules, fakeln_state, make_removable
+
+    base = tmp_path_factory.mktemp("ioi-models")
+    tiny_model(seed=5, vocab_size=50257).save_pretrained(str(base / "vanilla"))
+    free = tiny_model(seed=5, vocab_size=50257)
+    make_removable(free)
+    for m in fakeln_modules(free).values():
+        m.remove(0.5)
+    write_checkpoint(base / "runs" / "free", 1, free, None, fakeln_state(free), {"step": 1})
+    return str(base / "vanilla"), str(base / "runs" / "free")
+
+
+def test_ioi_eval_caches_and_the_cli_reports_the_improvement_score(tmp_path, gpt2_vocab_models, capsys):
+    import json
+
+    from lnfree_core.__main__ import main
+    from lnfree_core.analysis.cached_experiments import ioi_eval
+    from lnfree_core.analysis.patching import improvement_score
+
+    vanilla, free = gpt2_vocab_models
+    a = ioi_eval(vanilla, n=8, cache_dir=tmp_path / "c")
+    assert ioi_eval(vanilla, n=8, cache_dir=tmp_path / "c").entry.path == a.entry.path
+    assert ioi_eval(vanilla, n=8, seed=1, cache_dir=tmp_path / "c").entry.path != a.entry.path
+    assert a.patching.act.shape == (8, 2, 15) and a.labels[10] == "10:S2"
+    b = ioi_eval(free, n=8, cache_dir=tmp_path / "c")
+    assert b.ln_free and not a.ln_free
+    out_csv = tmp_path / "ioi.csv"
+    rc = main(["analyze", "ioi", "--model", vanilla, "--model", free, "--n", "8", "--cache-dir", str(tmp_path / "c"),
+               "--json", "--csv", str(out_csv)])
+    assert rc == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert len(lines) == 3 and lines[0]["activation"] == a.patching.normalised("act").tolist()
+    imp = improvement_score(a.patching, b.patching)
+    assert lines[2]["improvement"]["mean"] == imp["mean"] and lines[2]["improvement"]["std"] == imp["std"]
+    assert len(out_csv.read_text().splitlines()) == 1 + 2 * 2 * 15
+    assert main(["analyze", "ioi", "--model", vanilla, "--n", "0"]) == 2
+    assert main(["analyze", "ioi", "--model", vanilla, "--vanilla", vanilla]) == 2
+
+
+def test_ioi_is_unavailable_for_a_small_vocabulary_without_a_map(tmp_path, tiny_model_dir, capsys):
+    from lnfree_core.__main__ import main
+
+    assert main(["analyze", "ioi", "--model", str(tiny_model_dir), "--n", "4", "--no-cache"]) == 2
+    assert "IOI is unavailable" in capsys.readouterr().err

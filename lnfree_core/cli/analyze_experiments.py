@@ -61,9 +61,7 @@ def _fail(e: BaseException) -> int:
 
 def _pair(args, results: dict) -> tuple[str, str] | None:
     """(vanilla spec, LN-free spec) of the improvement score, or None when it is not defined."""
-    if args.vanilla or args.ln_free:
-        if not (args.vanilla and args.ln_free):
-            raise UsageError("give both --vanilla and --ln-free (or neither)")
+    if args.vanilla and args.ln_free:
         return args.vanilla, args.ln_free
     with_ln = [s for s, r in results.items() if not r.ln_free]
     free = [s for s, r in results.items() if r.ln_free]
@@ -76,6 +74,8 @@ def _ioi(args) -> int:
 
     if args.n < 1 or args.batch_size < 1 or args.rows_per_forward < 1:
         return _fail(UsageError("--n, --batch-size and --rows-per-forward must be >= 1"))
+    if bool(args.vanilla) != bool(args.ln_free):
+        return _fail(UsageError("give both --vanilla and --ln-free (or neither)"))
     specs = list(dict.fromkeys([*args.model, *(s for s in (args.vanilla, args.ln_free) if s)]))
     opts = {"cache_dir": None if args.no_cache else args.cache_dir, "device": args.device,
             "precision": args.precision, "refresh": args.refresh, "batch_size": args.batch_size,
