@@ -18,7 +18,12 @@ st.title("Overconfidence")
 st.caption("A calibrated model's mean entropy equals its mean cross-entropy; below it, the model is more confident "
            "than it is right. The paper finds every LN-free model overconfident, and that disabled confidence "
            "neurons explain only part of it (sections 5.4, 6.1, appendix H).")
-specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
+specs, datasets, n, seq_len, split, settings = common.models_and_data(multi_data=True)
+if not specs or not datasets:
+    st.info("Choose at least one model and a dataset above.", icon=":material/info:")
+    st.stop()
+labels = common.model_labels(specs)
+ds_labels = common.dataset_labels(datasets)
 c1, c2 = st.columns(2)
 common.seed("oc.bins", 15)
 bins = int(c1.number_input("Reliability bins", min_value=2, max_value=100, key="oc.bins", **common.PERSIST))
@@ -26,25 +31,40 @@ common.seed("oc.top_k", 3)
 top_k = int(c2.number_input("Confidence neurons to ablate", min_value=0, max_value=32, key="oc.top_k",
                             **common.PERSIST, help="Mean-ablated together in each model with LN (0: none; the "
                                                    "paper: 3)."))
-data = common.data_spec(dataset, n, seq_len, split)
-results = common.evaluate_models(overconfidence_eval, specs, labels, data, settings, precision="fp32")
-if not results:
+opts = {**common.run_options(settings), "precision": "fp32"}  # fp32 as the ablation: entropies comparable
+jobs = []
+for spec in specs:
+    for ds in datasets:
+        d = common.data_spec(ds, n, seq_len, split)
+        jobs.append(((spec, ds), f"{labels[spec]} on {ds_labels[ds]}",
+                     lambda progress, spec=spec, d=d: overconfidence_eval(spec, d, progress=progress, **opts)))
+all_results = common.run_jobs(jobs)
+if not all_results:
     st.stop()
-order = [labels[s] for s in specs if s in results]
-summ = {s: r.summary(bins) for s, r in results.items()}
-table = pd.DataFrame([{"model": labels[s], "ln_free": results[s].ln_free, **summ[s].to_dict()} for s in results])
+table = pd.DataFrame([{"model": labels[s], "dataset": ds_labels[ds], "ln_free": r.ln_free, **r.summary(bins).to_dict()}
+                      for (s, ds), r in all_results.items()])
 
 st.header("Entropy vs cross-entropy")
+st.dataframe(table, hide_index=True, width="stretch")
+st.caption("Mean over every predicting position; gap = mean CE - mean entropy (> 0: more confident than right).")
+computed = [ds for ds in datasets if any((s, ds) in all_results for s in specs)]
+if st.session_state.get("oc.dataset") not in computed:
+    st.session_state.pop("oc.dataset", None)
+dataset = st.selectbox("Dataset of the charts below", computed, key="oc.dataset", format_func=ds_labels.get)
+data = common.data_spec(dataset, n, seq_len, split)
+results = {s: all_results[(s, dataset)] for s in specs if (s, dataset) in all_results}
+order = [labels[s] for s in results]
+summ = {s: r.summary(bins) for s, r in results.items()}
 cols = st.columns(min(4, len(results)))
 for i, s in enumerate(results):
     cols[i % len(cols)].metric(labels[s], f"H {summ[s].mean_entropy:.4f}", f"CE - H {summ[s].gap:+.4f}",
                                delta_color="off")
-st.dataframe(table, hide_index=True, width="stretch")
-long = table.melt(id_vars=["model"], value_vars=["mean_ce", "mean_entropy"], var_name="quantity", value_name="nats")
+long = pd.DataFrame([{"model": labels[s], "quantity": q, "nats": getattr(summ[s], q)}
+                     for s in results for q in ("mean_ce", "mean_entropy")])
 st.altair_chart(common.fit_chart(alt.Chart(long).mark_bar().encode(
     x=alt.X("quantity:N", title=None), xOffset=alt.XOffset("model:N", sort=order), y=alt.Y("nats:Q"),
     color=common.model_color(order), tooltip=["model", "quantity", alt.Tooltip("nats:Q", format=".4f")]).properties(
-    title="mean cross-entropy and mean entropy (nats)"), 220), width="stretch")
+    title=f"mean cross-entropy and mean entropy (nats) on {ds_labels[dataset]}"), 220), width="stretch")
 
 st.header("Reliability diagram")
 rel_rows = []
@@ -74,6 +94,7 @@ if top_k:
     with_ln = [s for s in results if not results[s].ln_free]
     free = [s for s in results if results[s].ln_free]
     abl = common.evaluate_models(confidence_eval, with_ln, labels, data, settings, top_k=top_k, precision="fp32")
+    st.caption(f"On {ds_labels[dataset]}.")
     for s, r in abl.items():
         a = r.entry.meta["ablation"]
         for f in free:
@@ -95,6 +116,7 @@ if top_k:
 c1, c2, _ = st.columns([1, 1, 3])
 c1.download_button("Summary (CSV)", table.to_csv(index=False), file_name="overconfidence.csv", mime="text/csv",
                    icon=":material/download:", key="oc_dl_csv")
-c2.download_button("All (JSON)", json.dumps({"models": [r.to_json(bins) for r in results.values()], "ablation": gaps}),
+c2.download_button("All (JSON)", json.dumps({"models": [r.to_json(bins) for r in all_results.values()],
+                                            "ablation": gaps}),
                    file_name="overconfidence.json", mime="application/json", icon=":material/download:",
                    key="oc_dl_json")
