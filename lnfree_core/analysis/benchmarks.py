@@ -209,9 +209,14 @@ def evaluate_tasks(model, tokenizer, tasks: list[str], *, local_data: dict[str, 
         if unknown:
             raise ValueError(f"lm-eval knows no task {unknown}; give its YAML file (task_yaml) or a built-in name")
         lm = _mapped_hflm(model, tokenizer, vocab_map, batch_size, precision)
-        out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=num_fewshot, limit=limit,
-                              task_manager=tm, log_samples=False, bootstrap_iters=1000,
-                              verbosity="ERROR")
+        try:
+            out = simple_evaluate(model=lm, tasks=list(names.values()), num_fewshot=num_fewshot, limit=limit,
+                                  task_manager=tm, log_samples=False, bootstrap_iters=1000, verbosity="ERROR")
+        except (ConnectionError, OSError) as e:
+            hub = [t for t in tasks if t not in local_data and t not in _custom_names(task_yaml)]
+            hint = (f"; {', '.join(hub)} read their data from the Hugging Face Hub: give a local json/jsonl file "
+                    "of the task's validation split instead (--data TASK=FILE, or local_data)") if hub else ""
+            raise OSError(f"{e}{hint}") from None
     scores = {}
     for t, name in names.items():
         n = int(out.get("n-samples", {}).get(name, {}).get("effective", 0))
