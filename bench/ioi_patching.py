@@ -49,7 +49,7 @@ def main() -> int:
                          rows_per_forward=args.rows_per_forward, precision=args.precision)
     total = time.perf_counter() - t0
     L, T = res.act.shape[1:]
-    sites = int((abs(res.act).sum(0) > 0).sum())
+    sites = L * (T - p.positions["S2"])  # every layer at S2 and after it (earlier sites are equal: not run)
     s = res.seconds
     print(f"device={device} n={args.n} layers={L} positions={T} patched_sites={sites} total_s={total:.2f}")
     print(f"clean_s={s['clean']:.2f} attribution_s={s['attribution']:.2f} activation_s={s['activation']:.2f} "
