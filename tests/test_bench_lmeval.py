@@ -133,3 +133,48 @@ def test_missing_lm_eval_says_how_to_install(monkeypatch):
     monkeypatch.setattr(benchmarks.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match="requirements-extras.txt"):
         benchmarks.require_lm_eval()
+
+
+def test_compact_vocabulary_model_through_its_vocab_map(tmp_path):
+    """A model over a compact vocabulary (as the demo suite's) scores the task with its ids mapped; a text
+    outside the vocabulary is an error naming the tokens."""
+    from _tiny import tiny_model
+    from lnfree_core.analysis.cached_experiments import BenchTask, benchmark_eval
+    from lnfree_core.data import load_gpt2_tokenizer
+    from lnfree_core.data.vocab_map import save_vocab_map
+
+    tok = load_gpt2_tokenizer(offline=True)
+    ids = {50256}
+    for d in DOCS:
+        ids |= set(tok.encode(d["question"]))
+        for c in d["choices"]:
+            ids |= set(tok.encode(d["question"] + " " + c))
+    vmap = np.array(sorted(ids))
+    folder = tmp_path / "compact"
+    tiny_model(seed=3, vocab_size=len(vmap)).save_pretrained(str(folder))
+    save_vocab_map(folder, vmap)
+    yml = _task(tmp_path)
+    sc = benchmark_eval(str(folder), BenchTask("lnfree_test_mc", task_yaml=str(yml)), cache_dir=None).score
+    # by hand: GPT-2 ids -> compact ids (position in vmap), then the same log-likelihoods
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+    index = {int(g): i for i, g in enumerate(vmap)}
+    hits, hits_norm = [], []
+    for d in DOCS:
+        lls = []
+        for ch in d["choices"]:
+            c = tok.encode(d["question"])
+            x = tok.encode(d["question"] + " " + ch)[len(c):]
+            seq = [index[i] for i in c + x]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([seq])).logits[0].double(), -1)
+            lls.append(sum(float(logp[len(c) - 1 + k, seq[len(c) + k]]) for k in range(len(x))))
+        lls = np.array(lls)
+        hits.append(int(np.argmax(lls)) == d["label"])
+        hits_norm.append(int(np.argmax(lls / np.array([len(ch) for ch in d["choices"]]))) == d["label"])
+    assert sc.acc == pytest.approx(np.mean(hits)) and sc.acc_norm == pytest.approx(np.mean(hits_norm))
+    data = tmp_path / "mc.jsonl"
+    data.write_text(json.dumps({"question": "Zebras", "choices": ["quack", "moo"], "label": 0}) + "\n")
+    with pytest.raises(ValueError, match="compact vocabulary"):
+        benchmark_eval(str(folder), BenchTask("lnfree_test_mc", task_yaml=str(yml)), cache_dir=None)
