@@ -53,21 +53,22 @@ try:
 except UsageError as e:
     st.error(str(e), icon=":material/error:")
     st.stop()
-if not common.hub_reachable():
-    hub_only = [t for t, f, y in parsed if f is None and y is None]
-    if hub_only:
-        st.caption(f":orange[{', '.join(hub_only)} load their data from the Hugging Face Hub, which is not reachable "
-                   "now: only results already in the cache can be shown; give local data files above.]")
+hub_only = [] if common.hub_reachable() else [t for t, f, y in parsed if f is None and y is None]
+if hub_only:
+    st.caption(f":orange[{', '.join(hub_only)} load their data from the Hugging Face Hub, which is not reachable "
+               "now: only results already in the cache are shown; give local data files above.]")
 labels = common.model_labels(specs)
 opts = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
 jobs = []
 for s in specs:
     for t, f, y in parsed:
         bt = BenchTask(t, data_file=f, task_yaml=y, limit=limit or None)
-        jobs.append(((s, t), f"{labels[s]} on {t}", lambda progress, s=s, bt=bt: benchmark_eval(s, bt, progress=progress,
-                                                                                              **opts)))
-results = common.run_jobs(jobs)
+        jobs.append(((s, t), f"{labels[s]} on {t}",
+                     lambda progress, s=s, bt=bt: benchmark_eval(s, bt, progress=progress,
+                                                                 cache_only=bt.task in hub_only, **opts)))
+results = {k: r for k, r in common.run_jobs(jobs).items() if r is not None}
 if not results:
+    st.info("No benchmark results to show yet.", icon=":material/info:")
     st.stop()
 rows = [{"model": labels[s], "task": t, **{k: v for k, v in r.to_json().items() if k not in ("model", "label", "task")}}
         for (s, t), r in results.items()]

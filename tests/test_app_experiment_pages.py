@@ -122,3 +122,15 @@ def test_benchmarks_page_with_a_local_task(gpt2_vocab_pair, tmp_path):
         sc = benchmark_eval(spec, BenchTask("page_mc", task_yaml=str(yml)), cache_dir=None).score
         assert shown.loc[0, name] == f"{100 * sc.value:.1f} ± {100 * (sc.stderr or 0):.1f}"
     chart_by_title(at, "accuracy per task")
+
+
+def test_benchmarks_page_offline_leaves_hub_tasks_out_and_says_so(gpt2_vocab_pair):
+    pytest.importorskip("lm_eval")
+    p = gpt2_vocab_pair
+    at = S.new_app(p["runs"], timeout=120)
+    for k, v in {"analysis.cache_dir": str(p["cache"]), "analysis.models": [str(p["original"])]}.items():
+        at.session_state[k] = v
+    S.open_page(at, "pages/benchmarks.py")
+    assert not at.error, [e.value for e in at.error]
+    assert any("not reachable" in c.value and "hellaswag" in c.value for c in at.caption)
+    assert any("No benchmark results" in i.value for i in at.info)

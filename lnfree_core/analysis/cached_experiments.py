@@ -279,8 +279,9 @@ class BenchResult:
 def benchmark_eval(model: str | LoadedModel, task: BenchTask, *,
                    cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, device: str = "auto",
                    precision: str = "fp32", batch_size: int = 8, progress: Progress | None = None,
-                   refresh: bool = False) -> BenchResult:
-    """lm-eval accuracy of `model` on one task (benchmarks.py), cached. `progress(done, 1)` per task."""
+                   refresh: bool = False, cache_only: bool = False) -> BenchResult | None:
+    """lm-eval accuracy of `model` on one task (benchmarks.py), cached. `progress(done, 1)` per task.
+    cache_only: return the cached result or None, never compute (e.g. a Hub task while offline)."""
     from .benchmarks import evaluate_tasks, require_lm_eval
 
     require_lm_eval()
@@ -290,6 +291,8 @@ def benchmark_eval(model: str | LoadedModel, task: BenchTask, *,
         if progress is not None:
             progress(1, 1)
         return BenchResult(entry)
+    if cache_only:
+        return None
     lm = run.loaded()
     scores = evaluate_tasks(lm.model, model_tokenizer(lm.spec), [task.task],
                             local_data={task.task: task.data_file} if task.data_file else None,
