@@ -83,9 +83,9 @@ class PatchingResult:
 
 def improvement_score(vanilla: PatchingResult, ln_free: PatchingResult) -> dict:
     """The paper's per-layer improvement score (module docstring): {"per_layer", "mean", "std"}."""
+    if vanilla.act.shape[1:] != ln_free.act.shape[1:]:
+        raise ValueError(f"the two models' patching grids differ: {vanilla.act.shape[1:]} vs {ln_free.act.shape[1:]}")
     imp = vanilla.layer_abs_error() - ln_free.layer_abs_error()  # [L]
-    if vanilla.error.shape != ln_free.error.shape:
-        raise ValueError(f"the two models' patching grids differ: {vanilla.error.shape} vs {ln_free.error.shape}")
     return {"per_layer": imp.tolist(), "mean": float(imp.mean()), "std": float(imp.std())}
 
 
