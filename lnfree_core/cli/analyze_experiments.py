@@ -24,7 +24,7 @@ def register_experiments(sub) -> None:
                                    "model over its vanilla counterpart.")
     i.add_argument("--model", action="append", required=True,
                    help="model spec (Hub id, HF folder, run dir[@STEP], checkpoint, demo:NAME); repeatable")
-    i.add_argument("--vanilla", help="the model with LN of the improvement score (default: the only model with LN)")
+    i.add_argument("--vanilla", help="the model with LN of the improvement score (default: the last --model with LN)")
     i.add_argument("--ln-free", help="the LN-free model of the improvement score (default: the only LN-free model)")
     i.add_argument("--n", type=int, default=480, help="IOI prompts (default: %(default)s)")
     i.add_argument("--seed", type=int, default=0, help="seed of the prompt set (default: %(default)s)")
