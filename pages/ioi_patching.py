@@ -40,7 +40,8 @@ def heatmap(df: pd.DataFrame, method: str, order: list[str], positions: list[str
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("layer:O"), alt.Tooltip("position:N"),
                  alt.Tooltip("value:Q", format="+.4f")],
     ).properties(width=max(160, min(320, 900 // max(1, len(order)))), height=220).facet(
-        column=alt.Column("model:N", sort=order, title=None)).properties(title=f"{method} (normalised logit difference)")
+        column=alt.Column("model:N", sort=order, title=None)).properties(
+        title=f"{method} (normalised logit difference)")
 
 
 st.title("IOI patching")

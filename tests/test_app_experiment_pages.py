@@ -79,7 +79,8 @@ def test_overconfidence_page_shows_the_library_numbers(suite):
     specs = [str(suite["original"]), str(suite["vanilla"]), str(suite["lnfree"])]
     at = S.new_app(suite["runs"], timeout=180)
     for k, v in {"analysis.cache_dir": str(suite["cache"]), "analysis.models": specs,
-                 "analysis.datasets": [str(suite["data"])], "analysis.n": N_SEQ, "analysis.seq_len": SEQ_LEN, "oc.top_k": 2,
+                 "analysis.datasets": [str(suite["data"])], "analysis.n": N_SEQ, "analysis.seq_len": SEQ_LEN,
+                 "oc.top_k": 2,
                  "oc.bins": 5}.items():
         at.session_state[k] = v
     S.open_page(at, "pages/overconfidence.py")

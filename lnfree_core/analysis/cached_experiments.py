@@ -182,7 +182,8 @@ def ablation_gap(vanilla_ablation: dict, ln_free_calibration: dict) -> dict:
         raise ValueError("the vanilla model's ablation holds no neuron")
     last = cum[-1]
     return {"k": len(last["neurons"]), "neurons": list(last["neurons"]), "entropy": last["entropy"], "ce": last["ce"],
-            "baseline_entropy": vanilla_ablation["baseline"]["entropy"], "baseline_ce": vanilla_ablation["baseline"]["ce"],
+            "baseline_entropy": vanilla_ablation["baseline"]["entropy"],
+            "baseline_ce": vanilla_ablation["baseline"]["ce"],
             "ln_free_entropy": ln_free_calibration["mean_entropy"], "ln_free_ce": ln_free_calibration["mean_ce"],
             "entropy_gap": ln_free_calibration["mean_entropy"] - last["entropy"],
             "ce_gap": ln_free_calibration["mean_ce"] - last["ce"]}
@@ -285,7 +286,8 @@ def benchmark_eval(model: str | LoadedModel, task: BenchTask, *,
     from .benchmarks import evaluate_tasks, require_lm_eval
 
     require_lm_eval()
-    run, prec, entry = _start("benchmark", model, task, {}, cache_dir=cache_dir, device=device,  # type: ignore[arg-type]
+    run, prec, entry = _start("benchmark", model, task, {}, cache_dir=cache_dir,  # type: ignore[arg-type]
+                              device=device,
                               precision=precision, refresh=refresh, progress=None)
     if entry is not None:
         if progress is not None:
