@@ -28,6 +28,9 @@ PAGES: list[tuple[str, str, str, str]] = [
     (common.ANALYSIS_SECTION, "pages/first_tokens.py", "First tokens", ":material/first_page:"),
     (common.ANALYSIS_SECTION, "pages/confidence.py", "Confidence neurons", ":material/neurology:"),
     (common.ANALYSIS_SECTION, "pages/dla.py", "DLA", ":material/stacked_bar_chart:"),
+    (common.ANALYSIS_SECTION, "pages/ioi_patching.py", "IOI patching", ":material/swap_horiz:"),
+    (common.ANALYSIS_SECTION, "pages/overconfidence.py", "Overconfidence", ":material/speed:"),
+    (common.ANALYSIS_SECTION, "pages/benchmarks.py", "Benchmarks", ":material/fact_check:"),
     (common.ANALYSIS_SECTION, "pages/publish.py", "Publish", ":material/publish:"),
 ]
 

@@ -8,7 +8,7 @@ import importlib.util
 import sys
 
 # Each module defines register(subparsers); a command's handler returns the process exit code.
-COMMAND_MODULES = ["schedule", "train", "export", "data", "demo", "eval", "analyze", "push", "interop"]
+COMMAND_MODULES = ["schedule", "train", "export", "data", "demo", "eval", "analyze", "bench", "push", "interop"]
 
 
 def build_parser() -> argparse.ArgumentParser:

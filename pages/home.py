@@ -164,6 +164,18 @@ for col, (path, label, icon) in zip(links, [("pages/schedule.py", "Design a sche
     with col:
         common.page_link(path, label=label, icon=icon)
 
+st.markdown(
+    "**The paper's experiments** (Analysis pages, each also `python -m lnfree_core analyze ...` or `bench`): "
+    "Compare (Table 1), Outliers (appendix E.1), DLA (5.1, appendix G), First tokens (5.3), Confidence "
+    "neurons (appendix H), and\n"
+    "- **IOI patching** (section 5.2, Fig. 2): activation vs attribution patching of the residual stream on "
+    "IOI prompts, the error per site and the per-layer improvement score;\n"
+    "- **Overconfidence** (sections 5.4, 6.1): mean entropy vs mean CE, reliability diagram and ECE, and "
+    "entropy / CE after ablating the top confidence neurons;\n"
+    "- **Benchmarks** (appendix F; appendix C for Pythia's HellaSwag): BoolQ, HellaSwag, PIQA and WinoGrande "
+    "through lm-eval, with local task data when the Hub is out of reach."
+)
+
 st.header("This machine")
 with st.spinner("Checking the Hugging Face Hub..."):
     hub = common.hub_reachable()

@@ -20,4 +20,9 @@ cache (cache.py). One idea per module:
     stats        percentile bootstrap over sequences
     cache        on-disk cache keyed by model identity, data and settings
     cached       cached entry points used by the CLI and the app
+    ioi          IOI prompts of one token layout, all name orderings (section 5.2)
+    patching     activation vs attribution patching of resid_pre, improvement score (section 5.2, Fig. 2)
+    overconfidence  entropy vs CE, reliability diagram, ECE (sections 5.4, 6.1)
+    benchmarks   BoolQ, HellaSwag, PIQA, WinoGrande through lm-eval, local task data (appendix F)
+    cached_experiments  cached entry points of ioi/patching, overconfidence and benchmarks
 """

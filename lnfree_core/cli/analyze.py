@@ -4,6 +4,8 @@
     analyze first-token  first-position residual norms and attention sink rate (section 5.3)
     analyze confidence   confidence neurons of the last MLP layer: scores, ablations, W_U SVD (app. H)
     analyze dla          DLA vs direct effect per attention head: NMAE (section 5.1, app. G)
+    analyze ioi          activation vs attribution patching on IOI (section 5.2; analyze_experiments.py)
+    analyze overconfidence  entropy vs CE, reliability, ECE, confidence-neuron ablation (5.4, 6.1)
 
 Every command takes --model and --dataset (plus --n, --seq-len, --split, --device, --cache-dir, ...)
 and prints text, or one JSON object with --json.
@@ -17,7 +19,7 @@ from .eval import add_common_args, data_spec, print_json, run_kwargs, user_error
 
 
 def register(sub) -> None:
-    p = sub.add_parser("analyze", help="interpretability analyses (outliers, first-token, confidence, dla)",
+    p = sub.add_parser("analyze", help="interpretability analyses (outliers, first-token, confidence, dla, ioi, overconfidence)",
                        description=__doc__.split("\n\n")[0])
     s = p.add_subparsers(dest="analysis", metavar="ANALYSIS")
     s.required = True
@@ -76,6 +78,10 @@ def register(sub) -> None:
     d.add_argument("--center-unembed", action="store_true", help="DLA and DE with a centred W_U (logit minus mean logit)")
     d.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CI")
     d.set_defaults(func=_dla)
+
+    from .analyze_experiments import register_experiments
+
+    register_experiments(s)  # ioi, overconfidence
 
 
 def _ints(text: str) -> list[int]:
