@@ -36,6 +36,26 @@ def _check_logits(a: torch.nn.Module, b: torch.nn.Module, vocab: int, seq: int =
         return float((a(x).logits.float() - b(x).logits.float()).abs().max())
 
 
+def _save_tokenizer(model_type: str, base: str | None, out: Path) -> None:
+    """GPT-2 models get GPT-2's tokenizer (bundled, works offline); other families the tokenizer of the
+    model they were trained from, when that is a local folder or cached Hub id that has one. A tiny
+    random-init model has none: the export then holds no tokenizer files (the weights load all the same)."""
+    if model_type == "gpt2":
+        from .data.tokenizer import load_gpt2_tokenizer
+
+        load_gpt2_tokenizer().save_pretrained(str(out))
+        return
+    if not base:
+        return
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        return
+    tok.save_pretrained(str(out))
+
+
 def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, overwrite: bool = False,
                  repo_name: str | None = None, eval_table_md: str | None = None) -> ExportResult:
     """Export `spec` (a run directory, checkpoint or model) to `out_dir` as a stock HF model folder.
@@ -66,15 +86,13 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
         shutil.rmtree(out)
     out.mkdir(parents=True)
     stock.save_pretrained(str(out))
-    from .data.tokenizer import load_gpt2_tokenizer
-
-    load_gpt2_tokenizer().save_pretrained(str(out))
     run_dir, mode, schedule, base = None, "ln-free" if loaded.ln_free else "vanilla", None, None
     ckpt = loaded.info.get("checkpoint")
     if ckpt and (Path(ckpt).parent.parent / "config.yaml").exists():
         run_dir = Path(ckpt).parent.parent
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
         mode, schedule, base = cfg.get("mode", mode), cfg.get("schedule"), cfg.get("model")
+    _save_tokenizer(model.config.model_type, base or (None if ckpt else spec), out)
     card = render_model_card(repo_name=repo_name or out.name, base_model=base, mode=mode,
                              schedule=schedule if isinstance(schedule, dict) else None, run_dir=run_dir,
                              logit_max_abs_diff=diff, eval_table_md=eval_table_md)

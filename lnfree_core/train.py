@@ -135,6 +135,26 @@ class _Batches:
         return np.stack(rows[self.rank * self.bs:(self.rank + 1) * self.bs])
 
 
+def _check_tokenizer_fit(model_type: str, spec, dataset: str) -> None:
+    """Refuse data tokenized for GPT-2 when the model has another tokenizer.
+
+    Every registry and demo dataset holds GPT-2 token ids, and text data is tokenized with GPT-2's
+    tokenizer; a Pythia, Llama or Qwen model reads other ids. Such a model trains on a local file or
+    folder of `input_ids` made with its own tokenizer.
+    """
+    if model_type == "gpt2":
+        return
+    from .data.registry import _lookup_name
+
+    local_path = os.path.exists(os.path.expanduser(str(dataset))) and _lookup_name(str(dataset)) is None
+    if spec.column != "input_ids" or not local_path:
+        raise ConfigError(
+            f"dataset {dataset!r} is tokenized with GPT-2's tokenizer, but the model is a {model_type} model with "
+            "its own vocabulary. Tokenize your corpus with the model's tokenizer into a local .jsonl/.parquet "
+            "file (or save_to_disk folder) with an `input_ids` column, and pass that path as the dataset."
+        )
+
+
 def _rng_state(device: torch.device) -> dict:
     st = {"torch": torch.get_rng_state().tolist()}
     if device.type == "cuda":
@@ -180,7 +200,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         sched = cfg.resolve_schedule(n_layers)
         from .data.registry import resolve_dataset
 
-        resolve_dataset(cfg.dataset)
+        _check_tokenizer_fit(adapter.model_type, resolve_dataset(cfg.dataset), cfg.dataset)
     except Exception as e:  # bad model / schedule / dataset: say so, in status.json too if the run dir exists
         reason = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
         if not isinstance(e, ConfigError):
