@@ -182,6 +182,15 @@ def test_export_refuses_partly_removed_and_out_of_range(family):
         adapter_for(model).to_stock(model)
 
 
+def test_exact_range_of_the_huge_epsilon():
+    """float32 has 24 significant bits: ulp(2^54) = 2^31, so m + 2^54 rounds to 2^54 for m < 2^30."""
+    from lnfree_core.adapters.stock_export import exact_below
+
+    assert exact_below(2.0**54) == 2.0**30
+    e = torch.tensor(2.0**54)
+    assert float(e + torch.tensor(2.0**30 - 64)) == 2.0**54 and float(e + torch.tensor(2.0**30 + 2**24)) > 2.0**54
+
+
 def test_qwen3_q_norm_and_k_norm_are_frozen_with_ln_qk():
     model = tiny_family_model("qwen3")
     make_removable(model)

@@ -25,8 +25,10 @@ from ..fakeln import FakeLayerNorm
 from .base import ModelAdapter
 from .stock_export import check_exact, copy_matching, fresh_stock, norm_weight, split_fakes
 
-# The export convention of the Hub's LN-free GPT-2s, used here too: LN(x) ~ (x - mu) / sqrt(eps) * w + b.
-EXPORT_EPS = 1e12
+# LN(x) ~ (x - mu) / sqrt(eps) * w + b with eps = 2^54 (not GPT-2's 1e12): fl32(var + 2^54) == 2^54 for
+# var < 2^30 (std < 32768) and rsqrt(2^54) = 2^-27 exactly, so the stock norm is exact over a wide range
+# (1e12 is bit-exact only for std < 181, which Pythia's late residual streams can exceed).
+EXPORT_EPS = float(2**54)
 LNFREE_EPS_THRESHOLD = 1e6
 
 
@@ -129,7 +131,7 @@ class GPTNeoXAdapter(ModelAdapter):
     def to_stock(self, model: nn.Module, allow_live: bool = False) -> nn.Module:
         """A plain GPTNeoXForCausalLM with the same logits.
 
-        Removed blocks become LayerNorms with eps = 1e12 and weight gamma * 1e6 / sigma_bar (see
+        Removed blocks become LayerNorms with eps = 2^54 and weight gamma * 2^27 / sigma_bar (see
         stock_export). ln_1 carries sigma_qk; when sigma_v != sigma_qk the value rows of
         query_key_value are scaled by rho = sigma_qk / sigma_v and their bias corrected by
         (1 - rho) * W_v beta, exact since LN_v(x) = rho * (LN_qk(x) - beta) + beta.
@@ -183,7 +185,7 @@ class GPTNeoXAdapter(ModelAdapter):
         return float(getattr(model.config, "layer_norm_eps", 0.0)) >= LNFREE_EPS_THRESHOLD
 
     def from_stock_lnfree(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
-        """A stock LN-free export (eps ~ 1e12, w = gamma * sqrt(eps) / sigma) as removed FakeLN blocks with
+        """A stock LN-free export (eps huge, w = gamma * sqrt(eps) / sigma) as removed FakeLN blocks with
         sigma_bar = 1 and gamma = w / sqrt(eps): the same function with weights of ordinary size."""
         if not self.is_stock_lnfree(model):
             raise ValueError("not a stock LN-free GPT-NeoX (layer_norm_eps is not huge)")
