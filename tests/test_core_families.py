@@ -222,3 +222,21 @@ def test_non_gpt2_family_refuses_gpt2_tokenized_data(tmp_path):
         with pytest.raises(ConfigError, match="tokenized with GPT-2"):
             train(TrainConfig(model=str(path), dataset=data, schedule="auto", out=str(tmp_path / "run"),
                               device="cpu", overrides={"max_steps": 20, "seq_len": 16}))
+
+
+def test_analyses_decode_with_the_model_family_tokenizer(tmp_path, tiny_model_dir):
+    """GPT-2 models decode with GPT-2's tokenizer; a Llama folder with its own tokenizer files with those;
+    one without any shows ids."""
+    from transformers import GPT2Tokenizer
+
+    from lnfree_core.model_tokenizer import model_decoder, model_tokenizer
+
+    assert model_decoder(str(tiny_model_dir))([15496]) == "Hello"  # GPT-2's id for "Hello"
+    bare = tmp_path / "llama"
+    tiny_family_model("llama").save_pretrained(str(bare))
+    assert model_tokenizer(str(bare)) is None and model_decoder(str(bare))([5, 7]) == "<5><7>"
+    with_tok = tmp_path / "llama_tok"
+    tiny_family_model("llama").save_pretrained(str(with_tok))
+    vocab = {"a": 0, "b": 1, "ab": 2, "<|endoftext|>": 3}
+    GPT2Tokenizer(vocab=vocab, merges=[("a", "b")], model_max_length=64).save_pretrained(str(with_tok))
+    assert model_decoder(str(with_tok))([2, 0]) == "aba"
