@@ -135,7 +135,7 @@ class _Batches:
         return np.stack(rows[self.rank * self.bs:(self.rank + 1) * self.bs])
 
 
-def _check_tokenizer_fit(model_type: str, spec, dataset: str) -> None:
+def check_tokenizer_fit(model_type: str, dataset: str) -> None:
     """Refuse data tokenized for GPT-2 when the model has another tokenizer.
 
     Every registry and demo dataset holds GPT-2 token ids, and text data is tokenized with GPT-2's
@@ -144,8 +144,9 @@ def _check_tokenizer_fit(model_type: str, spec, dataset: str) -> None:
     """
     if model_type == "gpt2":
         return
-    from .data.registry import _lookup_name
+    from .data.registry import _lookup_name, resolve_dataset
 
+    spec = resolve_dataset(dataset)
     local_path = os.path.exists(os.path.expanduser(str(dataset))) and _lookup_name(str(dataset)) is None
     if spec.column != "input_ids" or not local_path:
         raise ConfigError(
@@ -200,7 +201,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         sched = cfg.resolve_schedule(n_layers)
         from .data.registry import resolve_dataset
 
-        _check_tokenizer_fit(adapter.model_type, resolve_dataset(cfg.dataset), cfg.dataset)
+        resolve_dataset(cfg.dataset)
+        check_tokenizer_fit(adapter.model_type, cfg.dataset)
     except Exception as e:  # bad model / schedule / dataset: say so, in status.json too if the run dir exists
         reason = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
         if not isinstance(e, ConfigError):

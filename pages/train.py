@@ -14,6 +14,7 @@ from lnfree_core.schedule import Schedule, ScheduleError
 from lnfree_core.ui_data import (
     MODE_CHOICES,
     MetricsCache,
+    data_fit_problem,
     device_choices,
     downsample,
     eta_seconds,
@@ -115,7 +116,7 @@ def launch_form(root: Path) -> None:
                  for i, (k, lbl) in enumerate(OVERRIDES.items())}
     common.seed("train.save_every", 50)
     save_every = cols[-1].number_input("checkpoint every", min_value=1, step=10, key="train.save_every", **common.PERSIST)
-    mismatch = layer_mismatch(model, schedule, mode)
+    mismatch = layer_mismatch(model, schedule, mode) or data_fit_problem(model, dataset)
     if mismatch:
         st.error(mismatch)
     st.button("Launch", type="primary", icon=":material/rocket_launch:", key="train_launch",

@@ -39,7 +39,7 @@ from .model_specs import (
     model_kind, model_label, unique_names, unique_labels, model_context, model_option_text, model_spec_problem,
 )
 from .token_view import display_token, token_spans_html
-from .families import FAMILY_TABLE, families_frame, family_hub_examples, model_family
+from .families import FAMILY_TABLE, data_fit_problem, families_frame, family_hub_examples, model_family
 from .analysis_frames import (
     SUMMARY_STATS, RANGE_STATS, CERow, ce_summary_frame, stat_table, range_frame, frame_markdown, loss_histogram,
     ranked_frame, token_frame, norm_profile_frame, sink_frames, cn_scatter_frame, ablation_frames, svd_frame,
@@ -47,7 +47,7 @@ from .analysis_frames import (
 )
 
 __all__ = [
-    "BackgroundCommand", "CERow", "FAMILY_TABLE", "families_frame", "family_hub_examples", "model_family", "DEFAULT_MAX_POINTS", "DEMO_BUILD", "DEMO_CLI_MODULE", "DEMO_MODULE",
+    "BackgroundCommand", "CERow", "FAMILY_TABLE", "data_fit_problem", "families_frame", "family_hub_examples", "model_family", "DEFAULT_MAX_POINTS", "DEMO_BUILD", "DEMO_CLI_MODULE", "DEMO_MODULE",
     "DeviceChoice", "GROUP_LABELS", "METRIC_TITLES", "MODE_CHOICES", "MetricsCache", "RANGE_STATS", "STEP_METRICS",
     "SUMMARY_STATS", "ablation_frames", "built_demo_datasets", "built_demo_models", "ce_summary_frame",
     "cn_scatter_frame", "demo_catalog", "demo_models_available", "demo_suite_state", "demo_tables",

@@ -95,3 +95,28 @@ def model_family(spec: str | None) -> str | None:
         return None
     row = _BY_TYPE.get(model_type)
     return row["family"] if row else f"unsupported ({model_type})"
+
+
+def data_fit_problem(model_spec: str | None, dataset: str | None) -> str | None:
+    """Why `dataset` cannot train `model_spec` (GPT-2 token ids for a model with another tokenizer), or
+    None; the trainer refuses the same (lnfree_core.train.check_tokenizer_fit)."""
+    if not model_spec or not dataset:
+        return None
+    cfg = _config_path(model_spec) if not model_spec.startswith("demo:") else None
+    model_type = None
+    if cfg is not None:
+        try:
+            model_type = json.loads(cfg.read_text()).get("model_type")
+        except (OSError, ValueError):
+            model_type = None
+    if model_type is None:
+        model_type = next((r["model_type"] for r in FAMILY_TABLE if model_spec in r["examples"]), None)
+    if model_type in (None, "gpt2") or model_type not in _BY_TYPE:
+        return None
+    from ..train import check_tokenizer_fit
+
+    try:
+        check_tokenizer_fit(model_type, dataset)
+    except ValueError as e:
+        return str(e)
+    return None
