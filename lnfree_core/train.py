@@ -407,7 +407,7 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = p
-    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout"):
         if hasattr(model.config, key):
             setattr(model.config, key, p)
 
