@@ -95,7 +95,8 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
     _save_tokenizer(model.config.model_type, base or (None if ckpt else spec), out)
     card = render_model_card(repo_name=repo_name or out.name, base_model=base, mode=mode,
                              schedule=schedule if isinstance(schedule, dict) else None, run_dir=run_dir,
-                             logit_max_abs_diff=diff, eval_table_md=eval_table_md)
+                             logit_max_abs_diff=diff, eval_table_md=eval_table_md,
+                             model_type=model.config.model_type)
     (out / "README.md").write_text(card)
     # Names only, no local absolute paths: this file is published with the model.
     (out / "lnfree_export.json").write_text(json.dumps({

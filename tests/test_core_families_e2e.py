@@ -36,6 +36,9 @@ def trained(request, tmp_path_factory):
     family = request.param
     root = tmp_path_factory.mktemp(family)
     tiny_family_model(family).save_pretrained(str(root / "model"))
+    from transformers import GPT2Tokenizer  # a stand-in tokenizer of the base model, for the export to copy
+
+    GPT2Tokenizer(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]).save_pretrained(str(root / "model"))
     rng = np.random.default_rng(0)
     rows = []
     with open(root / "tokens.jsonl", "w") as fh:  # ids 2..1001 with a learnable stride-3 pattern
@@ -69,6 +72,9 @@ def test_run_lowers_loss_removes_every_block_and_exports_exactly(trained, tmp_pa
     cfg = json.loads((tmp_path / "exp" / "config.json").read_text())
     assert cfg["model_type"] == family
     assert cfg.get("layer_norm_eps", cfg.get("rms_norm_eps")) >= 1e12  # the huge-eps export
+    card = (tmp_path / "exp" / "README.md").read_text()
+    assert f"- {family}" in card and f"{type(loaded.model).__name__}.from_pretrained" in card
+    assert (tmp_path / "exp" / "tokenizer_config.json").exists()  # the base model's tokenizer, copied
 
 
 def _independent_de(model, tokens, layer, head):
