@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 FAMILIES = ("gpt_neox", "llama", "qwen2", "qwen3")
+VARIANTS = FAMILIES + ("gpt_neox_seq",)  # + GPT-NeoX with the sequential residual (use_parallel_residual=False)
 COMMON = dict(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
               max_position_embeddings=128, initializer_range=0.1)
 
@@ -13,8 +14,8 @@ def tiny_family_model(family: str, seed: int = 0):
     import transformers as tf
 
     torch.manual_seed(seed)
-    if family == "gpt_neox":  # Pythia-like: parallel residual, partial rotary, untied head, biases
-        cfg = tf.GPTNeoXConfig(**COMMON, intermediate_size=256, use_parallel_residual=True, rotary_pct=0.25,
+    if family in ("gpt_neox", "gpt_neox_seq"):  # Pythia-like: parallel residual, partial rotary, untied, biases
+        cfg = tf.GPTNeoXConfig(**COMMON, intermediate_size=256, use_parallel_residual=family == "gpt_neox",
                                hidden_act="gelu", eos_token_id=0, bos_token_id=0, tie_word_embeddings=False)
         model = tf.GPTNeoXForCausalLM(cfg)
     elif family == "llama":  # untied, GQA, SwiGLU

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from _tiny_families import FAMILIES, tiny_family_model
+from _tiny_families import VARIANTS, tiny_family_model
 from lnfree_core.adapters import adapter_for
 from lnfree_core.fakermsnorm import FakeRMSNorm
 from lnfree_core.surgery import fakeln_modules, make_removable, remove_block
@@ -72,10 +72,12 @@ def _reference(stock, sig, x=TOKENS):
             q, k, v = (a.transpose(1, 2) for a in (q, k, v))
             z = _attend(_rope(q, nd, theta), _rope(k, nd, theta), v)
             attn = z @ p[q_ + "attention.dense.weight"].T + p[q_ + "attention.dense.bias"]
-            m = ln(h, p[q_ + "post_attention_layernorm.weight"], p[q_ + "post_attention_layernorm.bias"], sig[f"mlp.{l}"])
+            mid = h if c.use_parallel_residual else h + attn  # the MLP norm reads x (parallel) or x + attn
+            m = ln(mid, p[q_ + "post_attention_layernorm.weight"], p[q_ + "post_attention_layernorm.bias"],
+                   sig[f"mlp.{l}"])
             m = torch.nn.functional.gelu(m @ p[q_ + "mlp.dense_h_to_4h.weight"].T + p[q_ + "mlp.dense_h_to_4h.bias"])
             mlp = m @ p[q_ + "mlp.dense_4h_to_h.weight"].T + p[q_ + "mlp.dense_4h_to_h.bias"]
-            h = h + attn + mlp  # parallel residual
+            h = h + attn + mlp
         out = ln(h, p["gpt_neox.final_layer_norm.weight"], p["gpt_neox.final_layer_norm.bias"], sig["f"])
         return out @ w_u.T
     rms = lambda h, g, s: h / s * g  # noqa: E731  FakeRMSNorm, removed
@@ -113,7 +115,7 @@ def _remove_all(model):
 
 
 # ------------------------------------------------------------------ tests
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", VARIANTS)
 def test_surgery_keeps_logits_while_live_and_tracks_every_block(family):
     model = tiny_family_model(family)
     before = _logits(model)
@@ -123,7 +125,7 @@ def test_surgery_keeps_logits_while_live_and_tracks_every_block(family):
     if family == "qwen3":
         expected |= {f"{k}.{l}" for k in ("qn", "kn") for l in range(2)}
     assert names == expected
-    if family != "gpt_neox":
+    if not family.startswith("gpt_neox"):
         assert all(isinstance(m, FakeRMSNorm) for m in fakes.values())
     assert (_logits(model) - before).abs().max() < 1e-6 * before.abs().max()
     assert before.abs().max() > 0.1  # not trivially small logits
@@ -134,7 +136,7 @@ def test_surgery_keeps_logits_while_live_and_tracks_every_block(family):
     assert all(m._pending is not None for m in fakes.values())  # every block recorded its sigma_{b,s}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", VARIANTS)
 def test_all_removed_equals_independent_forward(family):
     model = tiny_family_model(family)
     stock = copy.deepcopy(model)
@@ -146,7 +148,7 @@ def test_all_removed_equals_independent_forward(family):
     assert (got - ref).abs().max() < 1e-5 * ref.abs().max(), family
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", VARIANTS)
 def test_export_is_a_stock_model_with_the_same_logits_and_loads_back(family, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -159,6 +161,7 @@ def test_export_is_a_stock_model_with_the_same_logits_and_loads_back(family, tmp
     adapter_for(model).to_stock(model).save_pretrained(str(tmp_path / "exp"))
     plain = AutoModelForCausalLM.from_pretrained(str(tmp_path / "exp")).eval()  # no lnfree code involved
     assert type(plain) is type(model) and not fakeln_modules(plain)
+    assert plain.config.use_parallel_residual == model.config.use_parallel_residual if "neox" in family else True
     assert (_logits(plain) - want).abs().max() < 1e-5 * want.abs().max()  # measured ~1e-9 absolute
     back = load_model(str(tmp_path / "exp"))
     assert back.ln_free and back.info["converted_from"]
@@ -168,7 +171,7 @@ def test_export_is_a_stock_model_with_the_same_logits_and_loads_back(family, tmp
     assert torch.isfinite(_logits(bf.model)).all()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", VARIANTS)
 def test_export_refuses_partly_removed_and_out_of_range(family):
     model = tiny_family_model(family)
     make_removable(model)
