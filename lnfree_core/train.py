@@ -33,6 +33,7 @@ from .aux_loss import aux_loss
 from .checkpoint import (gather_state, latest_checkpoint, load_optimizer, read_checkpoint_meta, save_checkpoint,
                          shared_aliases)
 from .config import ConfigError, TrainConfig
+from .data.model_fit import check_tokenizer_fit
 from .models import load_model
 from .optim import lr_at, make_optimizer
 from .runlog import RunLog, atomic_write_json
@@ -133,27 +134,6 @@ class _Batches:
                 )
         self.pos += n
         return np.stack(rows[self.rank * self.bs:(self.rank + 1) * self.bs])
-
-
-def check_tokenizer_fit(model_type: str, dataset: str) -> None:
-    """Refuse data tokenized for GPT-2 when the model has another tokenizer.
-
-    Every registry and demo dataset holds GPT-2 token ids, and text data is tokenized with GPT-2's
-    tokenizer; a Pythia, Llama or Qwen model reads other ids. Such a model trains on a local file or
-    folder of `input_ids` made with its own tokenizer.
-    """
-    if model_type == "gpt2":
-        return
-    from .data.registry import _lookup_name, resolve_dataset
-
-    spec = resolve_dataset(dataset)
-    local_path = os.path.exists(os.path.expanduser(str(dataset))) and _lookup_name(str(dataset)) is None
-    if spec.column != "input_ids" or not local_path:
-        raise ConfigError(
-            f"dataset {dataset!r} is tokenized with GPT-2's tokenizer, but the model is a {model_type} model with "
-            "its own vocabulary. Tokenize your corpus with the model's tokenizer into a local .jsonl/.parquet "
-            "file (or save_to_disk folder) with an `input_ids` column, and pass that path as the dataset."
-        )
 
 
 def _rng_state(device: torch.device) -> dict:

@@ -243,3 +243,21 @@ def test_analyses_decode_with_the_model_family_tokenizer(tmp_path, tiny_model_di
     vocab = {"a": 0, "b": 1, "ab": 2, "<|endoftext|>": 3}
     GPT2Tokenizer(vocab=vocab, merges=[("a", "b")], model_max_length=64).save_pretrained(str(with_tok))
     assert model_decoder(str(with_tok))([2, 0]) == "aba"
+
+
+def test_eval_cli_refuses_gpt2_ids_for_another_family(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "qwen2"
+    tiny_family_model("qwen2").save_pretrained(str(path))
+    text = tmp_path / "corpus.txt"
+    text.write_text("plain text, tokenized with GPT-2's tokenizer\n" * 40)
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "lnfree_core", "eval", "--model", str(path), "--dataset", str(text),
+                           "--n", "2", "--seq-len", "16", "--device", "cpu", "--no-cache"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "tokenized with GPT-2" in proc.stderr and "Traceback" not in proc.stderr

@@ -99,7 +99,7 @@ def model_family(spec: str | None) -> str | None:
 
 def data_fit_problem(model_spec: str | None, dataset: str | None) -> str | None:
     """Why `dataset` cannot train `model_spec` (GPT-2 token ids for a model with another tokenizer), or
-    None; the trainer refuses the same (lnfree_core.train.check_tokenizer_fit)."""
+    None; the trainer and the analyses refuse the same (lnfree_core.data.model_fit)."""
     if not model_spec or not dataset:
         return None
     cfg = _config_path(model_spec) if not model_spec.startswith("demo:") else None
@@ -113,7 +113,7 @@ def data_fit_problem(model_spec: str | None, dataset: str | None) -> str | None:
         model_type = next((r["model_type"] for r in FAMILY_TABLE if model_spec in r["examples"]), None)
     if model_type in (None, "gpt2") or model_type not in _BY_TYPE:
         return None
-    from ..train import check_tokenizer_fit
+    from ..data.model_fit import check_tokenizer_fit
 
     try:
         check_tokenizer_fit(model_type, dataset)
