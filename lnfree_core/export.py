@@ -44,6 +44,14 @@ def _check_logits(a: torch.nn.Module, b: torch.nn.Module, vocab: int, seq: int =
         return float((a(x).logits.float() - b(x).logits.float()).abs().max())
 
 
+def _stock_eps(config) -> float:
+    """The normalisation epsilon of a stock export's config (GPT-2, GPT-NeoX or an RMSNorm family)."""
+    for key in ("layer_norm_epsilon", "layer_norm_eps", "rms_norm_eps"):
+        if getattr(config, key, None) is not None:
+            return float(getattr(config, key))
+    raise ExportError(f"the stock {config.model_type} config names no normalisation epsilon")
+
+
 def _precision_tokens(model, data: str | None, run_cfg: dict | None) -> tuple[torch.Tensor, str]:
     """A few evaluation sequences of `data` (else the run's dataset) to measure input stds on."""
     from .data.sources import load_sequences
@@ -51,7 +59,8 @@ def _precision_tokens(model, data: str | None, run_cfg: dict | None) -> tuple[to
     dataset = data or (run_cfg or {}).get("dataset")
     if not dataset:
         raise ValueError("no dataset to measure on (not a run; pass precision_data / --precision-data)")
-    n_pos = int(getattr(model.config, "n_positions", 1024) or 1024)
+    n_pos = int(getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+                or 1024)
     hp = ((run_cfg or {}).get("schedule") or {}).get("hparams", {}) if isinstance((run_cfg or {}).get("schedule"), dict) else {}
     seq_len = min(n_pos, int((run_cfg or {}).get("overrides", {}).get("seq_len") or hp.get("seq_len") or n_pos))
     seqs = load_sequences(dataset, seq_len=seq_len, n_sequences=PRECISION_SEQUENCES)
@@ -59,6 +68,26 @@ def _precision_tokens(model, data: str | None, run_cfg: dict | None) -> tuple[to
         raise ValueError(f"dataset {dataset!r} gave no sequence of {seq_len} tokens")
     name = str(dataset)
     return torch.as_tensor(seqs).long(), Path(name).name if Path(name).exists() else name  # published: no local path
+
+
+def _save_tokenizer(model_type: str, base: str | None, out: Path) -> None:
+    """GPT-2 models get GPT-2's tokenizer (bundled, works offline); other families the tokenizer of the
+    model they were trained from, when that is a local folder or cached Hub id that has one. A tiny
+    random-init model has none: the export then holds no tokenizer files (the weights load all the same)."""
+    if model_type == "gpt2":
+        from .data.tokenizer import load_gpt2_tokenizer
+
+        load_gpt2_tokenizer().save_pretrained(str(out))
+        return
+    if not base:
+        return
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        return
+    tok.save_pretrained(str(out))
 
 
 def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, overwrite: bool = False,
@@ -107,7 +136,8 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
         try:
             tokens, data_name = _precision_tokens(model, precision_data, cfg)
             per_block = measure_input_stds(model, tokens)
-            summary = precision_summary(per_block, sequences=len(tokens), tokens=int(tokens.numel()), data=data_name)
+            summary = precision_summary(per_block, eps=_stock_eps(stock.config), sequences=len(tokens),
+                                        tokens=int(tokens.numel()), data=data_name)
             w = precision_warning(summary)
             if w:
                 warns.append(w)
@@ -117,17 +147,16 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
         for w in warns:
             log.warning(w)
     meta = build_metadata(model, base_model=base, schedule=schedule if isinstance(schedule, dict) else None,
-                          input_std=summary, export_eps=float(stock.config.layer_norm_epsilon))
+                          input_std=summary, export_eps=_stock_eps(stock.config))
     if out.exists() and overwrite:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     stock.save_pretrained(str(out))
-    from .data.tokenizer import load_gpt2_tokenizer
-
-    load_gpt2_tokenizer().save_pretrained(str(out))
+    _save_tokenizer(model.config.model_type, base or (None if ckpt else spec), out)
     card = render_model_card(repo_name=repo_name or out.name, base_model=base, mode=mode,
                              schedule=schedule if isinstance(schedule, dict) else None, run_dir=run_dir,
-                             logit_max_abs_diff=diff, eval_table_md=eval_table_md, input_std=summary)
+                             logit_max_abs_diff=diff, eval_table_md=eval_table_md,
+                             model_type=model.config.model_type, input_std=summary)
     (out / "README.md").write_text(card)
     write_metadata(out, meta)
     # Names only, no local absolute paths: this file is published with the model.

@@ -56,24 +56,31 @@ def measure_input_stds(model: nn.Module, tokens: torch.Tensor, batch_size: int =
     return out
 
 
+def std_limit(eps: float, at_1e12: float = EPS_TRICK_STD_LIMIT) -> float:
+    """The std where an export with epsilon `eps` has the error E = 1e12 has at `at_1e12` (s^2/E is the same):
+    300 for GPT-2's 1e12, about 40,000 for the 2^54 of the GPT-NeoX and RMSNorm exports (issue 14)."""
+    return at_1e12 * (eps / 1e12) ** 0.5
+
+
 def precision_summary(per_block: dict[str, float], *, eps: float = 1e12, sequences: int = 0, tokens: int = 0,
                       data: str | None = None) -> dict:
     """The JSON-able record of a measurement (stored in lnfree_metadata.json as "input_std")."""
     worst = max(per_block, key=per_block.get) if per_block else None
     top = per_block[worst] if worst else 0.0
     return {"max": top, "max_block": worst, "relative_error_at_max": eps_trick_relative_error(top, eps),
-            "limit": EPS_TRICK_STD_LIMIT, "per_block": per_block, "sequences": sequences, "tokens": tokens,
+            "eps": eps, "limit": std_limit(eps), "per_block": per_block, "sequences": sequences, "tokens": tokens,
             "data": data}
 
 
 def precision_warning(summary: dict) -> str | None:
     """A warning when the measured stds approach the eps-trick limit, else None."""
     top = summary.get("max") or 0.0
-    if top < PRECISION_WARN_STD:
+    eps = float(summary.get("eps") or 1e12)
+    if top < std_limit(eps, PRECISION_WARN_STD):
         return None
     return (f"the input of LN block {summary.get('max_block')} reaches a per-token std of {top:.4g} on "
-            f"{summary.get('sequences')} evaluation sequences: the stock export (LayerNorm eps 1e12) is exact to "
-            f"float32 only below a std of about {EPS_TRICK_STD_LIMIT:.0f}; its relative error there is about "
+            f"{summary.get('sequences')} evaluation sequences: the stock export (norm eps {eps:.3g}) is exact to "
+            f"float32 only below a std of about {std_limit(eps):.0f}; its relative error there is about "
             f"{summary.get('relative_error_at_max'):.2g}. For exact numerics load the folded form "
             "(lnfree_core.interop.load_folded / load_transformer_lens / load_nnsight), or the FakeLN form "
             "(lnfree_core.models.load_model).")

@@ -19,14 +19,36 @@ def _training_summary(run_dir) -> dict:
     }
 
 
-def usage_section(repo_name: str, *, ln_free: bool, input_std: dict | None = None) -> list[str]:
-    """The card's usage lines: transformers (float32), and for an LN-free model the folded form in
-    TransformerLens and nnsight (lnfree_core.interop) and the SAELens settings."""
-    lines = ["```python", "import torch", "from transformers import GPT2LMHeadModel, AutoTokenizer",
-             f'model = GPT2LMHeadModel.from_pretrained("{repo_name}", dtype=torch.float32)',
+# model_type: (stock class, what the export's norms are)
+_STOCK = {
+    "gpt2": ("GPT2LMHeadModel", "The weights are a stock GPT-2 checkpoint: each LayerNorm has epsilon 1e12 and weight "
+             "gamma * 1e6 / sigma_bar, which makes it the affine map above to float32 precision. Keep the model "
+             "in float32 (the rescaled LayerNorm weights overflow float16)."),
+    "gpt_neox": ("GPTNeoXForCausalLM", "The weights are a stock GPT-NeoX checkpoint: each LayerNorm has epsilon 2^54 "
+                 "and weight gamma * 2^27 / sigma_bar, which makes it the affine map above in float32 for every token "
+                 "with variance below 2^30. Run it in float32 or bfloat16 (not float16)."),
+    "llama": ("LlamaForCausalLM", None), "qwen2": ("Qwen2ForCausalLM", None), "qwen3": ("Qwen3ForCausalLM", None),
+}
+_RMS_NOTE = ("The weights are a stock checkpoint of the family: each RMSNorm (FakeRMSNorm x / sigma_bar * gamma "
+             "while training) has epsilon 2^54 and weight gamma * 2^27 / sigma_bar, which makes it the linear map "
+             "x * gamma / sigma_bar in float32 for every token with mean square below 2^30. Run it in float32 or "
+             "bfloat16 (not float16).")
+
+
+def usage_section(repo_name: str, *, ln_free: bool, input_std: dict | None = None,
+                  model_type: str = "gpt2") -> list[str]:
+    """The card's usage lines: transformers (float32), and for an LN-free GPT-2 the folded form in
+    TransformerLens and nnsight (lnfree_core.interop, GPT-2 only so far) and the SAELens settings."""
+    cls = _STOCK.get(model_type, ("AutoModelForCausalLM", None))[0]
+    lines = ["```python", "import torch", f"from transformers import {cls}, AutoTokenizer",
+             f'model = {cls}.from_pretrained("{repo_name}", dtype=torch.float32)',
              f'tokenizer = AutoTokenizer.from_pretrained("{repo_name}")', "```"]
     if not ln_free:
         return lines
+    if model_type != "gpt2":
+        return lines + ["", "Load it in float32 or bfloat16 (the rescaled norm weights underflow float16 inputs). "
+                        "lnfree's loader (`lnfree_core.models.load_model`) gives the FakeLN/FakeRMSNorm form with the "
+                        "true sigma_bar of every block from `lnfree_metadata.json`."]
     lines += [
         "",
         "Load it in float32: each LayerNorm weight is gamma * 1e6 / sigma_bar, which overflows float16 "
@@ -80,10 +102,15 @@ def usage_section(repo_name: str, *, ln_free: bool, input_std: dict | None = Non
 
 def render_model_card(*, repo_name: str, base_model: str | None, mode: str, schedule: dict | None,
                       run_dir=None, logit_max_abs_diff: float | None = None,
-                      eval_table_md: str | None = None, input_std: dict | None = None) -> str:
+                      eval_table_md: str | None = None, input_std: dict | None = None,
+                      model_type: str = "gpt2") -> str:
     s = _training_summary(run_dir)
     ln_free = mode == "ln-free"
-    lines = ["---", "library_name: transformers", "tags:", "- lnfree", "- gpt2"]
+    cls, weights_note = _STOCK.get(model_type, ("AutoModelForCausalLM", None))
+    rms = weights_note is None
+    norm = "RMSNorm" if rms else "LayerNorm"
+    fake = "FakeRMSNorm(x) = x / sigma_bar * gamma" if rms else "FakeLN(x) = (x - mean(x)) / sigma_bar * gamma + beta"
+    lines = ["---", "library_name: transformers", "tags:", "- lnfree", f"- {model_type}"]
     if ln_free:
         lines.append("- layernorm-free")
     if base_model:
@@ -91,17 +118,16 @@ def render_model_card(*, repo_name: str, base_model: str | None, mode: str, sche
     lines += ["---", "", f"# {repo_name}", ""]
     if ln_free:
         lines += [
-            f"A LayerNorm-free version of `{base_model}` made with lnfree: every LayerNorm was replaced, one block "
-            "at a time during fine-tuning, by FakeLN(x) = (x - mean(x)) / sigma_bar * gamma + beta with a frozen "
+            f"A LayerNorm-free version of `{base_model}` made with lnfree: every {norm} was replaced, one block "
+            f"at a time during fine-tuning, by {fake} with a frozen "
             "scalar sigma_bar (Baroni et al. 2025, \"Transformers Don't Need LayerNorm at Inference Time\").",
             "",
-            "The weights are a stock GPT-2 checkpoint: each LayerNorm has epsilon 1e12 and weight "
-            "gamma * 1e6 / sigma_bar, which makes it the affine map above to float32 precision. Keep the model "
-            "in float32 (the rescaled LayerNorm weights overflow float16).",
+            weights_note or _RMS_NOTE,
         ]
     else:
         lines += [f"A fine-tuned `{base_model}` made with lnfree ({mode} run: LayerNorm kept)."]
-    lines += ["", "## Usage", ""] + usage_section(repo_name, ln_free=ln_free, input_std=input_std) + [""]
+    lines += ["", "## Usage", ""] + usage_section(repo_name, ln_free=ln_free, input_std=input_std,
+                                                  model_type=model_type) + [""]
     if s:
         lines += ["## Training", "", f"- optimizer steps: {s['steps']}", f"- tokens: {s.get('tokens')}",
                   f"- final training loss: {s['final_loss']:.4f}", f"- LN removal events: {s['removal_events']}"]

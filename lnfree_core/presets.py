@@ -1,5 +1,6 @@
 """The paper's schedules for GPT-2 Small, Medium, Large and XL (appendix B, Tables 3 and 4), set up as
-the released models were trained by the authors' code.
+the released models were trained by the authors' code, and one for Pythia-70M (appendix C; where the
+paper is silent the choice is stated at the table row).
 
 Each preset's group starts follow from the start of LN_MLP and the gaps:
 start_qk = start_mlp + L * gap_mlp, start_v = start_qk + L * gap_qk, start_f = start_v + L * gap_v.
@@ -38,6 +39,11 @@ _TABLE3 = {
     "gpt2-medium": (24, 22, 23, 6e-4, 3e-4, 0.1, True, 10, 500, 20, 2, 2, 3, 500),
     "gpt2-large": (36, 28, 18, 3e-4, 4e-5, 0.03, False, 15, 1200, 30, 4, 4, 6, 600),
     "gpt2-xl": (48, 18, 28, 1e-4, 2e-5, 0.01, False, 20, 1200, 50, 4, 4, 6, 800),
+    # Appendix C removes LN from Pythia-70M (6 layers, d 512) but gives no schedule. Chosen here:
+    # GPT-2 Small's Table 3 row (same size class): its hyperparameters, ~524k tokens per step, and its
+    # per-layer pacing (LN_MLP from step 20, gaps 2/2/3), so LN^f goes at step 62 of 300.
+    # The sigma EMA and release step follow GPT-2 Small's row too (the reference's Small setting).
+    "pythia-70m": (6, 32, 16, 6e-4, 3e-4, 0.1, True, 25, 300, 20, 2, 2, 3, 300),
 }
 REFERENCE_SEQ_LEN = 1024
 REFERENCE_EMA = 0.9
@@ -61,6 +67,7 @@ HUB_IDS = {
     "gpt2-medium": "openai-community/gpt2-medium",
     "gpt2-large": "openai-community/gpt2-large",
     "gpt2-xl": "openai-community/gpt2-xl",
+    "pythia-70m": "EleutherAI/pythia-70m",
 }
 
 
@@ -69,7 +76,7 @@ def preset_names() -> list[str]:
 
 
 def preset(name: str) -> Schedule:
-    """The paper's schedule for one GPT-2 size (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`)."""
+    """The paper's schedule for one GPT-2 size (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`) or Pythia-70M."""
     if name not in _TABLE3:
         raise ScheduleError(f"unknown schedule preset {name!r}; known presets: {', '.join(_TABLE3)} (or 'auto')")
     L, mb, ga, lr, min_lr, aux, ckpt, warmup, max_steps, s_mlp, g_mlp, g_qk, g_v, release = _TABLE3[name]

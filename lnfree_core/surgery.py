@@ -68,8 +68,14 @@ def load_fakeln_state(model: nn.Module, state: dict[str, dict]) -> None:
 
 
 def remove_block(model: nn.Module, name: str, sigma: float | None = None) -> float:
-    """Freeze one block (sigma_bar := tracked sigma_avg unless given). Returns sigma_bar."""
+    """Freeze one block (sigma_bar := tracked sigma_avg unless given), and the family's companion
+    blocks of it (each at its own tracked sigma_avg; Qwen3's q_norm/k_norm with LN_qk). Returns the
+    block's sigma_bar."""
     mods = fakeln_modules(model)
     if name not in mods:
         raise KeyError(f"no FakeLN block {name!r} in this model; it has {list(mods)[:4]}...")
-    return mods[name].remove(sigma)
+    out = mods[name].remove(sigma)
+    for other in adapter_for(model).companions(name):
+        if other in mods and not mods[other].is_removed:
+            mods[other].remove()
+    return out

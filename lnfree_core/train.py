@@ -34,6 +34,7 @@ from .aux_loss import aux_loss
 from .checkpoint import (gather_state, latest_checkpoint, load_optimizer, read_checkpoint_meta, save_checkpoint,
                          shared_aliases)
 from .config import ConfigError, TrainConfig
+from .data.model_fit import check_tokenizer_fit
 from .models import load_model
 from .optim import lr_at, make_optimizer
 from .runlog import RunLog, atomic_write_json
@@ -182,6 +183,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         from .data.registry import resolve_dataset
 
         resolve_dataset(cfg.dataset)
+        check_tokenizer_fit(adapter.model_type, cfg.dataset)
     except Exception as e:  # bad model / schedule / dataset: say so, in status.json too if the run dir exists
         reason = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
         if not isinstance(e, ConfigError):
@@ -400,7 +402,7 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = p
-    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout"):
         if hasattr(model.config, key):
             setattr(model.config, key, p)
 

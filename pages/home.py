@@ -16,7 +16,9 @@ from lnfree_core.ui_data import (
     built_demo_models,
     demo_suite_state,
     demo_tables,
+    families_frame as common_families_frame,
     format_duration,
+    model_family,
     python_command,
 )
 from pages import _common as common
@@ -38,7 +40,7 @@ def models_frame(hub: bool, runs: list) -> pd.DataFrame:
     for name, hub_id in HUB_IDS.items():
         s = preset(name)
         where = "Hub" if hub else ("local Hub cache" if cached_on_disk(hub_id) else "not available (offline)")
-        rows.append({"model": hub_id, "kind": "Hub", "layers": s.n_layers,
+        rows.append({"model": hub_id, "kind": "Hub", "family": model_family(hub_id), "layers": s.n_layers,
                      "paper schedule": f"{s.hparams.max_steps} steps", "available from": where})
     for spec in built_demo_models():
         rows.append({"model": spec, "kind": "demo suite", "layers": None, "paper schedule": "",
@@ -144,7 +146,7 @@ def build_progress() -> None:
 
 st.title("lnfree")
 st.markdown(
-    "**Remove LayerNorm from GPT-2 by fine-tuning.** Each LayerNorm block is replaced by a *FakeLN* block "
+    "**Remove LayerNorm from GPT-2 (and Pythia, Llama, Qwen) by fine-tuning.** Each LayerNorm block is replaced by a *FakeLN* block "
     "that divides by a fixed scalar, the average standard deviation $\\bar\\sigma_{avg}$ tracked during "
     "fine-tuning, instead of each token's own standard deviation. Blocks are removed one at a time "
     "(first every LN_MLP, then LN_qk, LN_v and finally LN_f), with a few fine-tuning steps between removals so "
@@ -192,11 +194,16 @@ if not hub:
 
 st.subheader("Models")
 st.dataframe(models_frame(hub, runs), hide_index=True, width="stretch")
-st.caption("Any local Hugging Face GPT-2 folder (config.json + safetensors) and any run's checkpoint can be "
+st.caption("Any local Hugging Face folder of a supported family (config.json + safetensors) and any run's checkpoint can be "
            "used too; pick them on the Train page.")
 st.subheader("Datasets")
 st.dataframe(datasets_frame(hub), hide_index=True, width="stretch")
 st.caption("Local data: a .parquet/.jsonl/.txt file or a folder of them, with `input_ids` (token ids) or `text` rows.")
+st.subheader("Model families")
+st.dataframe(common_families_frame(), hide_index=True, width="stretch")
+st.caption("GPT-2 and GPT-NeoX keep LayerNorm's FakeLN blocks; the RMSNorm families get FakeRMSNorm "
+           "(x / sigma_bar * gamma). Every family but GPT-2 trains on token ids made with its own tokenizer "
+           "(a local `input_ids` file): the listed datasets hold GPT-2 ids.")
 
 st.header("Demo suite")
 demo_section()

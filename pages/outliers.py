@@ -155,8 +155,8 @@ common.seed("outliers.vmax", 10.0)
 vmax = float(c3.number_input("Colour scale top (nats)", min_value=0.5, step=1.0, key="outliers.vmax", **common.PERSIST,
                              help="Losses at or above this get the darkest red; differences of this size the "
                                   "darkest red/blue."))
-decode = common.gpt2_decoder()
 to_gpt2 = common.gpt2_ids(spec_a, dataset)
+decode = common.gpt2_decoder() if to_gpt2 is not None else common.model_decoder(spec_a)
 toks, la = (tokens[seq] if to_gpt2 is None else np.asarray(to_gpt2(tokens[seq]))), losses[seq]
 if to_gpt2 is not None:
     st.caption("This model uses a compact vocabulary (the demo suite's): its token ids are shown as GPT-2 ids.")

@@ -14,6 +14,7 @@ from lnfree_core.schedule import Schedule, ScheduleError
 from lnfree_core.ui_data import (
     MODE_CHOICES,
     MetricsCache,
+    data_fit_problem,
     device_choices,
     downsample,
     eta_seconds,
@@ -119,7 +120,7 @@ def launch_form(root: Path) -> None:
     st.text_input("Keep the checkpoints of steps", key="train.keep_steps", **common.PERSIST, placeholder="the schedule's",
                   help="Comma-separated steps (e.g. 300,600): checkpointed and never rotated away. Empty: the "
                        "schedule's keep_steps (presets: the step of the released model).")
-    mismatch = layer_mismatch(model, schedule, mode)
+    mismatch = layer_mismatch(model, schedule, mode) or data_fit_problem(model, dataset)
     if mismatch:
         st.error(mismatch)
     st.button("Launch", type="primary", icon=":material/rocket_launch:", key="train_launch",

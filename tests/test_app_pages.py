@@ -76,6 +76,10 @@ def test_home_reports_offline_hub_and_missing_demo_suite(root):
     assert "openai-community/gpt2" in set(models["model"])
     if importlib.util.find_spec("lnfree_core.cli.demo") is None:
         assert any("demo suite not available" in i.value.lower() for i in at.info)
+    families = at.dataframe[2].value  # every supported family with its paper status
+    assert {"GPT-2", "GPT-NeoX (Pythia)", "Qwen3"} <= set(families["family"])
+    assert "appendix C" in " ".join(families["in the paper"])
+    assert models.set_index("model").loc["EleutherAI/pythia-70m", "family"] == "GPT-NeoX (Pythia)"
 
 
 # ---------------------------------------------------------------------------------------- Schedule page

@@ -2,8 +2,9 @@
 
 An adapter knows, for one family of Hugging Face models, where the normalisation layers are, how to
 replace them by FakeLN blocks (`install`), how to turn a FakeLN model back into a stock model of the
-family (`to_stock`), and how to recognise the Hub's LN-free exports. GPT-2 is implemented; a GPT-NeoX
-(Pythia) or RMSNorm family is added by writing one more module and registering it here.
+family (`to_stock`), and how to recognise the Hub's LN-free exports. Implemented: GPT-2, GPT-NeoX
+(Pythia), and the RMSNorm families Llama, Qwen2 and Qwen3 (FakeRMSNorm). Another family is added by
+writing one more module and registering it here.
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ from torch import nn
 
 from .base import ModelAdapter
 from .gpt2 import GPT2Adapter
+from .gpt_neox import GPTNeoXAdapter
+from .llama import LlamaAdapter
+from .qwen2 import Qwen2Adapter
+from .qwen3 import Qwen3Adapter
 
-ADAPTERS: dict[str, ModelAdapter] = {"gpt2": GPT2Adapter()}
+ADAPTERS: dict[str, ModelAdapter] = {a.model_type: a for a in (
+    GPT2Adapter(), GPTNeoXAdapter(), LlamaAdapter(), Qwen2Adapter(), Qwen3Adapter())}
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
@@ -27,4 +33,10 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
     return ADAPTERS[model_type]
 
 
-__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for"]
+def family_of(model_type: str | None) -> str | None:
+    """The family name of a `config.model_type` ("gpt_neox" -> "GPT-NeoX"), None if unsupported."""
+    ad = ADAPTERS.get(model_type or "")
+    return ad.family if ad else None
+
+
+__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for", "family_of"]

@@ -13,10 +13,18 @@ from ..fakeln import FakeLayerNorm
 class ModelAdapter(ABC):
     """Architecture-specific operations for LN removal on one model family.
 
-    Block names are "mlp.<l>", "qk.<l>", "v.<l>" and "f" (the paper's LN_MLP^l, LN_qk^l, LN_v^l, LN^f).
+    Block names are "mlp.<l>", "qk.<l>", "v.<l>" and "f" (the paper's LN_MLP^l, LN_qk^l, LN_v^l, LN^f);
+    a family may add blocks that follow one of them (`companions`). The blocks are FakeLayerNorm
+    modules (FakeRMSNorm for RMSNorm families, a subclass with the same life cycle).
     """
 
     model_type: str
+    family: str = ""  # human-readable family name ("GPT-2", "GPT-NeoX", "Llama", ...)
+
+    def companions(self, name: str) -> list[str]:
+        """Blocks outside the paper's four groups that are frozen at the same event as block `name`
+        (Qwen3: q_norm and k_norm of layer l with LN_qk of layer l). None for most families."""
+        return []
 
     @abstractmethod
     def n_layers(self, model: nn.Module) -> int: ...

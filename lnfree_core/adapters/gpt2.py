@@ -61,6 +61,7 @@ class SplitLNQKV(nn.Module):
 
 class GPT2Adapter(ModelAdapter):
     model_type = "gpt2"
+    family = "GPT-2"
 
     # ------------------------------------------------------------------ structure
     def _base(self, model: nn.Module) -> nn.Module:

@@ -93,6 +93,10 @@ class _Run:
     def inputs(self) -> tuple[LoadedModel, np.ndarray]:
         """The model, then the tokens: a bad spec fails before a long data read."""
         lm = self.loaded()
+        if self.data.tokens is None:  # GPT-2 ids for a Pythia/Llama/Qwen model: refuse, not analyse garbage
+            from ..data.model_fit import check_tokenizer_fit
+
+            check_tokenizer_fit(lm.model.config.model_type, self.data.dataset)
         return lm, self.data.load()
 
     def store(self, meta: dict, arrays: dict[str, np.ndarray]) -> CacheEntry:

@@ -14,7 +14,8 @@ Weight processing (default on, TransformerLens' defaults as used by Stolfo et al
     constant logit vector);
   * center:  w_out,i <- w_out,i - mean_d(w_out,i) (the norm removes the mean direction anyway; also in
     FakeLN, which keeps mean-centering) and W_U <- W_U - mean_t(W_U) (a per-position constant added to
-    all logits changes no probability).
+    all logits changes no probability). For RMSNorm families (FakeRMSNorm included) w_out is not
+    centred, as in TransformerLens (center_writing_weights applies to LayerNorm models only).
 
 SVD: W_U = U S V^T (processed), singular values S descending; reported normalised, S / S_0. The
 cosine of a neuron with left singular vector j is |U[:, j] . w| / ||w|| (the sign of a singular
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from ..adapters import adapter_for
+from ..norm_kinds import is_rms_norm
 
 
 def processed_weights(model: nn.Module, *, fold_ln: bool = True, center: bool = True
@@ -44,7 +46,8 @@ def processed_weights(model: nn.Module, *, fold_ln: bool = True, center: bool = 
         gamma = ad.final_norm(model).weight.detach().to("cpu", torch.float64)  # [d_model]
         w_u = gamma[:, None] * w_u
     if center:
-        w_out = w_out - w_out.mean(dim=1, keepdim=True)
+        if not is_rms_norm(ad.final_norm(model)):  # an RMSNorm does not remove the mean direction
+            w_out = w_out - w_out.mean(dim=1, keepdim=True)
         w_u = w_u - w_u.mean(dim=1, keepdim=True)
     return w_out, w_u
 

@@ -7,8 +7,10 @@ head) and the unembedding column u_y of the correct next token y:
     DE(c)  = ( LN(r) - LN(r - c) ) . u_y                                                  (4)
     DLA(c) = LN_cached(c) . u_y,   LN_cached(c) = (c - mean(c)) / s(r) * gamma             (5)
 
-LN(x) = (x - mean(x)) / s(x) * gamma + beta with s(x) the norm's divisor (ln_divisor: sqrt(var+eps)
-for a live LayerNorm or FakeLN block, the frozen sigma_bar for a removed one). DLA freezes s at its
+LN(x) = (x - mean(x)) / s(x) * gamma + beta with s(x) the norm's divisor (norm_divisor: sqrt(var+eps)
+for a live LayerNorm or FakeLN block, the frozen sigma_bar for a removed one). For RMSNorm families
+(Llama, Qwen) the same with no centring and no beta: LN(x) = x / s(x) * gamma, s = sqrt(mean(x^2)+eps),
+and LN_cached(c) = c / s(r) * gamma. DLA freezes s at its
 value s(r) for the full residual: a linearisation. When LN^f is removed s is a constant, LN is affine,
 and DE = DLA exactly: beta cancels and (r - mu_r) - (r - c - mu_{r-c}) = c - mu_c.
 
@@ -37,7 +39,7 @@ import torch
 from torch import nn
 
 from ..adapters import adapter_for
-from ..fakeln import ln_divisor
+from ..norm_kinds import apply_norm as _apply_norm, centre, norm_divisor
 from .hooks import first_input, hooks
 from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision
 
@@ -54,9 +56,9 @@ class HeadAttribution:
 
 
 def apply_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """LN(x) = (x - mean(x)) / s(x) * gamma + beta in x's dtype (float64 allowed). [..., d] -> [..., d]."""
-    w, b = norm.weight.to(x.dtype), norm.bias.to(x.dtype)
-    return (x - x.mean(dim=-1, keepdim=True)) / ln_divisor(norm, x) * w + b
+    """LN(x) = (x - mean(x)) / s(x) * gamma + beta in x's dtype (float64 allowed). [..., d] -> [..., d].
+    For an RMSNorm family: x / s(x) * gamma (no centring, no beta), see norm_kinds."""
+    return _apply_norm(norm, x)
 
 
 @torch.no_grad()
@@ -96,13 +98,13 @@ def head_attribution(model: nn.Module, tokens, *, batch_size: int = 4, precision
             r = cap["r"][:, :-1].double()  # [batch, pos - 1, d_model]
             u_y = w_u.T[x[:, 1:]].double()  # [batch, pos - 1, d_model]
             logit = (apply_norm(norm, r) * u_y).sum(-1)  # [batch, pos - 1]
-            s_r = ln_divisor(norm, r)  # [batch, pos - 1, 1]
+            s_r = norm_divisor(norm, r)  # [batch, pos - 1, 1]
             for l in range(n_layers):
                 z = cap[l][:, :-1].double()  # [batch, pos - 1, H * d_head]
                 z = z.view(*z.shape[:2], n_heads, -1)  # [batch, pos - 1, H, d_head]
                 c = torch.einsum("bthk,hkd->bthd", z, w_o[l])  # [batch, pos - 1, H, d_model]
                 uy = u_y[:, :, None, :]  # [batch, pos - 1, 1, d_model]
-                dla = ((c - c.mean(-1, keepdim=True)) / s_r[:, :, None] * gamma * uy).sum(-1)  # [batch, pos - 1, H]
+                dla = (centre(norm, c) / s_r[:, :, None] * gamma * uy).sum(-1)  # [batch, pos - 1, H]
                 de = logit[:, :, None] - (apply_norm(norm, r[:, :, None] - c) * uy).sum(-1)  # [batch, pos - 1, H]
                 out["dla"][start:stop, l] = dla.mean(1)
                 out["de"][start:stop, l] = de.mean(1)

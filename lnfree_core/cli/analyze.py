@@ -119,7 +119,7 @@ def _outliers(args) -> int:
     from ..analysis.cached import ce_eval
     from ..analysis.outliers import (compare_token_losses, first_exceeding, format_report, rank_sequences,
                                      sequences_exceeding, token_losses)
-    from ..data import load_gpt2_tokenizer
+    from ..model_tokenizer import model_decoder
 
     res = ce_eval(args.model, data_spec(args, args.dataset), **run_kwargs(args, f"{args.model} on {args.dataset}"))
     losses, toks = res.losses, res.tokens
@@ -130,8 +130,7 @@ def _outliers(args) -> int:
                  "ranked": [r.to_dict() for r in ranked], "exceeding": [int(i) for i in exceeding]}
     decode = None
     if args.sequence is not None or args.compare:
-        tok = load_gpt2_tokenizer()
-        decode = lambda ids: tok.decode(ids)  # noqa: E731
+        decode = model_decoder(args.model)  # the model family's tokenizer (GPT-2's for GPT-2 models)
     if args.sequence is not None:
         i = args.sequence
         if not 0 <= i < losses.shape[0]:

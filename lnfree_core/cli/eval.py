@@ -81,8 +81,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean a bad spec, name or missing resource (exit code 2, no traceback)."""
     from ..analysis.cached import EmptyDataError
     from ..data import DatasetNotFoundError, HubUnavailableError
+    from ..data.model_fit import TokenizerMismatchError
 
-    return (OSError, DatasetNotFoundError, HubUnavailableError, EmptyDataError, UsageError)
+    return (OSError, DatasetNotFoundError, HubUnavailableError, EmptyDataError, UsageError, TokenizerMismatchError)
 
 
 # ------------------------------------------------------------------ eval

@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--config", help="YAML config file (TrainConfig keys); flags given here override it")
     p.add_argument("--model", help="Hub id, local HF folder, run directory, or demo:NAME")
     p.add_argument("--dataset", help="dataset name (owt, pile, pile-filtered) or local path")
-    p.add_argument("--schedule", help="preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl), 'auto', or a schedule file")
+    p.add_argument("--schedule", help="preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, pythia-70m), 'auto', or a schedule file")
     p.add_argument("--mode", choices=["ln-free", "vanilla"])
     p.add_argument("--out", help="run directory (never overwritten; use --resume to continue one)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")

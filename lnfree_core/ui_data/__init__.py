@@ -12,6 +12,7 @@ these frames into widgets and Altair charts. One module per subject:
   model_specs      model specs: kind, labels, context length, problems
   token_view       tokens as coloured HTML spans
   analysis_frames  frames of the analysis pages (Compare, Outliers, First tokens, Confidence, DLA)
+  families         the supported model families (Home table) and which family a model spec is
 
 Every public name is importable from `lnfree_core.ui_data` itself, as before the split.
 """
@@ -38,6 +39,7 @@ from .model_specs import (
     model_kind, model_label, unique_names, unique_labels, model_context, model_option_text, model_spec_problem,
 )
 from .token_view import display_token, token_spans_html
+from .families import FAMILY_TABLE, data_fit_problem, families_frame, family_hub_examples, model_family
 from .analysis_frames import (
     SUMMARY_STATS, RANGE_STATS, CERow, ce_summary_frame, stat_table, range_frame, frame_markdown, loss_histogram,
     ranked_frame, token_frame, norm_profile_frame, sink_frames, cn_scatter_frame, ablation_frames, svd_frame,
@@ -45,7 +47,7 @@ from .analysis_frames import (
 )
 
 __all__ = [
-    "BackgroundCommand", "CERow", "DEFAULT_MAX_POINTS", "DEMO_BUILD", "DEMO_CLI_MODULE", "DEMO_MODULE",
+    "BackgroundCommand", "CERow", "FAMILY_TABLE", "data_fit_problem", "families_frame", "family_hub_examples", "model_family", "DEFAULT_MAX_POINTS", "DEMO_BUILD", "DEMO_CLI_MODULE", "DEMO_MODULE",
     "DeviceChoice", "GROUP_LABELS", "METRIC_TITLES", "MODE_CHOICES", "MetricsCache", "RANGE_STATS", "STEP_METRICS",
     "SUMMARY_STATS", "ablation_frames", "built_demo_datasets", "built_demo_models", "ce_summary_frame",
     "cn_scatter_frame", "demo_catalog", "demo_models_available", "demo_suite_state", "demo_tables",

@@ -15,7 +15,9 @@ from ..optim import lr_at
 from ..schedule import HParams, Schedule, ScheduleError
 
 
-GROUP_LABELS = {"mlp": "LN_MLP", "qk": "LN_qk", "v": "LN_v", "f": "LN_f"}
+GROUP_LABELS = {"mlp": "LN_MLP", "qk": "LN_qk", "v": "LN_v", "f": "LN_f",
+                # Qwen3's q_norm / k_norm blocks: frozen at LN_qk's events, so charted in its group
+                "qn": "LN_qk", "kn": "LN_qk"}
 
 
 def group_of(block_name: str) -> str:

@@ -40,7 +40,7 @@ from .analysis_inputs import (
 )
 from .analysis_jobs import (
     JobProgress, analysis_errors, data_spec, dataset_label, dataset_labels, evaluate_models, gpt2_decoder, gpt2_ids,
-    run_jobs, run_options,
+    model_decoder, run_jobs, run_options,
 )
 
 __all__ = [
@@ -51,7 +51,7 @@ __all__ = [
     "data_spec", "dataset_label", "dataset_labels", "dataset_picker", "default_datasets", "default_models",
     "demo_available", "evaluate_models", "fit_chart", "gpt2_decoder", "gpt2_ids", "gpu_count", "group_color_scale",
     "hub_reachable", "layered_chart", "metric_chart", "model_color", "model_labels", "model_layers", "model_picker",
-    "model_set_picker", "models_and_data", "one_dataset_inputs", "page_link", "page_registered", "page_setup",
+    "model_decoder", "model_set_picker", "models_and_data", "one_dataset_inputs", "page_link", "page_registered", "page_setup",
     "register_pages", "registered_pages", "removal_rules", "run_in_background", "run_jobs", "run_options",
     "run_picker", "runs_root", "runs_root_sidebar", "seed", "selected_runs", "shared_widget", "show_chart",
     "show_error", "sigma_chart",

@@ -110,6 +110,15 @@ def gpt2_decoder() -> Callable[[list[int]], str]:
     return lambda ids: tok.decode([int(i) for i in ids])
 
 
+@st.cache_resource(show_spinner=False)
+def model_decoder(model_spec: str) -> Callable[[list[int]], str]:
+    """decode(ids) -> text with the tokenizer of the model's family (GPT-2's for GPT-2 models; the
+    model's own, found locally, for Pythia/Llama/Qwen; '<id>' tokens when it has none here)."""
+    from lnfree_core.model_tokenizer import model_decoder as make
+
+    return make(model_spec)
+
+
 def gpt2_ids(model_spec: str | None = None, dataset: str | None = None) -> Callable[[Any], list[int]] | None:
     """A function mapping the token ids of `model_spec`'s (else `dataset`'s) compact vocabulary (the
     demo suite's) to GPT-2 ids, so pages show and decode GPT-2 ids; None when they are GPT-2 ids."""

@@ -54,13 +54,16 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
     (give a key starting with 'pick.', 'train.' etc. to keep the choice across pages).
     """
     from lnfree_core.presets import HUB_IDS
+    from lnfree_core.ui_data import family_hub_examples, model_family
 
     kind = st.radio(label, list(kinds), key=f"{key}.kind", **PERSIST, format_func=MODEL_KINDS.get, horizontal=True)
     if kind == "hub":
-        options = list(HUB_IDS.values())
+        options = list(dict.fromkeys([*HUB_IDS.values(), *family_hub_examples()]))
         seed(f"{key}.hub", default_hub)
         spec = st.selectbox("Hub id", options, key=f"{key}.hub", **PERSIST, accept_new_options=True,
-                            help="One of the paper's models, or type any GPT-2-family id.")
+                            format_func=lambda h: f"{h} ({model_family(h) or 'family unknown'})",
+                            help="The paper's models and examples of every supported family (GPT-2, GPT-NeoX/"
+                                 "Pythia, Llama, Qwen2, Qwen3), or type any id of those families.")
         if spec and not hub_reachable():
             st.warning("The Hugging Face Hub is not reachable: this works only if the model is in the local "
                        "Hub cache. Use a local folder or the demo suite otherwise.", icon=":material/cloud_off:")
@@ -78,7 +81,8 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
             st.error(f"`{p}` has no .safetensors weights; lnfree loads only safetensors.")
             return None
         n = model_layers(str(p))
-        st.caption(f"{n} layers" if n else "layer count unknown")
+        st.caption(", ".join([f"{n} layers" if n else "layer count unknown",
+                              f"family: {model_family(str(p)) or 'unknown'}"]))
         return str(p.resolve())
     if kind == "run":
         rroot = root or runs_root()
@@ -90,7 +94,8 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
         if key + ".run" in st.session_state and st.session_state[key + ".run"] not in names:
             del st.session_state[key + ".run"]
         name = st.selectbox("Run (its newest checkpoint)", names, key=f"{key}.run", **PERSIST,
-                            format_func=lambda n: f"{n} ({next(s.state for s in runs if s.name == n)})")
+                            format_func=lambda n: f"{n} ({next(s.state for s in runs if s.name == n)}, "
+                                                  f"{model_family(str(rroot / n)) or 'family unknown'})")
         return str(rroot / name) if name else None
     if kind == "demo":
         if not demo_available():
