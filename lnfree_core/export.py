@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from .adapters import adapter_for
+from .hf_lock import HF_BUILD_LOCK
 from .model_card import render_model_card
 from .models import load_model
 
@@ -54,7 +55,8 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
             "publishes an ordinary GPT-2. Pass allow_live=True (CLI: --allow-live) to export it anyway."
         )
     try:
-        stock = adapter_for(model).to_stock(model, allow_live=allow_live)
+        with HF_BUILD_LOCK:  # builds a model: transformers' build state is process-wide (see hf_lock)
+            stock = adapter_for(model).to_stock(model, allow_live=allow_live)
     except ValueError as e:
         raise ExportError(str(e)) from None
     stock.eval()

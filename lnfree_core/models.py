@@ -14,15 +14,81 @@ recognised and converted to removed FakeLN blocks, so they are known as LN-free 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+# Imported here, once, at import time: transformers resolves these names lazily, and resolving them
+# from several threads at once fails (see hf_lock). The GPT-2 modules are what AutoModel resolves to
+# for every model lnfree trains; importing them now keeps that resolution out of the worker threads.
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+from transformers.models.gpt2 import modeling_gpt2  # noqa: F401,E402
+
 from .adapters import adapter_for
 from .checkpoint import latest_checkpoint, load_model_weights
+from .hf_lock import HF_BUILD_LOCK
 from .surgery import fakeln_modules, is_ln_free, load_fakeln_state
+
+_HF_LOAD_LOGGER = "transformers.modeling_utils"
+
+
+class ModelLoadError(ValueError):
+    """A model folder whose weights do not fill the model (missing or re-initialised weights)."""
+
+
+class _DropLoadReport(logging.Filter):
+    """Drops transformers' "LOAD REPORT" warning: lnfree checks the same information itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+def _tied_keys(model: nn.Module) -> set[str]:
+    """Parameter names that share storage with another parameter (tied weights, e.g. lm_head.weight
+    with transformer.wte.weight when config.tie_word_embeddings): a checkpoint stores each once."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    seen: dict[int, str] = {}
+    tied: set[str] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.data_ptr() in seen:
+            tied.add(name)
+        else:
+            seen[p.data_ptr()] = name
+    return tied
+
+
+def _check_loading_info(spec: str, model: nn.Module, info: dict) -> None:
+    """Raise ModelLoadError unless every weight of `model` came from the checkpoint (tied copies aside)."""
+    missing = set(info.get("missing_keys") or ()) - _tied_keys(model)
+    mismatched = {k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or ()}
+    if missing or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing from the checkpoint: {sorted(missing)[:8]}")
+        if mismatched:
+            parts.append(f"of another shape in the checkpoint: {sorted(mismatched)[:8]}")
+        raise ModelLoadError(
+            f"{spec}: some weights would be newly initialised ({'; '.join(parts)}), so the model would not be "
+            "the one saved. Check that the folder's config.json matches its .safetensors (re-save it with "
+            "save_pretrained)."
+        )
+
+
+def _from_pretrained(spec: str, **kwargs) -> nn.Module:
+    """AutoModelForCausalLM.from_pretrained without transformers' load report; missing weights are errors."""
+    log = logging.getLogger(_HF_LOAD_LOGGER)
+    drop = _DropLoadReport()
+    log.addFilter(drop)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(spec, output_loading_info=True, **kwargs)
+    finally:
+        log.removeFilter(drop)
+    _check_loading_info(spec, model, info)
+    return model
 
 
 @dataclass
@@ -39,8 +105,6 @@ class LoadedModel:
 
 
 def _build_from_checkpoint(ckpt: Path, attn_implementation: str) -> nn.Module:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     config = AutoConfig.from_pretrained(str(ckpt))
     config._attn_implementation = attn_implementation
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
@@ -74,7 +138,17 @@ def resolve_checkpoint(spec: str) -> Path | None:
 
 def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                attn_implementation: str = "sdpa") -> LoadedModel:
-    """Load `spec` (see module docstring) in eval mode on `device`."""
+    """Load `spec` (see module docstring) in eval mode on `device`.
+
+    Thread-safe: the model is built under HF_BUILD_LOCK (transformers' build state is process-wide),
+    so concurrent calls load one after another and each gets exactly the model a lone call would.
+    """
+    with HF_BUILD_LOCK:
+        return _load_model(spec, device=device, dtype=dtype, attn_implementation=attn_implementation)
+
+
+def _load_model(spec: str, *, device: str | torch.device, dtype: torch.dtype | None,
+                attn_implementation: str) -> LoadedModel:
     source = "hub"
     info: dict = {}
     if spec.startswith("demo:"):
@@ -90,8 +164,6 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
         source = "run" if ckpt.parent.name == "checkpoints" else "checkpoint"
         info["checkpoint"] = str(ckpt)
     else:
-        from transformers import AutoModelForCausalLM
-
         path = Path(spec)
         if path.exists():
             if not (path / "config.json").exists():
@@ -111,7 +183,7 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
 
             kwargs["local_files_only"] = not hub_reachable()
         try:
-            model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
+            model = _from_pretrained(spec, **kwargs)
         except OSError as e:
             if kwargs.get("local_files_only"):
                 raise FileNotFoundError(
