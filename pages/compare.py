@@ -24,6 +24,8 @@ from lnfree_core.ui_data import (
 )
 from pages import _common as common
 
+common.page_setup()
+
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def histogram(entries: tuple[tuple[str, str, float], ...], bins: int) -> pd.DataFrame:

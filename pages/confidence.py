@@ -12,6 +12,8 @@ from lnfree_core.analysis.cached import confidence_eval
 from lnfree_core.ui_data import ablation_frames, cn_scatter_frame, svd_frame
 from pages import _common as common
 
+common.page_setup()
+
 
 def scatter(df: pd.DataFrame, order: list[str]) -> alt.FacetChart:
     base = alt.Chart().encode(

@@ -26,6 +26,8 @@ from lnfree_core.analysis.outliers import (
 from lnfree_core.ui_data import ranked_frame, token_frame, token_spans_html
 from pages import _common as common
 
+common.page_setup()
+
 NONE = "(none)"
 SEQ_KEY = "outliers.seq"
 

@@ -22,6 +22,9 @@ from lnfree_core.publish import (
     split_model_card,
     validate_repo_id,
 )
+from pages import _common as common
+
+common.page_setup()
 
 K = "publish."  # widget-key prefix of this page
 TOKEN_KEY = K + "token"
