@@ -136,6 +136,52 @@ def resolve_checkpoint(spec: str) -> Path | None:
     return None
 
 
+def model_context(spec: str) -> int | None:
+    """How many positions `spec`'s model takes (config n_positions / max_position_embeddings), read from
+    its config only (no weights); None when the config cannot be read here (then loading it fails too,
+    with its own message)."""
+    try:
+        if spec.startswith("demo:"):
+            from .demo.paths import demo_model_path
+
+            spec = str(demo_model_path(spec.split(":", 1)[1]))
+        ckpt = resolve_checkpoint(spec)
+        where = str(ckpt) if ckpt is not None else spec
+        kwargs = {}
+        if ckpt is None and not Path(spec).exists():
+            from .data.hub import hub_reachable
+
+            kwargs["local_files_only"] = not hub_reachable()
+        with HF_BUILD_LOCK:
+            config = AutoConfig.from_pretrained(where, **kwargs)
+    except (OSError, ValueError, KeyError):
+        return None
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_seq_len(requested: int | None, default: int, specs: list[str], flag: str = "--seq-len") -> int:
+    """The sequence length to use with the models `specs`: `requested` if given, else `default` capped at
+    the smallest model context (defaults follow the model). A requested length beyond a model's context
+    raises ValueError naming the model and the largest length it takes (its position embeddings would
+    index out of range)."""
+    contexts = {s: model_context(s) for s in specs}
+    known = {s: c for s, c in contexts.items() if c is not None}
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"{flag} must be at least 1, got {requested}")
+        too_short = {s: c for s, c in known.items() if c < requested}
+        if too_short:
+            spec, ctx = min(too_short.items(), key=lambda kv: kv[1])
+            raise ValueError(f"{flag} {requested} is longer than the context of {spec} ({ctx} positions); "
+                             f"use {flag} {ctx} or less")
+        return requested
+    return min([default, *known.values()])
+
+
 def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                attn_implementation: str = "sdpa") -> LoadedModel:
     """Load `spec` (see module docstring) in eval mode on `device`.
