@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -35,6 +36,33 @@ def _check_logits(a: torch.nn.Module, b: torch.nn.Module, vocab: int, seq: int =
     x = torch.randint(0, vocab, (2, seq), generator=g)
     with torch.no_grad():
         return float((a(x).logits.float() - b(x).logits.float()).abs().max())
+
+
+COMPACT_VOCAB_CARD = (
+    "\n## Vocabulary\n\nThis model has a compact vocabulary of {n} tokens, a subset of GPT-2's. The tokenizer "
+    "saved with it (loaded by the snippet above) has exactly these ids; text it cannot spell with them becomes "
+    "`<|endoftext|>`. `vocab_map.json` lists the GPT-2 id of each compact id.\n"
+)
+
+
+def _save_tokenizer(spec: str, out: Path, config) -> "np.ndarray | None":
+    """A tokenizer whose ids are the model's: GPT-2's, or for a compact-vocabulary model (a vocab_map.json
+    with as many entries as the model has tokens) the compact tokenizer plus vocab_map.json. Returns
+    the map, or None."""
+    from .data.vocab_map import load_vocab_map, save_vocab_map
+
+    vmap = load_vocab_map(spec)
+    n_pos = getattr(config, "n_positions", None)
+    if vmap is not None and len(vmap) == int(config.vocab_size):
+        from .data.compact_tokenizer import save_compact_tokenizer
+
+        save_compact_tokenizer(out, vmap, model_max_length=n_pos)
+        save_vocab_map(out, vmap)
+        return vmap
+    from .data.tokenizer import load_gpt2_tokenizer
+
+    load_gpt2_tokenizer().save_pretrained(str(out))
+    return None
 
 
 def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, overwrite: bool = False,
@@ -68,9 +96,7 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
         shutil.rmtree(out)
     out.mkdir(parents=True)
     stock.save_pretrained(str(out))
-    from .data.tokenizer import load_gpt2_tokenizer
-
-    load_gpt2_tokenizer().save_pretrained(str(out))
+    vmap = _save_tokenizer(spec, out, model.config)
     run_dir, mode, schedule, base = None, "ln-free" if loaded.ln_free else "vanilla", None, None
     ckpt = loaded.info.get("checkpoint")
     if ckpt and (Path(ckpt).parent.parent / "config.yaml").exists():
@@ -80,6 +106,8 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
     card = render_model_card(repo_name=repo_name or out.name, base_model=base, mode=mode,
                              schedule=schedule if isinstance(schedule, dict) else None, run_dir=run_dir,
                              logit_max_abs_diff=diff, eval_table_md=eval_table_md)
+    if vmap is not None:
+        card += COMPACT_VOCAB_CARD.format(n=len(vmap))
     (out / "README.md").write_text(card)
     # Names only, no local absolute paths: this file is published with the model.
     (out / "lnfree_export.json").write_text(json.dumps({

@@ -19,6 +19,17 @@ def _training_summary(run_dir) -> dict:
     }
 
 
+def hub_base_model(base_model: str | None) -> str | None:
+    """`base_model` as the card's YAML `base_model:` entry, which the Hub resolves to a repo: only a Hub
+    repo id (owner/name or name) qualifies; a demo name (demo:original) or a local path does not."""
+    import re
+    from pathlib import Path
+
+    if not base_model or ":" in base_model or base_model.startswith((".", "/", "~")) or Path(base_model).exists():
+        return None
+    return base_model if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", base_model) else None
+
+
 def render_model_card(*, repo_name: str, base_model: str | None, mode: str, schedule: dict | None,
                       run_dir=None, logit_max_abs_diff: float | None = None,
                       eval_table_md: str | None = None) -> str:
@@ -27,8 +38,8 @@ def render_model_card(*, repo_name: str, base_model: str | None, mode: str, sche
     lines = ["---", "library_name: transformers", "tags:", "- lnfree", "- gpt2"]
     if ln_free:
         lines.append("- layernorm-free")
-    if base_model:
-        lines += ["base_model:", f"- {base_model}"]
+    if hub_base_model(base_model):
+        lines += ["base_model:", f"- {hub_base_model(base_model)}"]
     lines += ["---", "", f"# {repo_name}", ""]
     if ln_free:
         lines += [
