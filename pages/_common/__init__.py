@@ -23,7 +23,7 @@ from __future__ import annotations
 from lnfree_core.ui_data import GROUP_LABELS
 
 from .state import (
-    ANALYSIS_SECTION, DEFAULT_RUNS_ROOT, PAGES_KEY, PERSIST, WORKBENCH_SECTION, inside_app, page_link, page_registered,
+    ANALYSIS_SECTION, DEFAULT_RUNS_ROOT, PAGES_KEY, PERSIST, WORKBENCH_SECTION, for_page, inside_app, page_link, page_registered,
     page_setup, register_pages, registered_pages, runs_root, runs_root_sidebar, seed, selected_runs, show_error,
 )
 from .background import background_future, clear_background, run_in_background
@@ -49,7 +49,7 @@ __all__ = [
     "PAGES_KEY", "PAPER_MODELS", "PERSIST", "RUN_COLORS", "WORKBENCH_SECTION", "analysis_dataset_picker",
     "analysis_errors", "analysis_settings", "background_future", "clear_background", "data_size_inputs",
     "data_spec", "dataset_label", "dataset_labels", "dataset_picker", "default_datasets", "default_models",
-    "demo_available", "evaluate_models", "fit_chart", "gpt2_decoder", "gpt2_ids", "gpu_count", "group_color_scale",
+    "demo_available", "evaluate_models", "fit_chart", "for_page", "gpt2_decoder", "gpt2_ids", "gpu_count", "group_color_scale",
     "hub_reachable", "inside_app", "layered_chart", "metric_chart", "model_color", "model_labels", "model_layers", "model_picker",
     "model_set_picker", "models_and_data", "one_dataset_inputs", "page_link", "page_registered", "page_setup",
     "register_pages", "registered_pages", "removal_rules", "run_in_background", "run_jobs", "run_options",

@@ -125,5 +125,25 @@ def selected_runs() -> list[str]:
     return list(st.session_state.get("selected_runs") or [])
 
 
+# CLI wording in lnfree_core's messages -> the widget that does the same on a page.
+CLI_TO_WIDGET = {
+    "(--endpoint / HF_ENDPOINT)": "(the \"Hub endpoint\" field under Hub connection, or HF_ENDPOINT)",
+    "Pass allow_live=True (CLI: --allow-live)": "Tick \"Export even with live LayerNorms\" (under Model card and "
+                                                "export options)",
+    "pass allow_live=True (CLI: --allow-live)": "tick \"Export even with live LayerNorms\"",
+    "Pass allow_live=True (CLI: --allow-live) if that is what you want": "Tick \"Export even with live "
+                                                                       "LayerNorms\" if that is what you want",
+    "or pass overwrite": "or tick \"Replace the export folder\"",
+    "`--schedule auto`": "the \"auto\" schedule",
+}
+
+
+def for_page(message: str) -> str:
+    """`message` (from lnfree_core, worded for the CLI) with CLI flags replaced by the page's widgets."""
+    for cli, widget in sorted(CLI_TO_WIDGET.items(), key=lambda kv: -len(kv[0])):
+        message = message.replace(cli, widget)
+    return message
+
+
 def show_error(e: BaseException, prefix: str = "") -> None:
-    st.error(f"{prefix}{e}", icon=":material/error:")
+    st.error(for_page(f"{prefix}{e}"), icon=":material/error:")
