@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fake_hub import TOKEN, FakeHub, hub_env, make_export_dir  # noqa: F401
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Expander, Status
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "publish.py")
 
@@ -31,9 +32,8 @@ def _in_collapsed_block(at: AppTest, element) -> bool:
     def walk(node, collapsed):
         for child in getattr(node, "children", {}).values():
             here = collapsed
-            proto = getattr(child, "proto", None)
-            if getattr(child, "type", None) == "expandable" and proto is not None:
-                here = collapsed or not proto.expandable.expanded
+            if isinstance(child, (Expander, Status)):
+                here = collapsed or not child.proto.expanded
             if child is element:
                 return here
             found = walk(child, here)

@@ -27,7 +27,7 @@ from .state import (
     page_setup, register_pages, registered_pages, runs_root, runs_root_sidebar, seed, selected_runs, show_error,
 )
 from .background import background_future, clear_background, run_in_background
-from .env import demo_available, gpu_count, hub_reachable, model_layers
+from .env import demo_available, gpu_count, hub_reachable, model_context, model_layers
 from .pickers import DEMO_MODELS, MODEL_KINDS, dataset_picker, model_picker, run_picker
 from .charts import (
     GROUP_COLORS, MODEL_PALETTE, RUN_COLORS, fit_chart, group_color_scale, layered_chart, metric_chart, model_color,
@@ -50,7 +50,7 @@ __all__ = [
     "analysis_errors", "analysis_settings", "background_future", "clear_background", "data_size_inputs",
     "data_spec", "dataset_label", "dataset_labels", "dataset_picker", "default_datasets", "default_models",
     "demo_available", "evaluate_models", "fit_chart", "for_page", "gpt2_decoder", "gpt2_ids", "gpu_count", "group_color_scale",
-    "hub_reachable", "inside_app", "layered_chart", "metric_chart", "model_color", "model_labels", "model_layers", "model_picker",
+    "hub_reachable", "inside_app", "layered_chart", "metric_chart", "model_color", "model_context", "model_labels", "model_layers", "model_picker",
     "model_set_picker", "models_and_data", "one_dataset_inputs", "page_link", "page_registered", "page_setup",
     "register_pages", "registered_pages", "removal_rules", "run_in_background", "run_jobs", "run_options",
     "run_picker", "runs_root", "runs_root_sidebar", "seed", "selected_runs", "shared_widget", "show_chart",
