@@ -58,6 +58,11 @@ def schedule_choice(model: str | None) -> str | dict | None:
         return "auto"
     if src == "designed":
         d = st.session_state.get("designed_schedule")
+        bad = st.session_state.get("designed_schedule_error")
+        if not d and bad:
+            st.error(f"The schedule on the Schedule page cannot run: {bad}")
+            common.page_link("pages/schedule.py", label="Fix it", icon=":material/timeline:")
+            return None
         if not d:
             st.info("No schedule designed yet.")
             common.page_link("pages/schedule.py", label="Design one", icon=":material/timeline:")
