@@ -126,7 +126,8 @@ base, single, cum = ablation_frames({labels[s]: r.entry.meta["ablation"] for s, 
 cols = st.columns(len(base) if 0 < len(base) <= 4 else 4)
 for i, row in enumerate(base.itertuples(index=False)):
     cols[i % len(cols)].metric(row.model, f"CE {row.ce:.4f}")
-    cols[i % len(cols)].caption(f"entropy {row.entropy:.4f}, no ablation ({row.tokens} tokens)")
+    cols[i % len(cols)].caption(f"entropy {row.entropy:.4f}, no ablation ({n} sequences of {seq_len} tokens, "
+                                f"{row.tokens} scored tokens)")
 c1, c2 = st.columns(2)
 c1.altair_chart(single_chart(single, "delta_ce", "change in CE", order), width="stretch")
 c2.altair_chart(single_chart(single, "delta_entropy", "change in entropy", order), width="stretch")

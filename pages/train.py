@@ -231,9 +231,10 @@ def run_controls(status) -> None:
         if st.button(f"Cancel {status.name}", icon=":material/stop_circle:", key=f"train_cancel_{status.name}"):
             common.run_in_background(key, jobs.cancel_run, status.run_dir)
             st.rerun()
-    elif status.state in ("failed", "cancelled") and not has_checkpoint(status.run_dir):
-        st.caption(f"{status.name} stopped before its first checkpoint: there is nothing to resume. Fix the cause "
-                   "shown above and launch a new run.")
+    elif status.state == "failed" and not status.step and not has_checkpoint(status.run_dir):
+        # Failed while setting up (bad model, data or schedule): a resume would fail the same way.
+        st.caption(f"{status.name} failed while setting up, before its first step: there is nothing to resume. "
+                   "Fix the cause shown above and launch a new run.")
     elif status.state in ("failed", "cancelled"):
         if st.button(f"Resume {status.name}", icon=":material/play_circle:", key=f"train_resume_{status.name}"):
             try:

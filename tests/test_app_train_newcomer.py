@@ -90,6 +90,12 @@ def test_a_run_that_failed_at_setup_offers_no_resume_and_no_starting_message(tmp
     shown = " ".join(i.value for i in at.info)
     assert "the job is starting" not in shown
     assert "nothing to resume" in " ".join(c.value for c in at.caption)
+    S.write_fake_run(root, "nan", state="failed", steps=4, reason="loss became NaN at step 5")
+    at = S.new_app(root)
+    at.query_params["run"] = "nan"
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert "train_resume_nan" in [b.key for b in at.button]  # failed after training began: resumable
 
 
 def test_run_picker_shows_a_live_run_without_a_frozen_step(tmp_path):
