@@ -286,15 +286,14 @@ def missing_inputs_hint(specs: Sequence[str], datasets: Sequence[str]) -> None:
         return
     offline_no_demo = not hub_reachable() and not built_demo_models()
     if offline_no_demo:
-        st.info("Nothing to analyse yet: the Hugging Face Hub is not reachable and the offline demo suite is not "
-                "built. Build it on the Home page (or `python -m lnfree_core demo build`, about 20 minutes on a "
+        st.info("Choose at least one model and a dataset above. None is offered yet: the Hugging Face Hub is not "
+                "reachable and the offline demo suite is not built. Build it on the Home page (or `python -m lnfree_core demo build`, about 20 minutes on a "
                 "CPU): it gives three models and three datasets that every analysis page opens on. Or add a local "
                 "Hugging Face model folder or a run with \"Add a model\" above, and a local token file as the "
                 "dataset.", icon=":material/info:")
         page_link("pages/home.py", label="Build the demo suite on Home", icon=":material/construction:")
     else:
-        what = " and ".join(w for w, have in (("a model", specs), ("a dataset", datasets)) if not have)
-        st.info(f"Choose {what} above.", icon=":material/info:")
+        st.info("Choose at least one model and a dataset above.", icon=":material/info:")
 
 
 def one_dataset_inputs(**kwargs: Any) -> tuple[list[str], dict[str, str], str, int, int, str | None, dict]:
