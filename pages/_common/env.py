@@ -59,14 +59,9 @@ def model_layers(spec: str) -> int | None:
 
 def model_context(spec: str | None) -> int | None:
     """How many positions a model spec takes (config n_positions), known without loading weights;
-    None when unknown (lnfree_core.models.model_context reads it, cached per spec)."""
+    None when unknown (lnfree_core.ui_data.model_context)."""
     if not spec:
         return None
-    return _model_context(spec)
-
-
-@st.cache_data(show_spinner=False, ttl=60)
-def _model_context(spec: str) -> int | None:
-    from lnfree_core.models import model_context as read
+    from lnfree_core.ui_data import model_context as read
 
     return read(spec)
