@@ -51,4 +51,5 @@ def build_navigation() -> dict[str, list]:
 st.set_page_config(page_title="lnfree", page_icon=":material/science:", layout="wide")
 common.runs_root_sidebar()
 nav = st.navigation(build_navigation())
-nav.run()
+with common.inside_app():  # pages' page_setup() sees they run inside app.py
+    nav.run()

@@ -64,8 +64,11 @@ class TrainConfig:
             raise ConfigError(f"unknown hyperparameter overrides {bad}; allowed: {list(HPARAM_OVERRIDES)}")
         return self
 
-    def resolve_schedule(self, n_layers: int) -> Schedule:
-        """The schedule with overrides applied, validated against the model's layer count."""
+    def resolve_schedule(self, n_layers: int, context: int | None = None) -> Schedule:
+        """The schedule with overrides applied, validated against the model's layer count.
+
+        `context` (the model's position count): a preset's or auto's sequence length longer than it is
+        cut to it (defaults follow the model); an explicit seq_len override longer than it is an error."""
         from .presets import resolve_schedule
 
         max_steps = self.overrides.get("max_steps")
@@ -77,6 +80,11 @@ class TrainConfig:
         hp.update(self.overrides)
         hp["adam_betas"] = tuple(hp["adam_betas"])
         hp["keep_steps"] = sorted({int(x) for x in hp["keep_steps"] or []})
+        if context is not None and hp["seq_len"] > context:
+            if "seq_len" in self.overrides:
+                raise ConfigError(f"seq_len {hp['seq_len']} is longer than the model's context ({context} positions); "
+                                  f"use --seq-len {context} or less")
+            hp["seq_len"] = context
         sched.hparams = HParams(**hp)
         if self.mode == "vanilla":
             # The paper's control: same data, steps and LR schedule; no removal, no aux loss.

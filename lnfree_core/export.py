@@ -8,12 +8,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from .adapters import adapter_for
 from .export_metadata import build_metadata, write_metadata
 from .export_precision import measure_input_stds, precision_summary, precision_warning
+from .hf_lock import HF_BUILD_LOCK
 from .model_card import render_model_card
 from .models import load_model
 
@@ -70,24 +72,48 @@ def _precision_tokens(model, data: str | None, run_cfg: dict | None) -> tuple[to
     return torch.as_tensor(seqs).long(), Path(name).name if Path(name).exists() else name  # published: no local path
 
 
-def _save_tokenizer(model_type: str, base: str | None, out: Path) -> None:
-    """GPT-2 models get GPT-2's tokenizer (bundled, works offline); other families the tokenizer of the
-    model they were trained from, when that is a local folder or cached Hub id that has one. A tiny
-    random-init model has none: the export then holds no tokenizer files (the weights load all the same)."""
-    if model_type == "gpt2":
+COMPACT_VOCAB_CARD = (
+    "\n## Vocabulary\n\nThis model has a compact vocabulary of {n} tokens, a subset of GPT-2's. The tokenizer "
+    "saved with it (loaded by the snippet above) has exactly these ids; text it cannot spell with them becomes "
+    "`<|endoftext|>`. `vocab_map.json` lists the GPT-2 id of each compact id.\n"
+)
+
+
+def _save_tokenizer(spec: str, out: Path, config, base: str | None) -> "np.ndarray | None":
+    """A tokenizer whose ids are the model's; returns the vocabulary map of a compact model, else None.
+
+    * a compact-vocabulary model (a vocab_map.json with as many entries as the model has tokens): the
+      compact tokenizer plus vocab_map.json;
+    * GPT-2: GPT-2's tokenizer (bundled, works offline);
+    * other families: the tokenizer of the model they were trained from (`base`), when that is a local
+      folder or cached Hub id that has one. A tiny random-init model has none: the export then holds no
+      tokenizer files (the weights load all the same).
+    """
+    from .data.vocab_map import load_vocab_map, save_vocab_map
+
+    vmap = load_vocab_map(spec)
+    if vmap is not None and len(vmap) == int(config.vocab_size):
+        from .data.compact_tokenizer import save_compact_tokenizer
+
+        save_compact_tokenizer(out, vmap, model_max_length=getattr(config, "n_positions", None))
+        save_vocab_map(out, vmap)
+        return vmap
+    if config.model_type == "gpt2":
         from .data.tokenizer import load_gpt2_tokenizer
 
         load_gpt2_tokenizer().save_pretrained(str(out))
-        return
+        return None
     if not base:
-        return
+        return None
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+        with HF_BUILD_LOCK:
+            tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     except (OSError, ValueError, TypeError):
-        return
+        return None
     tok.save_pretrained(str(out))
+    return None
 
 
 def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, overwrite: bool = False,
@@ -113,7 +139,8 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
             "publishes an ordinary GPT-2. Pass allow_live=True (CLI: --allow-live) to export it anyway."
         )
     try:
-        stock = adapter_for(model).to_stock(model, allow_live=allow_live)
+        with HF_BUILD_LOCK:  # builds a model: transformers' build state is process-wide (see hf_lock)
+            stock = adapter_for(model).to_stock(model, allow_live=allow_live)
     except ValueError as e:
         raise ExportError(str(e)) from None
     stock.eval()
@@ -152,11 +179,13 @@ def export_model(spec: str, out_dir: str | Path, *, allow_live: bool = False, ov
         shutil.rmtree(out)
     out.mkdir(parents=True)
     stock.save_pretrained(str(out))
-    _save_tokenizer(model.config.model_type, base or (None if ckpt else spec), out)
+    vmap = _save_tokenizer(spec, out, model.config, base or (None if ckpt else spec))
     card = render_model_card(repo_name=repo_name or out.name, base_model=base, mode=mode,
                              schedule=schedule if isinstance(schedule, dict) else None, run_dir=run_dir,
                              logit_max_abs_diff=diff, eval_table_md=eval_table_md,
                              model_type=model.config.model_type, input_std=summary)
+    if vmap is not None:
+        card += COMPACT_VOCAB_CARD.format(n=len(vmap))
     (out / "README.md").write_text(card)
     write_metadata(out, meta)
     # Names only, no local absolute paths: this file is published with the model.

@@ -100,6 +100,14 @@ def usage_section(repo_name: str, *, ln_free: bool, input_std: dict | None = Non
     return lines
 
 
+def hub_base_model(base_model: str | None) -> str | None:
+    """`base_model` as the card's YAML `base_model:` entry, which the Hub resolves to a repo: only a Hub
+    repo id (owner/name or name) qualifies; a demo name (demo:original) or a local path does not."""
+    from .export_metadata import hub_model_id
+
+    return hub_model_id(base_model)
+
+
 def render_model_card(*, repo_name: str, base_model: str | None, mode: str, schedule: dict | None,
                       run_dir=None, logit_max_abs_diff: float | None = None,
                       eval_table_md: str | None = None, input_std: dict | None = None,
@@ -113,8 +121,8 @@ def render_model_card(*, repo_name: str, base_model: str | None, mode: str, sche
     lines = ["---", "library_name: transformers", "tags:", "- lnfree", f"- {model_type}"]
     if ln_free:
         lines.append("- layernorm-free")
-    if base_model:
-        lines += ["base_model:", f"- {base_model}"]
+    if hub_base_model(base_model):
+        lines += ["base_model:", f"- {hub_base_model(base_model)}"]
     lines += ["---", "", f"# {repo_name}", ""]
     if ln_free:
         lines += [

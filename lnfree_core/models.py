@@ -17,15 +17,81 @@ else they are shown with sigma_bar = 1 (`info["sigma_source"]` says which).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+# Imported here, once, at import time: transformers resolves these names lazily, and resolving them
+# from several threads at once fails (see hf_lock). The GPT-2 modules are what AutoModel resolves to
+# for every model lnfree trains; importing them now keeps that resolution out of the worker threads.
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+from transformers.models.gpt2 import modeling_gpt2  # noqa: F401,E402
+
 from .adapters import adapter_for
 from .checkpoint import latest_checkpoint, load_model_weights
+from .hf_lock import HF_BUILD_LOCK
 from .surgery import fakeln_modules, is_ln_free, load_fakeln_state
+
+_HF_LOAD_LOGGER = "transformers.modeling_utils"
+
+
+class ModelLoadError(ValueError):
+    """A model folder whose weights do not fill the model (missing or re-initialised weights)."""
+
+
+class _DropLoadReport(logging.Filter):
+    """Drops transformers' "LOAD REPORT" warning: lnfree checks the same information itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+def _tied_keys(model: nn.Module) -> set[str]:
+    """Parameter names that share storage with another parameter (tied weights, e.g. lm_head.weight
+    with transformer.wte.weight when config.tie_word_embeddings): a checkpoint stores each once."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    seen: dict[int, str] = {}
+    tied: set[str] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.data_ptr() in seen:
+            tied.add(name)
+        else:
+            seen[p.data_ptr()] = name
+    return tied
+
+
+def _check_loading_info(spec: str, model: nn.Module, info: dict) -> None:
+    """Raise ModelLoadError unless every weight of `model` came from the checkpoint (tied copies aside)."""
+    missing = set(info.get("missing_keys") or ()) - _tied_keys(model)
+    mismatched = {k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or ()}
+    if missing or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing from the checkpoint: {sorted(missing)[:8]}")
+        if mismatched:
+            parts.append(f"of another shape in the checkpoint: {sorted(mismatched)[:8]}")
+        raise ModelLoadError(
+            f"{spec}: some weights would be newly initialised ({'; '.join(parts)}), so the model would not be "
+            "the one saved. Check that the folder's config.json matches its .safetensors (re-save it with "
+            "save_pretrained)."
+        )
+
+
+def _from_pretrained(spec: str, **kwargs) -> nn.Module:
+    """AutoModelForCausalLM.from_pretrained without transformers' load report; missing weights are errors."""
+    log = logging.getLogger(_HF_LOAD_LOGGER)
+    drop = _DropLoadReport()
+    log.addFilter(drop)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(spec, output_loading_info=True, **kwargs)
+    finally:
+        log.removeFilter(drop)
+    _check_loading_info(spec, model, info)
+    return model
 
 
 @dataclass
@@ -42,8 +108,6 @@ class LoadedModel:
 
 
 def _build_from_checkpoint(ckpt: Path, attn_implementation: str) -> nn.Module:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     config = AutoConfig.from_pretrained(str(ckpt))
     config._attn_implementation = attn_implementation
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
@@ -75,9 +139,65 @@ def resolve_checkpoint(spec: str) -> Path | None:
     return None
 
 
+def model_context(spec: str) -> int | None:
+    """How many positions `spec`'s model takes (config n_positions / max_position_embeddings), read from
+    its config only (no weights); None when the config cannot be read here (then loading it fails too,
+    with its own message)."""
+    try:
+        if spec.startswith("demo:"):
+            from .demo.paths import demo_model_path
+
+            spec = str(demo_model_path(spec.split(":", 1)[1]))
+        ckpt = resolve_checkpoint(spec)
+        where = str(ckpt) if ckpt is not None else spec
+        kwargs = {}
+        if ckpt is None and not Path(spec).exists():
+            from .data.hub import hub_reachable
+
+            kwargs["local_files_only"] = not hub_reachable()
+        with HF_BUILD_LOCK:
+            config = AutoConfig.from_pretrained(where, **kwargs)
+    except (OSError, ValueError, KeyError):
+        return None
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_seq_len(requested: int | None, default: int, specs: list[str], flag: str = "--seq-len") -> int:
+    """The sequence length to use with the models `specs`: `requested` if given, else `default` capped at
+    the smallest model context (defaults follow the model). A requested length beyond a model's context
+    raises ValueError naming the model and the largest length it takes (its position embeddings would
+    index out of range)."""
+    contexts = {s: model_context(s) for s in specs}
+    known = {s: c for s, c in contexts.items() if c is not None}
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"{flag} must be at least 1, got {requested}")
+        too_short = {s: c for s, c in known.items() if c < requested}
+        if too_short:
+            spec, ctx = min(too_short.items(), key=lambda kv: kv[1])
+            raise ValueError(f"{flag} {requested} is longer than the context of {spec} ({ctx} positions); "
+                             f"use {flag} {ctx} or less")
+        return requested
+    return min([default, *known.values()])
+
+
 def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                attn_implementation: str = "sdpa") -> LoadedModel:
-    """Load `spec` (see module docstring) in eval mode on `device`."""
+    """Load `spec` (see module docstring) in eval mode on `device`.
+
+    Thread-safe: the model is built under HF_BUILD_LOCK (transformers' build state is process-wide),
+    so concurrent calls load one after another and each gets exactly the model a lone call would.
+    """
+    with HF_BUILD_LOCK:
+        return _load_model(spec, device=device, dtype=dtype, attn_implementation=attn_implementation)
+
+
+def _load_model(spec: str, *, device: str | torch.device, dtype: torch.dtype | None,
+                attn_implementation: str) -> LoadedModel:
     source = "hub"
     info: dict = {}
     if spec.startswith("demo:"):
@@ -93,8 +213,6 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
         source = "run" if ckpt.parent.name == "checkpoints" else "checkpoint"
         info["checkpoint"] = str(ckpt)
     else:
-        from transformers import AutoModelForCausalLM
-
         path = Path(spec)
         if path.exists():
             if not (path / "config.json").exists():
@@ -114,7 +232,7 @@ def load_model(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dt
 
             kwargs["local_files_only"] = not hub_reachable()
         try:
-            model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
+            model = _from_pretrained(spec, **kwargs)
         except OSError as e:
             if kwargs.get("local_files_only"):
                 raise FileNotFoundError(

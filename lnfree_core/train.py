@@ -179,7 +179,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         model = loaded.model
         adapter = adapter_for(model)
         n_layers = adapter.n_layers(model)
-        sched = cfg.resolve_schedule(n_layers)
+        context = next((v for v in (getattr(model.config, k, None) for k in ("n_positions", "max_position_embeddings"))
+                        if isinstance(v, int) and v > 0), None)
+        sched = cfg.resolve_schedule(n_layers, context)
         from .data.registry import resolve_dataset
 
         resolve_dataset(cfg.dataset)

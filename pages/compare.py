@@ -26,6 +26,8 @@ from lnfree_core.ui_data import (
 )
 from pages import _common as common
 
+common.page_setup()
+
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def histogram(entries: tuple[tuple[str, str, float], ...], bins: int) -> pd.DataFrame:
@@ -80,7 +82,7 @@ st.caption("Mean per-token cross-entropy of each model on each dataset, as in th
            "median and central percentile ranges, and the full distribution of per-token losses.")
 specs, datasets, n, seq_len, split, settings = common.models_and_data(multi_data=True)
 if not specs or not datasets:
-    st.info("Choose at least one model and one dataset above.", icon=":material/info:")
+    common.missing_inputs_hint(specs, datasets)
     st.stop()
 
 labels = common.model_labels(specs)

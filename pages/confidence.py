@@ -14,6 +14,8 @@ from lnfree_core.analysis.cached import confidence_eval
 from lnfree_core.ui_data import ablation_frames, cn_scatter_frame, svd_frame
 from pages import _common as common
 
+common.page_setup()
+
 
 def scatter(df: pd.DataFrame, order: list[str]) -> alt.FacetChart:
     base = alt.Chart().encode(
@@ -154,7 +156,8 @@ base, single, cum = ablation_frames({labels[s]: r.entry.meta["ablation"] for s, 
 cols = st.columns(len(base) if 0 < len(base) <= 4 else 4)
 for i, row in enumerate(base.itertuples(index=False)):
     cols[i % len(cols)].metric(row.model, f"CE {row.ce:.4f}")
-    cols[i % len(cols)].caption(f"entropy {row.entropy:.4f}, no ablation ({row.tokens} tokens)")
+    cols[i % len(cols)].caption(f"entropy {row.entropy:.4f}, no ablation ({n} sequences of {seq_len} tokens, "
+                                f"{row.tokens} scored tokens)")
 ablated = {labels[s]: r.ablated for s, r in results.items()}
 st.caption("Ablated: " + "; ".join(f"{m}: {', '.join(map(str, v))}" for m, v in ablated.items()))
 box = pd.DataFrame([{"model": labels[s], **r.entry.meta["ablation"]["abs_delta_ce"]} for s, r in results.items()

@@ -13,6 +13,8 @@ from lnfree_core.analysis.nmae import GRANULARITIES
 from lnfree_core.ui_data import nmae_head_frame, nmae_summary_frame
 from pages import _common as common
 
+common.page_setup()
+
 
 def heatmaps(df: pd.DataFrame, cap: float | None, order: list[str]) -> alt.FacetChart:
     scale = alt.Scale(scheme="viridis", domain=[0, cap] if cap else alt.Undefined, clamp=bool(cap))

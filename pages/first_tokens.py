@@ -14,6 +14,8 @@ from lnfree_core.analysis.sinks import DEFAULT_SINK_THRESHOLD
 from lnfree_core.ui_data import norm_profile_frame, sink_frames
 from pages import _common as common
 
+common.page_setup()
+
 
 def _x(df: pd.DataFrame) -> alt.X:
     order = df.drop_duplicates("point").sort_values("layer")["point"].tolist()

@@ -121,10 +121,19 @@ def demo_status(status: dict) -> None:
     if "ce" in tables:
         st.markdown("**Mean cross-entropy (nats)** of each demo model on each demo dataset")
         st.dataframe(tables["ce"], hide_index=True, width="stretch")
+        counts = (status.get("summary") or {}).get("sequences") or {}
+        if counts:
+            st.caption("Over the build's evaluation sets: " + ", ".join(f"{ds}: {k} sequences" for ds, k in counts.items())
+                       + " (the held-out split, every sequence). The Compare page and `eval` evaluate the sample "
+                       "you choose there, so their numbers differ by sampling; each says how many sequences and "
+                       "tokens it used.")
     for line in ((status.get("summary") or {}).get("quality") or {}).get("statements", []):
         st.markdown(f"- {line}")
     with st.expander("Build stages"):
         st.dataframe(tables["stages"], hide_index=True, width="stretch")
+
+
+_FIRST_SEEN: dict = {}  # build start time -> (when, overall fraction) first seen: the ETA's baseline
 
 
 @st.fragment(run_every=1.0)
@@ -132,11 +141,20 @@ def build_progress() -> None:
     if not DEMO_BUILD.running:
         st.rerun()  # the build ended: redraw the section without the timer
     frac = DEMO_BUILD.progress()
-    elapsed = format_duration(time.time() - (DEMO_BUILD.started or time.time()))
+    spent = time.time() - (DEMO_BUILD.started or time.time())
+    elapsed = format_duration(spent)
     if frac is None:
         st.progress(0.0, text=f"Building the demo suite ({elapsed} so far)...")
     else:
-        st.progress(frac, text=f"Building the demo suite: {frac:.0%} ({elapsed} so far)")
+        # ETA from the pace since this page first saw the build's overall fraction (the build prints it
+        # weighted by each stage's cost; a rebuild starts above 0 % with its reused stages).
+        first = _FIRST_SEEN.setdefault(DEMO_BUILD.started, (time.time(), frac))
+        pace = (frac - first[1]) / max(time.time() - first[0], 1e-9)
+        eta = f", about {format_duration((1 - frac) / pace)} left" if pace > 0 and frac < 1 else ""
+        st.progress(frac, text=f"Building the demo suite: {frac:.0%} ({elapsed} so far{eta})")
+    state = demo_suite_state()
+    if isinstance(state.get("status"), dict) and "models" in state["status"]:
+        st.dataframe(demo_tables(state["status"])["stages"], hide_index=True, width="stretch")
     st.code(DEMO_BUILD.tail(12) or "starting...", language=None)
     if st.button("Stop the build", icon=":material/stop_circle:", key="home_demo_stop",
                  help="Finished stages are kept; building again goes on from there."):

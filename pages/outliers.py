@@ -26,6 +26,8 @@ from lnfree_core.analysis.outliers import (
 from lnfree_core.ui_data import ranked_frame, token_frame, token_spans_html
 from pages import _common as common
 
+common.page_setup()
+
 NONE = "(none)"
 SEQ_KEY = "outliers.seq"
 
@@ -131,6 +133,7 @@ m1, m2, m3 = st.columns(3)
 m1.metric("Sequences", n_seq)
 m2.metric(f"With a token over {threshold:g}", len(exceeding))
 m3.metric("Mean CE", f"{res_a.summary.mean:.4f}", help="Over all scored tokens of these sequences.")
+st.caption(f"Over {n_seq} sequences of {tokens.shape[1]} tokens ({res_a.summary.tokens} scored tokens).")
 table = ranked_frame(ranked, exceeding)
 indices = table["sequence"].tolist()
 st.dataframe(table, hide_index=True, width="stretch", key="outliers.table", on_select=partial(

@@ -23,10 +23,14 @@ from lnfree_core.publish import (
     split_model_card,
     validate_repo_id,
 )
+from pages import _common as common
+
+common.page_setup()
 
 K = "publish."  # widget-key prefix of this page
 TOKEN_KEY = K + "token"
 FORGET_KEY = K + "_forget_token"
+RESULT_KEY = K + "_push_result"  # (kind, text) of the last push, shown after the rerun that empties the token
 
 
 def _runs_root() -> Path:
@@ -64,27 +68,32 @@ def _export(run: Path, out: Path, rid: str, ce_md: str, allow_live: bool, overwr
             exported = prepare_export(run, out, rid, eval_table_md=ce_md.strip() or None, allow_live=allow_live,
                                       overwrite=overwrite)
         except PublishError as e:
-            status.update(label="Export failed", state="error")
-            st.error(str(e), icon=":material/error:")
+            status.update(label="Export failed", state="error", expanded=True)
+            st.error(common.for_page(str(e)), icon=":material/error:")
             return
         status.update(label=f"{'Exported' if exported else 'Export already up to date'}: {out}", state="complete")
 
 
 def _push(out: Path, rid: str, private: bool, endpoint: str, token: str) -> None:
-    try:
-        with st.status(f"Pushing {out} to {rid}...", expanded=True) as status:
-            try:
-                res = push_export(out, rid, private=private, token=token or None, endpoint=endpoint.strip() or None,
-                                  progress=status.write)
-            except PublishError as e:
-                status.update(label="Push failed", state="error")
-                st.error(str(e), icon=":material/error:")
-                return
+    """Push; the outcome is shown in the open (never in a collapsed box). After a successful push the
+    token field is emptied at once (a rerun now, not on the user's next keystroke, which it would eat);
+    after a failed one the token stays, so the push can be retried."""
+    with st.status(f"Pushing {out} to {rid}...", expanded=True) as status:
+        try:
+            res = push_export(out, rid, private=private, token=token or None, endpoint=endpoint.strip() or None,
+                              progress=status.write)
+        except PublishError as e:
+            status.update(label="Push failed", state="error", expanded=True)
+            failure = common.for_page(str(e))
+        else:
             status.update(label=f"Pushed to {rid}", state="complete")
-        st.success(f"Published {'privately ' if private else ''}to {res.url} (commit `{res.commit[:12]}`)",
-                   icon=":material/check_circle:")
-    finally:
-        st.session_state[FORGET_KEY] = True
+            failure = None
+    if failure is not None:
+        st.error(failure, icon=":material/error:")
+        return
+    st.session_state[RESULT_KEY] = f"Published {'privately ' if private else ''}to {res.url} (commit `{res.commit[:12]}`)"
+    st.session_state[FORGET_KEY] = True
+    st.rerun()
 
 
 def _token_field() -> str:
@@ -129,13 +138,17 @@ def main() -> None:
 
     missing = missing_export_files(out)
     if missing:
-        st.info(f"`{out}` holds no export yet (missing: {', '.join(missing)}). Press Export to make one.")
+        todo = "Press Export to make one." if rid else "Type a repo id above (the model card names it), then press Export."
+        st.info(f"`{out}` holds no export yet (missing: {', '.join(missing)}). {todo}")
     else:
         if rid and not reusable_export(run, out, rid, ce_md.strip() or None):
             st.warning("This export is not the newest checkpoint of the run, or its card names another repo id or "
                        "lacks the CE table: press Export to refresh it before pushing.")
         _show_card(out)
 
+    done = st.session_state.pop(RESULT_KEY, None)
+    if done:
+        st.success(done, icon=":material/check_circle:")
     if st.button("Push to the Hub", key=K + "push_btn", type="primary", disabled=rid is None or bool(missing)):
         _push(out, rid, private, endpoint, token)
 

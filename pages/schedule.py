@@ -139,8 +139,10 @@ def timeline(s: Schedule) -> dict:
         "data": {"name": "lr"},
         "mark": {"type": "line", "color": "#555", "strokeWidth": 2},
         "encoding": {
+            # The axis reaches the last event even when it falls after max_steps (a design that cannot
+            # run): its rule is then drawn inside the chart, past the end of the LR line.
             "x": {"field": "step", "type": "quantitative", "title": "optimizer step",
-                  "scale": {"domain": [0, s.hparams.max_steps]}},
+                  "scale": {"domain": [0, max(s.hparams.max_steps, s.last_event_step() + 1)], "nice": False}},
             "y": {"field": "lr", "type": "quantitative", "title": "learning rate", "axis": {"format": ".1e"}},
             "tooltip": [{"field": "step", "type": "quantitative"},
                         {"field": "lr", "type": "quantitative", "format": ".3e"}],
@@ -194,8 +196,16 @@ if schedule is not None and len(schedule.order) == len(GROUPS):
     with st.expander("Removal events"):
         st.dataframe(events_frame(schedule), hide_index=True, width="stretch")
 
+if error is not None:
+    # Train must not go on with the last valid design as if it were this one.
+    had = st.session_state.pop("designed_schedule", None) is not None
+    st.session_state["designed_schedule_error"] = str(error)
+    if had:
+        st.warning("The Train page's \"designed\" schedule is cleared until this design can run.",
+                   icon=":material/warning:")
 if error is None and schedule is not None:
     st.session_state["designed_schedule"] = schedule.to_dict()
+    st.session_state.pop("designed_schedule_error", None)
     st.success(f"Designed schedule ready for training: {schedule_summary(schedule)}", icon=":material/check:")
     stem = (schedule.name or "schedule").replace("/", "_")
     c1, c2, c3 = st.columns([1, 1, 2])

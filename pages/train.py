@@ -60,6 +60,11 @@ def schedule_choice(model: str | None) -> str | dict | None:
         return "auto"
     if src == "designed":
         d = st.session_state.get("designed_schedule")
+        bad = st.session_state.get("designed_schedule_error")
+        if not d and bad:
+            st.error(f"The schedule on the Schedule page cannot run: {bad}")
+            common.page_link("pages/schedule.py", label="Fix it", icon=":material/timeline:")
+            return None
         if not d:
             st.info("No schedule designed yet.")
             common.page_link("pages/schedule.py", label="Design one", icon=":material/timeline:")
@@ -78,6 +83,46 @@ def schedule_choice(model: str | None) -> str | dict | None:
     return s.to_dict()
 
 
+def adapt_to_model(model: str | None) -> str | None:
+    """When the chosen model changes, set the form to what fits it (before its widgets are drawn): the
+    preset for its layer count (else `auto`), and for a model with fewer positions than the preset's
+    sequence length, that length cut to the model's context with one micro-batch per step. Returns a
+    caption saying what was adapted (None when nothing was)."""
+    ss = st.session_state
+    if not model or ss.get("_train.adapted_for") == model:
+        return ss.get("_train.adapted_note") if model else None
+    ss["_train.adapted_for"] = model
+    notes = []
+    n_layers, context = common.model_layers(model), common.model_context(model)
+    fitting = next((n for n in preset_names() if n_layers is not None and preset(n).n_layers == n_layers), None)
+    if ss.get("train.sched_src", "preset") == "preset" and n_layers is not None:
+        if fitting:
+            ss["train.preset"] = fitting
+        else:
+            ss["train.sched_src"] = "auto"
+            notes.append(f"schedule `auto` (no preset has {n_layers} layers)")
+    hp = preset(fitting or "gpt2").hparams
+    if context is not None and context < hp.seq_len:
+        ss["train.ov.seq_len"] = context
+        ss["train.ov.grad_accum_steps"] = 1
+        notes.append(f"sequence length {context} (the model's context; the preset's is {hp.seq_len}) and "
+                     f"grad accum 1 (batch {hp.micro_batch_size} x {context} tokens per step)")
+    elif context is not None:
+        for k in ("seq_len", "grad_accum_steps"):
+            ss.pop(f"train.ov.{k}", None)
+    note = ("Adapted to the model: " + "; ".join(notes) + ". Change them below if you like.") if notes else None
+    ss["_train.adapted_note"] = note
+    return note
+
+
+def seq_len_mismatch(model: str | None, seq_len: int | None) -> str | None:
+    context = common.model_context(model)
+    if context is not None and seq_len is not None and seq_len > context:
+        return (f"Sequence length {seq_len} is longer than the model's context ({context} positions): set it to "
+                f"{context} or less.")
+    return None
+
+
 def layer_mismatch(model: str | None, schedule: str | dict | None, mode: str) -> str | None:
     if not model or schedule in (None, "auto") or mode == "vanilla":
         return None
@@ -88,7 +133,7 @@ def layer_mismatch(model: str | None, schedule: str | dict | None, mode: str) ->
         return None
     if n_model is not None and n_model != n_sched:
         return (f"The schedule is for {n_sched} layers but the model has {n_model}: choose the preset for that "
-                "size, `auto`, or a schedule designed for it.")
+                "size, \"auto (fit to the model)\", or a schedule designed for it.")
     return None
 
 
@@ -100,6 +145,7 @@ def launch_form(root: Path) -> None:
         model = common.model_picker("train.model", root=root)
     with c2:
         dataset = common.dataset_picker("train.data")
+    adapted = adapt_to_model(model)
     schedule = schedule_choice(model)
     c1, c2 = st.columns(2)
     common.seed("train.mode", "ln-free")
@@ -120,9 +166,12 @@ def launch_form(root: Path) -> None:
     st.text_input("Keep the checkpoints of steps", key="train.keep_steps", **common.PERSIST, placeholder="the schedule's",
                   help="Comma-separated steps (e.g. 300,600): checkpointed and never rotated away. Empty: the "
                        "schedule's keep_steps (presets: the step of the released model).")
-    mismatch = layer_mismatch(model, schedule, mode) or data_fit_problem(model, dataset)
+    if adapted:
+        st.caption(adapted)
+    mismatch = (layer_mismatch(model, schedule, mode) or seq_len_mismatch(model, overrides.get("seq_len"))
+                or data_fit_problem(model, dataset))
     if mismatch:
-        st.error(mismatch)
+        st.error(common.for_page(mismatch))
     st.button("Launch", type="primary", icon=":material/rocket_launch:", key="train_launch",
               disabled=bool(mismatch) or model is None or dataset is None or schedule is None,
               on_click=launch, args=(root, model, dataset, schedule, mode, device, overrides, int(save_every)))
@@ -169,12 +218,17 @@ def metrics_cache(run_dir: Path) -> MetricsCache:
     return caches[key]
 
 
+def has_checkpoint(run_dir) -> bool:
+    return any(Path(run_dir, "checkpoints").glob("step_*"))
+
+
 def run_controls(status) -> None:
     """Cancel / resume buttons for one run (cancelling runs in a worker thread: it can take a while)."""
     key = f"cancel.{status.name}"
     fut = common.background_future(key)
     if fut is not None and not fut.done():
-        st.info(f"Cancelling {status.name}...", icon=":material/hourglass_top:")
+        if status.alive:  # once the run says it was cancelled, "Cancelling..." is no longer true
+            st.info(f"Cancelling {status.name}...", icon=":material/hourglass_top:")
         return
     if fut is not None and fut.done():
         common.clear_background(key)
@@ -184,6 +238,10 @@ def run_controls(status) -> None:
         if st.button(f"Cancel {status.name}", icon=":material/stop_circle:", key=f"train_cancel_{status.name}"):
             common.run_in_background(key, jobs.cancel_run, status.run_dir)
             st.rerun()
+    elif status.state == "failed" and not status.step and not has_checkpoint(status.run_dir):
+        # Failed while setting up (bad model, data or schedule): a resume would fail the same way.
+        st.caption(f"{status.name} failed while setting up, before its first step: there is nothing to resume. "
+                   "Fix the cause shown above and launch a new run.")
     elif status.state in ("failed", "cancelled"):
         if st.button(f"Resume {status.name}", icon=":material/play_circle:", key=f"train_resume_{status.name}"):
             try:
@@ -194,10 +252,11 @@ def run_controls(status) -> None:
                 st.rerun()
 
 
-def live_view(root: Path, names: list[str], log: bool, was_active: bool) -> None:
+def live_view(root: Path, names: list[str], log: bool, was_active: bool, states: dict[str, str]) -> None:
     statuses = {n: jobs.run_status(root / n) for n in names}
-    if was_active and not any(s.active for s in statuses.values()):
-        st.rerun()  # everything stopped: redraw the page once without the refresh timer
+    if (was_active and not any(s.active for s in statuses.values())) or \
+            any(s.state != states.get(n) for n, s in statuses.items()):
+        st.rerun()  # a state changed (or everything stopped): redraw the page (run picker, controls, timer)
     rows = {n: metrics_cache(root / n).update() for n in names}
     steps = {n: step_frame(r) for n, r in rows.items()}
     removals = next((f for f in (removal_frame(r) for r in rows.values()) if not f.empty), None)
@@ -227,8 +286,10 @@ def live_view(root: Path, names: list[str], log: bool, was_active: bool) -> None
 
     st.caption("Vertical lines: LN removal events (blue LN_MLP, orange LN_qk, green LN_v, red LN_f); hover for details.")
     long = metric_long(steps)
-    if long.empty:
+    if long.empty and statuses[main].active:
         st.info("No optimizer step logged yet (the job is starting: loading the model and data).")
+    elif long.empty:
+        st.info(f"{main} logged no optimizer step (it {statuses[main].state} before its first step).")
     else:
         grid = st.columns(2)
         for i, (metric, title) in enumerate(CHARTS):
@@ -261,7 +322,10 @@ if q_run and (root / q_run).is_dir() and st.session_state.get("_train.q_run") !=
     st.session_state["train.watch"] = q_run
     st.session_state["_train.q_run"] = q_run
 
-with st.expander("Launch a run", expanded=not jobs.list_runs(root) or "train.watch" not in st.session_state):
+# Decided once per session: an `expanded` that changed between reruns made the form collapse on its
+# first click (the run picker below sets train.watch on the first run).
+common.seed("_train.form_open", not jobs.list_runs(root) or "train.watch" not in st.session_state)
+with st.expander("Launch a run", expanded=bool(st.session_state["_train.form_open"])):
     launch_form(root)
 
 st.header("Live view")
@@ -276,7 +340,9 @@ if partner and (root / partner).is_dir():
         names.append(partner)
 log = c3.toggle("log scale", key="train.log", **common.PERSIST)
 if names:
-    active = any(jobs.run_status(root / n).active for n in names)
-    st.fragment(live_view, run_every=REFRESH_S if active else None)(root, names, log, active)
+    shown = {n: jobs.run_status(root / n) for n in names}
+    active = any(s.active for s in shown.values())
+    st.fragment(live_view, run_every=REFRESH_S if active else None)(root, names, log, active,
+                                                                   {n: s.state for n, s in shown.items()})
 else:
     st.info("Launch a run above; it will show here.")

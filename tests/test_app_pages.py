@@ -201,6 +201,9 @@ def test_train_page_refuses_a_schedule_for_another_layer_count(root, tmp_path):
     at.radio(key="train.model.kind").set_value("folder").run()
     at.text_input(key="train.model.folder").set_value(str(folder)).run()
     assert any("2 layers" in c.value for c in at.caption)
+    assert at.radio(key="train.sched_src").value == "auto"  # the form adapts: no preset has 2 layers
+    at.radio(key="train.sched_src").set_value("preset").run()
+    at.selectbox(key="train.preset").set_value("gpt2").run()
     errors = [e.value for e in at.error]
     assert any("schedule is for 12 layers but the model has 2" in e for e in errors), errors
     assert at.button(key="train_launch").disabled

@@ -20,8 +20,10 @@ tests/test_e2e_browser.py`).
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,12 +106,16 @@ def workdir(tmp_path_factory):
     return base, {"mode": "tiny", **suite}
 
 
-@pytest.fixture(scope="module")
-def server(workdir):
-    base, _ = workdir
+@contextlib.contextmanager
+def streamlit_server(base: Path):
+    """`streamlit run app.py` started in `base` as a user starts it: with the repository's
+    .streamlit/config.toml (Streamlit reads it from the folder it starts in). Yields (url, Popen, log file)."""
+    (base / ".streamlit").mkdir(exist_ok=True)
+    shutil.copy(REPO / ".streamlit" / "config.toml", base / ".streamlit" / "config.toml")
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    log = open(base / "streamlit.log", "wb")
+    log_path = base / f"streamlit-{port}.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
@@ -119,7 +125,7 @@ def server(workdir):
         deadline = time.time() + 60
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"streamlit exited with {proc.returncode}:\n{(base / 'streamlit.log').read_text()}")
+                raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                     if r.read().decode().strip() == "ok":
@@ -129,7 +135,7 @@ def server(workdir):
             if time.time() > deadline:
                 raise AssertionError("streamlit did not answer /_stcore/health within 60 s")
             time.sleep(0.3)
-        yield url
+        yield url, proc, log_path
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -139,6 +145,13 @@ def server(workdir):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(workdir):
+    base, _ = workdir
+    with streamlit_server(base) as (url, _proc, _log):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +227,67 @@ def compact_copy(src: Path, dst: Path) -> None:
     with Image.open(src) as im:
         im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
                                    dither=Image.Dither.NONE).save(dst, optimize=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by process `pid` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def page_problems(drv, page: str) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    problems = []
+    exceptions = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    if exceptions:
+        problems.append(f"{page}: exception on the page: {exceptions[0].text[:400]}")
+    errors = [e.text for e in drv.find_elements(By.CSS_SELECTOR, '[data-testid="stAlertContentError"]')]
+    if Path(page).stem != "outliers" and errors:  # Outliers flags its high-loss tokens with an error box
+        problems.append(f"{page}: error message: {errors[0][:400]}")
+    if not drv.find_elements(By.CSS_SELECTOR, '[data-testid="stVegaLiteChart"]'):
+        problems.append(f"{page}: no chart drawn")
+    if not drv.find_elements(By.CSS_SELECTOR, 'input[aria-label="Runs root"]'):
+        problems.append(f"{page}: no Runs-root field in the sidebar (the page ran outside app.py)")
+    return problems
+
+
+def test_fresh_server_two_analysis_pages_at_once_then_idle(workdir, driver):
+    """What a newcomer does first: the server just started, the analysis cache is empty, and two
+    analysis pages (three models each) are opened at once by deep links, the first URL the server sees
+    being a page's, not '/'. Every model must load in both (loads in threads used to race inside
+    transformers and poison the process), both pages must run inside app.py's navigation, and then,
+    with a tab open and nothing to do, the server must not burn a core (file watching of .venv, runs
+    and caches did: 97% of a core).
+
+    test_every_page_renders_in_a_browser did not catch these: it opens '/' first, then one page at a
+    time, so no two model loads ever overlap, and its server reads no .streamlit/config.toml."""
+    base, suite = workdir
+    shutil.rmtree(base / "lnfree_cache", ignore_errors=True)
+    with streamlit_server(base) as (url, proc, log_path):
+        first, second = "pages/compare.py", "pages/outliers.py"
+        driver.get(page_url(url, first, False, suite))
+        tab_one = driver.current_window_handle
+        driver.switch_to.new_window("tab")
+        driver.get(page_url(url, second, False, suite))
+        tab_two = driver.current_window_handle
+        problems = []
+        for handle, page in ((tab_two, second), (tab_one, first)):
+            driver.switch_to.window(handle)
+            wait_rendered(driver, timeout=600)
+            problems += page_problems(driver, page)
+        log = log_path.read_text(errors="replace")
+        assert not problems, "\n".join(problems) + "\n--- server log ---\n" + log[-3000:]
+        driver.switch_to.window(tab_two)
+        driver.close()
+        driver.switch_to.window(tab_one)
+        time.sleep(3)
+        t0, c0 = time.time(), cpu_seconds(proc.pid)
+        time.sleep(20)
+        idle = (cpu_seconds(proc.pid) - c0) / (time.time() - t0)
+        print(f"idle server with a tab open on {first}: {100 * idle:.1f}% of a core")
+        assert idle < 0.25, f"the idle server used {100 * idle:.0f}% of a core with one tab open"
+        assert "Inotify queue overflowed" not in log_path.read_text(errors="replace")
 
 
 def test_every_page_renders_in_a_browser(server, driver, workdir, tmp_path):

@@ -7,15 +7,16 @@
     analyze ioi          activation vs attribution patching on IOI (section 5.2; analyze_experiments.py)
     analyze overconfidence  entropy vs CE, reliability, ECE, confidence-neuron ablation (5.4, 6.1)
 
-Every command takes --model and --dataset (plus --n, --seq-len, --split, --device, --cache-dir, ...)
+Every command takes --model (repeatable: each model is analysed in turn) and --dataset (plus --n, --seq-len, --split, --device, --cache-dir, ...)
 and prints text, or one JSON object with --json.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from .eval import add_common_args, data_spec, print_json, run_kwargs, user_errors
+from .eval import add_common_args, data_spec, fit_args_seq_len, print_json, run_kwargs, user_errors
 
 
 def register(sub) -> None:
@@ -25,7 +26,9 @@ def register(sub) -> None:
     s.required = True
 
     def common(q, *, n, seq_len, batch, precision):
-        q.add_argument("--model", required=True, help="model spec (Hub id, HF folder, run dir, checkpoint, demo:NAME)")
+        q.add_argument("--model", action="append", required=True,
+                       help="model spec (Hub id, HF folder, run dir, checkpoint, demo:NAME); repeatable: each "
+                            "model is analysed in turn (with --json, one object per line)")
         q.add_argument("--dataset", required=True, help="dataset name (owt, pile, pile-filtered) or local path")
         add_common_args(q, n_default=n, seq_len_default=seq_len, batch_default=batch, precision_default=precision)
 
@@ -94,9 +97,18 @@ def _ints(text: str) -> list[int]:
 
 
 def _guard(fn):
+    """Run `fn` once per --model (after fitting --seq-len to every model, before any work); a user error
+    is a message and exit code 2."""
     def run(args) -> int:
         try:
-            return fn(args)
+            specs = list(args.model)
+            fit_args_seq_len(args, specs + ([args.compare] if getattr(args, "compare", None) else []))
+            rc = 0
+            for i, spec in enumerate(specs):
+                if i and not args.json:
+                    print()
+                rc = max(rc, fn(argparse.Namespace(**{**vars(args), "model": spec})))
+            return rc
         except user_errors() as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -127,6 +139,7 @@ def _outliers(args) -> int:
     exceeding = sequences_exceeding(losses, args.threshold)
     out: dict = {"model": args.model, "label": res.label, "dataset": args.dataset, "by": args.by,
                  "threshold": args.threshold, "n_sequences": int(losses.shape[0]),
+                 "seq_len": int(args.seq_len),
                  "ranked": [r.to_dict() for r in ranked], "exceeding": [int(i) for i in exceeding]}
     decode = None
     if args.sequence is not None or args.compare:
@@ -146,8 +159,8 @@ def _outliers(args) -> int:
     if args.json:
         print_json(out)
         return 0
-    print(f"{res.label} on {args.dataset}: {len(exceeding)} of {losses.shape[0]} sequences have a token with "
-          f"CE > {args.threshold:g}")
+    print(f"{res.label} on {args.dataset} ({losses.shape[0]} sequences of {args.seq_len} tokens): "
+          f"{len(exceeding)} of {losses.shape[0]} sequences have a token with CE > {args.threshold:g}")
     print(f"top {len(ranked)} by {args.by} token CE:  index  mean  max  (position of max)")
     for r in ranked:
         print(f"  {r.index:6d}  {r.mean:10.4f}  {r.max:10.4f}  ({r.argmax_position})")
@@ -179,7 +192,7 @@ def _first_token(args) -> int:
     if out is None:
         return 0
     prof, sk = out["norms"], out["sinks"]
-    print(f"{out['label']} on {args.dataset} ({out['n_sequences']} sequences), {prof['norm']} norms")
+    print(f"{out['label']} on {args.dataset} ({out['n_sequences']} sequences of {args.seq_len} tokens), {prof['norm']} norms")
     print("residual point      first-token norm   other tokens (mean)   ratio")
     for name, f, r, q in zip(prof["points"], prof["first"], prof["rest"], prof["ratio"]):
         print(f"  {name:16s}  {f:16.2f}  {r:20.2f}  {q:7.2f}")

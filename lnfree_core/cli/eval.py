@@ -28,7 +28,9 @@ def add_common_args(p, *, n_default: int | None, seq_len_default: int, batch_def
     p.add_argument("--split", help="dataset split (default: the dataset's evaluation split)")
     p.add_argument("--n", type=int, default=n_default,
                    help="number of sequences (default: %(default)s; None = the dataset's evaluation size)")
-    p.add_argument("--seq-len", type=int, default=seq_len_default, help="tokens per sequence (default: %(default)s)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help=f"tokens per sequence (default: {seq_len_default}, or the model's context if shorter)")
+    p.set_defaults(seq_len_default=seq_len_default)
     p.add_argument("--batch-size", type=int, default=batch_default, help="sequences per batch (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--precision", default=precision_default, choices=["auto", "fp32", "bf16"],
@@ -38,6 +40,17 @@ def add_common_args(p, *, n_default: int | None, seq_len_default: int, batch_def
     p.add_argument("--refresh", action="store_true", help="recompute and overwrite cached results")
     p.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per line)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def fit_args_seq_len(args, specs: list[str]) -> None:
+    """Set args.seq_len before any work: the command's default capped at the models' context, or the
+    --seq-len given, which must fit every model (UsageError otherwise: exit 2)."""
+    from ..models import fit_seq_len
+
+    try:
+        args.seq_len = fit_seq_len(args.seq_len, args.seq_len_default, list(specs))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def data_spec(args, dataset: str):
@@ -118,6 +131,7 @@ def _run(args) -> int:
     try:
         labels = _aligned(args.label, len(args.model), "--label")
         groups = _aligned(args.group, len(args.model), "--group")
+        fit_args_seq_len(args, args.model)
         entries = []
         for spec, label, group in zip(args.model, labels, groups):
             for ds in args.dataset:
@@ -128,7 +142,8 @@ def _run(args) -> int:
                     print_json({**res.to_json(), "label": name})
                 else:
                     ranges = "  ".join(f"P{k[1:]} [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in s.ranges.items())
-                    print(f"{name} on {ds}: mean {s.mean:.4f}  median {s.median:.4f}  {ranges}  ({s.tokens} tokens, "
+                    print(f"{name} on {ds}: mean {s.mean:.4f}  median {s.median:.4f}  {ranges}  (over {res.losses.shape[0]} "
+                          f"sequences of {args.seq_len} tokens, {s.tokens} predicted tokens, "
                           f"{'LN-free' if res.ln_free else 'with LN'})")
                 entries.append(TableEntry(name, ds, s.mean, ln_free=res.ln_free, group=group))
     except user_errors() as e:

@@ -91,6 +91,13 @@ def _has_tokenizer_files(path: str) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def _load(name_or_path: str, offline: bool) -> "PreTrainedTokenizerBase":
+    from lnfree_core.hf_lock import HF_BUILD_LOCK
+
+    with HF_BUILD_LOCK:  # transformers' lazy imports are not thread-safe (see lnfree_core.hf_lock)
+        return _load_unlocked(name_or_path, offline)
+
+
+def _load_unlocked(name_or_path: str, offline: bool) -> "PreTrainedTokenizerBase":
     from transformers import AutoTokenizer
 
     if os.path.isdir(name_or_path):

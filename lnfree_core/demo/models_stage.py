@@ -34,8 +34,8 @@ _POLL_S = 0.25
 COMPACT_VOCAB_NOTE = (
     "\n\n## Demo-suite model: compact vocabulary\n\nThis model was built by `python -m lnfree_core demo build`. "
     "Its token ids index a compact vocabulary (the GPT-2 tokens of the demo corpora), not GPT-2's: "
-    "`vocab_map.json` maps compact id -> GPT-2 id (`lnfree_core.data.vocab_map`). Use it to encode and "
-    "decode text with the GPT-2 tokenizer saved here.\n"
+    "`vocab_map.json` maps compact id -> GPT-2 id (`lnfree_core.data.vocab_map`); the tokenizer saved here "
+    "already encodes and decodes in compact ids.\n"
 )
 
 

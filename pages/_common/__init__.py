@@ -13,7 +13,8 @@ One module per subject:
 
 Session-state keys other pages rely on:
   runs_root          the runs root (sidebar text input in app.py; default ./runs)
-  designed_schedule  the last valid schedule made on the Schedule page (Schedule.to_dict())
+  designed_schedule  the schedule made on the Schedule page (Schedule.to_dict()), absent while the
+                     design there cannot run (designed_schedule_error then says why)
   selected_runs      run names picked on the Runs page (also passed to analysis pages as ?runs=a&runs=b)
 Widgets drawn with **PERSIST keep their values when the user changes page and comes back.
 """
@@ -23,11 +24,11 @@ from __future__ import annotations
 from lnfree_core.ui_data import GROUP_LABELS
 
 from .state import (
-    ANALYSIS_SECTION, DEFAULT_RUNS_ROOT, PAGES_KEY, PERSIST, WORKBENCH_SECTION, page_link, page_registered,
+    ANALYSIS_SECTION, DEFAULT_RUNS_ROOT, PAGES_KEY, PERSIST, WORKBENCH_SECTION, for_page, inside_app, page_link, page_registered,
     page_setup, register_pages, registered_pages, runs_root, runs_root_sidebar, seed, selected_runs, show_error,
 )
 from .background import background_future, clear_background, run_in_background
-from .env import demo_available, gpu_count, hub_reachable, model_layers
+from .env import demo_available, gpu_count, hub_reachable, model_context, model_layers
 from .pickers import DEMO_MODELS, MODEL_KINDS, dataset_picker, model_picker, run_picker
 from .charts import (
     GROUP_COLORS, MODEL_PALETTE, RUN_COLORS, fit_chart, group_color_scale, layered_chart, metric_chart, model_color,
@@ -35,7 +36,8 @@ from .charts import (
 )
 from .analysis_inputs import (
     DEFAULT_CACHE_DIR, DEFAULT_N_SEQUENCES, DEFAULT_SEQ_LEN, MODELS_KEY, PAPER_MODELS, analysis_dataset_picker,
-    analysis_settings, data_size_inputs, default_datasets, default_models, model_labels, model_set_picker,
+    analysis_settings, data_size_inputs, default_datasets, default_models, missing_inputs_hint, model_labels,
+    model_set_picker,
     models_and_data, one_dataset_inputs, shared_widget,
 )
 from .analysis_jobs import (
@@ -49,9 +51,9 @@ __all__ = [
     "PAGES_KEY", "PAPER_MODELS", "PERSIST", "RUN_COLORS", "WORKBENCH_SECTION", "analysis_dataset_picker",
     "analysis_errors", "analysis_settings", "background_future", "clear_background", "data_size_inputs",
     "data_spec", "dataset_label", "dataset_labels", "dataset_picker", "default_datasets", "default_models",
-    "demo_available", "evaluate_models", "fit_chart", "gpt2_decoder", "gpt2_ids", "gpu_count", "group_color_scale",
-    "hub_reachable", "layered_chart", "metric_chart", "model_color", "model_labels", "model_layers", "model_picker",
-    "model_decoder", "model_set_picker", "models_and_data", "one_dataset_inputs", "page_link", "page_registered", "page_setup",
+    "demo_available", "evaluate_models", "fit_chart", "for_page", "gpt2_decoder", "gpt2_ids", "gpu_count", "group_color_scale",
+    "hub_reachable", "inside_app", "layered_chart", "metric_chart", "missing_inputs_hint", "model_color", "model_context", "model_decoder", "model_labels", "model_layers", "model_picker",
+    "model_set_picker", "models_and_data", "one_dataset_inputs", "page_link", "page_registered", "page_setup",
     "register_pages", "registered_pages", "removal_rules", "run_in_background", "run_jobs", "run_options",
     "run_picker", "runs_root", "runs_root_sidebar", "seed", "selected_runs", "shared_widget", "show_chart",
     "show_error", "sigma_chart",

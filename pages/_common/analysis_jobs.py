@@ -42,15 +42,21 @@ class JobProgress:
 def run_jobs(jobs: Sequence[tuple[Any, str, Callable[[Callable[[int, int], None]], Any]]]) -> dict[Any, Any]:
     """Run analysis jobs [(key, label, fn(progress) -> result)] one after the other under one progress
     bar; a job that fails is reported (st.error) and left out. Returns {key: result}."""
+    import time
+
     bar = JobProgress(len(jobs))
     out: dict[Any, Any] = {}
     failures = []
+    t0 = time.perf_counter()
     for i, (key, label, fn) in enumerate(jobs):
         try:
             out[key] = fn(bar.callback(i, label))
         except analysis_errors() as e:
             failures.append((label, e))
     bar.clear()
+    if jobs:
+        st.caption(f"Computed {len(out)} of {len(jobs)} result(s) in {time.perf_counter() - t0:.1f} s "
+                   "(results already in the cache take no time).")
     for label, e in failures:
         st.error(f"{label}: {type(e).__name__}: {e}", icon=":material/error:")
     return out

@@ -39,6 +39,13 @@ def model_layers(spec: str) -> int | None:
         if spec in (name, hub_id):
             return preset(name).n_layers
     path = Path(spec.partition("@")[0])
+    if spec.startswith("demo:"):
+        from lnfree_core.demo.paths import demo_model_path
+
+        try:
+            path = demo_model_path(spec.split(":", 1)[1])
+        except (FileNotFoundError, ValueError):
+            return None
     for cfg in (path / "config.json", *sorted((path / "checkpoints").glob("step_*/config.json"))[-1:]):
         try:
             data = json.loads(cfg.read_text())
@@ -48,3 +55,13 @@ def model_layers(spec: str) -> int | None:
             if isinstance(data.get(key), int):
                 return data[key]
     return None
+
+
+def model_context(spec: str | None) -> int | None:
+    """How many positions a model spec takes (config n_positions), known without loading weights;
+    None when unknown (lnfree_core.ui_data.model_context)."""
+    if not spec:
+        return None
+    from lnfree_core.ui_data import model_context as read
+
+    return read(spec)

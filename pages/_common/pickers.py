@@ -31,9 +31,11 @@ def run_picker(key: str, *, label: str = "Run", states: Sequence[str] | None = N
     names = [s.name for s in runs]
     by_name = {s.name: s for s in runs}
 
-    def fmt(n: str) -> str:
+    def fmt(n: str) -> str:  # a live run's step changes every second: the label says only its state
         s = by_name.get(n)
-        return f"{n} ({s.state}, step {s.step}/{s.max_steps or '?'})" if s else n
+        if s is None:
+            return n
+        return f"{n} ({s.state})" if s.active else f"{n} ({s.state}, step {s.step}/{s.max_steps or '?'})"
 
     if multi:
         if key in st.session_state:
@@ -56,6 +58,11 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
     from lnfree_core.presets import HUB_IDS
     from lnfree_core.ui_data import family_hub_examples, model_family
 
+    if "demo" in kinds and not hub_reachable() and demo_available():
+        from lnfree_core.ui_data import built_demo_models
+
+        if built_demo_models():  # offline: the demo models load; a Hub id would not
+            seed(f"{key}.kind", "demo")
     kind = st.radio(label, list(kinds), key=f"{key}.kind", **PERSIST, format_func=MODEL_KINDS.get, horizontal=True)
     if kind == "hub":
         options = list(dict.fromkeys([*HUB_IDS.values(), *family_hub_examples()]))
@@ -125,7 +132,8 @@ def dataset_picker(key: str, *, label: str = "Dataset") -> str | None:
 
     specs = {s.name: s for s in list_datasets()}
     demo = built_demo_datasets()
-    options = [*specs, *demo, "local"]
+    # Offline, the demo-suite datasets come first (the Hub ones cannot stream).
+    options = [*demo, *specs, "local"] if demo and not hub_reachable() else [*specs, *demo, "local"]
     if st.session_state.get(f"{key}.name") not in options:
         st.session_state.pop(f"{key}.name", None)
 

@@ -4,6 +4,8 @@ that persist across pages, the registered pages and links to them, the Runs page
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +32,42 @@ def _persist_kwargs() -> dict[str, str]:
 PERSIST = _persist_kwargs()
 
 
+_RUN = threading.local()  # per script-runner thread: whether app.py is running the current page
+
+
+@contextlib.contextmanager
+def inside_app():
+    """app.py runs the chosen page inside this: page_setup() then knows the page did not run alone."""
+    _RUN.inside_app = True
+    try:
+        yield
+    finally:
+        _RUN.inside_app = False
+
+
 def page_setup() -> None:
     """Call first in every page file: makes sure app.py (page list, sidebar, settings) runs around it.
 
     Streamlit has an old pages-directory mode: with a pages/ folder next to app.py it starts out
     running pages/*.py on their own when a browser's first request after the server started is a page
     URL (/train); app.py's st.navigation ends that mode, but only once app.py has run. So if this page
-    runs in that mode, end it and rerun: the rerun goes through app.py to the same page.
+    runs without app.py around it, end that mode and rerun: the rerun goes through app.py to the same
+    page. This is decided per run (not by Streamlit's process-wide flag alone): two sessions whose
+    first runs started before either ended the mode both run alone, and both must rerun.
+    A page file run as the main script itself (AppTest.from_file of a page) is left alone.
     """
+    if getattr(_RUN, "inside_app", False):
+        return
     try:
         from streamlit.runtime.pages_manager import PagesManager
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
     except ImportError:  # pragma: no cover - a Streamlit without the old mode
         return
-    if getattr(PagesManager, "uses_pages_directory", None):
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    ctx = get_script_run_ctx()
+    if ctx is None or Path(ctx.pages_manager.main_script_path).name != "app.py":
+        return
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 
 def runs_root() -> Path:
@@ -102,5 +125,25 @@ def selected_runs() -> list[str]:
     return list(st.session_state.get("selected_runs") or [])
 
 
+# CLI wording in lnfree_core's messages -> the widget that does the same on a page.
+CLI_TO_WIDGET = {
+    "(--endpoint / HF_ENDPOINT)": "(the \"Hub endpoint\" field under Hub connection, or HF_ENDPOINT)",
+    "Pass allow_live=True (CLI: --allow-live)": "Tick \"Export even with live LayerNorms\" (under Model card and "
+                                                "export options)",
+    "pass allow_live=True (CLI: --allow-live)": "tick \"Export even with live LayerNorms\"",
+    "Pass allow_live=True (CLI: --allow-live) if that is what you want": "Tick \"Export even with live "
+                                                                       "LayerNorms\" if that is what you want",
+    "or pass overwrite": "or tick \"Replace the export folder\"",
+    "`--schedule auto`": "the \"auto\" schedule",
+}
+
+
+def for_page(message: str) -> str:
+    """`message` (from lnfree_core, worded for the CLI) with CLI flags replaced by the page's widgets."""
+    for cli, widget in sorted(CLI_TO_WIDGET.items(), key=lambda kv: -len(kv[0])):
+        message = message.replace(cli, widget)
+    return message
+
+
 def show_error(e: BaseException, prefix: str = "") -> None:
-    st.error(f"{prefix}{e}", icon=":material/error:")
+    st.error(for_page(f"{prefix}{e}"), icon=":material/error:")
