@@ -16,6 +16,8 @@ from lnfree_core.cli.bench import parse_tasks
 from lnfree_core.cli.eval import UsageError
 from pages import _common as common
 
+common.page_setup()
+
 st.title("Benchmarks")
 st.caption("Zero-shot accuracy on the paper's benchmarks through lm-eval, run on the models lnfree loads (appendix "
            "F: LN-free models stay within 1-2 points of their baselines). HellaSwag and PIQA report length-"

@@ -14,6 +14,8 @@ from lnfree_core.analysis.cached_experiments import ioi_eval
 from lnfree_core.analysis.patching import improvement_score
 from pages import _common as common
 
+common.page_setup()
+
 METHODS = {"act": "activation patching", "attr": "attribution patching", "err": "error (attribution - activation)"}
 
 

@@ -14,6 +14,8 @@ from lnfree_core.analysis.cached import confidence_eval
 from lnfree_core.analysis.cached_experiments import ablation_gap, overconfidence_eval
 from pages import _common as common
 
+common.page_setup()
+
 st.title("Overconfidence")
 st.caption("A calibrated model's mean entropy equals its mean cross-entropy; below it, the model is more confident "
            "than it is right. The paper finds every LN-free model overconfident, and that disabled confidence "
