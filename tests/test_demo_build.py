@@ -155,6 +155,9 @@ def test_vocab_map_round_trips_to_the_gpt2_ids_of_the_original_text(in_home):
     val_dir = demo_dataset_path("owt-demo")
     rows = read_rows(val_dir / "validation.parquet")
     vmap = load_vocab_map(val_dir)
+    if TINY.row_start_eot:  # each row is EOT then the next seq_len - 1 tokens of the text stream
+        assert (to_gpt2_ids(rows[:, 0], vmap) == EOT_ID).all()
+        rows = rows[:, 1:]
     gpt2 = to_gpt2_ids(rows, vmap).ravel()
     want, texts = [], []  # the validation documents (every val_every-th), tokenized afresh, until enough
     for i, doc in enumerate(prose_documents()):

@@ -52,6 +52,15 @@ def test_pack_rows_concatenates_and_drops_the_partial_row():
     assert pack_rows([], 4).shape == (0, 4)
 
 
+def test_pack_rows_with_a_start_token_puts_it_at_position_0_of_every_row():
+    docs = [np.array([1, 2, 3]), np.array([4, 5]), np.array([6, 7, 8, 9])]
+    np.testing.assert_array_equal(pack_rows(docs, 4, start_token=99), [[99, 1, 2, 3], [99, 4, 5, 6], [99, 7, 8, 9]])
+    np.testing.assert_array_equal(pack_rows(docs, 3, max_rows=2, start_token=0), [[0, 1, 2], [0, 3, 4]])
+    assert pack_rows([], 4, start_token=7).shape == (0, 4)
+    with pytest.raises(ValueError, match="no room"):
+        pack_rows(docs, 1, start_token=7)
+
+
 def test_tokenize_appends_eot_with_gpt2_ids():
     (ids,) = tokenize(["a\tb"])
     assert ids.tolist()[-1] == EOT_ID and 197 in ids.tolist()

@@ -67,7 +67,8 @@ def _stage_params(size: DemoSize) -> dict[str, dict]:
     d = size.to_dict()
     pick = lambda *keys: {k: d[k] for k in keys}  # noqa: E731
     return {
-        "datasets": {**pick("prose_chars", "val_every", "pile_rows", "seq_len"), "format": FORMAT_VERSION},
+        "datasets": {**pick("prose_chars", "val_every", "pile_rows", "seq_len", "row_start_eot"),
+                     "format": FORMAT_VERSION},
         "filter": pick("filter_keep"),
         "init": pick("n_layer", "n_embd", "n_head", "seed"),
         "pretrain": pick("pretrain_steps", "pretrain_lr", "pretrain_min_lr", "pretrain_warmup", "batch_size"),

@@ -34,6 +34,7 @@ class DemoSize:
     val_every: int  # OWT-like document i (in corpus order) is validation when i % val_every == 0
     pile_rows: int  # Pile-like sequences made (all are scanned by the filter)
     seq_len: int  # tokens per sequence = the models' context length
+    row_start_eot: bool  # every row begins with EOT (GPT-2 packing style): a fixed first token to sink attention on
     eval_rows: int  # sequences evaluated per dataset (at most)
     filter_keep: int  # Pile-filtered sequences kept (at most)
     # model (GPT-2 architecture)
@@ -68,15 +69,15 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(
-        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, eval_rows=160,
-        filter_keep=160, n_layer=3, n_embd=128, n_head=4,
+        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, row_start_eot=True,
+        eval_rows=160, filter_keep=160, n_layer=3, n_embd=128, n_head=4,
         pretrain_steps=300, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
         finetune_steps=90, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=8, aux_weight=0.1,
         batch_size=16,
     ),
     "tiny": DemoSize(
-        name="tiny", prose_chars=120_000, val_every=8, pile_rows=480, seq_len=32, eval_rows=24,
-        filter_keep=24, n_layer=2, n_embd=32, n_head=2,
+        name="tiny", prose_chars=120_000, val_every=8, pile_rows=480, seq_len=32, row_start_eot=True,
+        eval_rows=24, filter_keep=24, n_layer=2, n_embd=32, n_head=2,
         pretrain_steps=24, pretrain_lr=3e-3, pretrain_min_lr=1e-3, pretrain_warmup=2,
         finetune_steps=16, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=1, aux_weight=0.1,
         batch_size=8,
