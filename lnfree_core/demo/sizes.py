@@ -41,11 +41,13 @@ class DemoSize:
     n_layer: int
     n_embd: int
     n_head: int
+    tie_embeddings: bool  # unembedding = token embedding (GPT-2's choice) or a separate matrix
     # pretraining the original from scratch
     pretrain_steps: int
     pretrain_lr: float
     pretrain_min_lr: float
     pretrain_warmup: int
+    pretrain_weight_decay: float  # AdamW decay on weight matrices while pretraining (fine-tunes: the paper's 0.01)
     # the two fine-tunes (vanilla control and LN removal), same steps, data and LR schedule
     finetune_steps: int
     finetune_lr: float
@@ -71,14 +73,16 @@ SIZES = {
     "full": DemoSize(
         name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, row_start_eot=True,
         eval_rows=160, filter_keep=160, n_layer=3, n_embd=128, n_head=4,
-        pretrain_steps=300, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
+        tie_embeddings=False, pretrain_steps=300, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
+        pretrain_weight_decay=0.1,
         finetune_steps=90, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=8, aux_weight=0.1,
         batch_size=16,
     ),
     "tiny": DemoSize(
         name="tiny", prose_chars=120_000, val_every=8, pile_rows=480, seq_len=32, row_start_eot=True,
         eval_rows=24, filter_keep=24, n_layer=2, n_embd=32, n_head=2,
-        pretrain_steps=24, pretrain_lr=3e-3, pretrain_min_lr=1e-3, pretrain_warmup=2,
+        tie_embeddings=True, pretrain_steps=24, pretrain_lr=3e-3, pretrain_min_lr=1e-3, pretrain_warmup=2,
+        pretrain_weight_decay=0.01,
         finetune_steps=16, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=1, aux_weight=0.1,
         batch_size=8,
     ),

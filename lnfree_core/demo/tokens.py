@@ -5,8 +5,9 @@ concatenated and cut into rows of exactly ``seq_len`` tokens (a partial last row
 layout of the Hub's pre-tokenized datasets. With ``start_token`` (the demo uses EOT), every row is
 that token followed by the next ``seq_len - 1`` tokens of the stream, so position 0 always holds the
 same token, as in GPT-2-style training where a sequence begins with ``<|endoftext|>``: this fixed
-first token is what the models learn to use as an attention sink (section 5.3 of the paper). Rows are written as a parquet ``input_ids`` column of
-int32, which ``resolve_dataset``/``iter_sequences`` read as a local dataset.
+first token is what the models learn to use as an attention sink (section 5.3 of the paper).
+Rows are written as a parquet ``input_ids`` column of int32, which
+``resolve_dataset``/``iter_sequences`` read as a local dataset.
 
 The compact vocabulary is the sorted set of GPT-2 ids occurring in any demo corpus, plus EOT; as
 it is sorted, EOT (50256, the largest GPT-2 id) is always the last compact id.
