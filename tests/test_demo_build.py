@@ -231,3 +231,41 @@ def test_half_built_stage_is_redone_and_the_rest_reused(built):
     after = _summary(root)
     assert after["stage_keys"] == before["stage_keys"]
     assert demo_status(root)["built"]
+
+
+def test_findings_match_an_independent_computation(built):
+    """`demo findings` (lnfree's analyses) agrees with tests/_findings_ref.py (plain transformers, the definitions)."""
+    from _findings_ref import reference_findings
+
+    from lnfree_core.__main__ import main
+    from lnfree_core.demo.findings import format_findings
+    from lnfree_core.models import load_model
+
+    root = built[1]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["demo", "findings", "--out", str(root), "--sequences", "8", "--json"])
+    assert rc == 0, out.getvalue()
+    found = json.loads(out.getvalue())
+    assert (found["n_sequences"], found["seq_len"], found["threshold"]) == (8, TINY.seq_len, 0.3)
+    x = torch.as_tensor(read_rows(demo_dataset_path("pile-filtered-demo", root) / "train.parquet")[:8],
+                        dtype=torch.long)
+    for name in MODEL_NAMES:
+        got, ref = found["models"][name], reference_findings(load_model(str(root / "models" / name)).model, x)
+        assert got["sink_rate_queries"] == pytest.approx(ref["sink_rate"], abs=1e-9), name
+        assert 0.0 <= got["sink_rate_heads"] <= 1.0
+        assert got["norm_ratios"] == pytest.approx(ref["norm_ratios"], rel=1e-4), name
+        assert got["neurons"] == ref["neurons"], name
+        assert got["rel_entropy"] == pytest.approx(ref["rel_entropy"], rel=1e-3, abs=1e-6), name
+        assert got["rel_ce"] == pytest.approx(ref["rel_ce"], rel=1e-3, abs=1e-6), name
+    table = format_findings(found)
+    assert all(name in table.splitlines()[1] for name in MODEL_NAMES) and "sink rate" in table
+
+
+def test_findings_cli_rejects_bad_input(built, tmp_path, capsys):
+    from lnfree_core.__main__ import main
+
+    assert main(["demo", "findings", "--out", str(built[1]), "--sequences", "0"]) == 2
+    assert "--sequences must be at least 1" in capsys.readouterr().err
+    assert main(["demo", "findings", "--out", str(tmp_path / "nothing")]) == 2
+    assert "demo build" in capsys.readouterr().err

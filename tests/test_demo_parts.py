@@ -256,3 +256,20 @@ def test_die_by_ends_the_process_by_the_signal():
     code = "import signal; from lnfree_core.cli.demo import _die_by; _die_by(signal.SIGTERM); print('survived')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd(), capture_output=True, text=True)
     assert proc.returncode == -signal.SIGTERM and "survived" not in proc.stdout
+
+
+def test_later_settings_join_the_stage_keys_only_when_changed():
+    """Suites built before row_start_eot / tie_embeddings / pretrain_weight_decay existed keep their keys."""
+    import dataclasses
+
+    from lnfree_core.demo.build import _stage_params
+    from lnfree_core.demo.sizes import get_size
+
+    full = get_size("full")
+    params = _stage_params(full)
+    assert "row_start_eot" not in params["datasets"] and "tie_embeddings" not in params["init"]
+    assert "pretrain_weight_decay" not in params["pretrain"]
+    changed = _stage_params(dataclasses.replace(full, row_start_eot=True, tie_embeddings=False,
+                                                pretrain_weight_decay=0.1))
+    assert changed["datasets"]["row_start_eot"] is True and changed["init"]["tie_embeddings"] is False
+    assert changed["pretrain"]["pretrain_weight_decay"] == 0.1

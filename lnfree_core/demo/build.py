@@ -63,9 +63,17 @@ def overall_fraction(size: DemoSize, stage: str, done: int, total: int) -> float
     return min(1.0, before + weights[stage] * (done / total if total else 1.0))
 
 
+# Settings added after the first release, with the value that reproduces the earlier builds: they join a
+# stage's key only when set otherwise, so that suites built before they existed stay valid (not rebuilt).
+_LATER_SETTINGS = {"row_start_eot": False, "tie_embeddings": True, "pretrain_weight_decay": 0.01}
+
+
 def _stage_params(size: DemoSize) -> dict[str, dict]:
     d = size.to_dict()
-    pick = lambda *keys: {k: d[k] for k in keys}  # noqa: E731
+
+    def pick(*keys):
+        return {k: d[k] for k in keys if k not in _LATER_SETTINGS or d[k] != _LATER_SETTINGS[k]}
+
     return {
         "datasets": {**pick("prose_chars", "val_every", "pile_rows", "seq_len", "row_start_eot"),
                      "format": FORMAT_VERSION},

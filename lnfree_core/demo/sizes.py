@@ -71,17 +71,17 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(
-        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, row_start_eot=True,
+        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, row_start_eot=False,
         eval_rows=160, filter_keep=160, n_layer=3, n_embd=128, n_head=4,
-        tie_embeddings=False, pretrain_steps=300, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
-        pretrain_weight_decay=0.1,
+        tie_embeddings=True, pretrain_steps=300, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
+        pretrain_weight_decay=0.01,
         finetune_steps=90, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=8, aux_weight=0.1,
         batch_size=16,
     ),
     "tiny": DemoSize(
         name="tiny", prose_chars=120_000, val_every=8, pile_rows=480, seq_len=32, row_start_eot=True,
         eval_rows=24, filter_keep=24, n_layer=2, n_embd=32, n_head=2,
-        tie_embeddings=True, pretrain_steps=24, pretrain_lr=3e-3, pretrain_min_lr=1e-3, pretrain_warmup=2,
+        tie_embeddings=False, pretrain_steps=24, pretrain_lr=3e-3, pretrain_min_lr=1e-3, pretrain_warmup=2,
         pretrain_weight_decay=0.01,
         finetune_steps=16, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=1, aux_weight=0.1,
         batch_size=8,
