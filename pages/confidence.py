@@ -88,6 +88,12 @@ st.caption("Confidence neurons of the last MLP layer write large vectors into th
            "through the final LayerNorm they scale all logits alike and so regulate the output entropy. Without "
            "LayerNorm they keep their weights but lose their effect (appendix H).")
 specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
+if any(s.startswith("demo:") for s in specs):
+    st.caption("**Demo models** are too small and too briefly trained (3 layers x 128, 0.6M tokens) to have "
+               "confidence neurons: on 32 x 128 pile-filtered-demo tokens, ablating the demo original's top-3 "
+               "neurons changes entropy by -0.09% (the paper's GPT-2 Medium: more than -3% for 0.1% of CE, and no "
+               "change LN-free), so their ablation charts show noise. GPT-2 from the Hub shows the paper's effect; "
+               "`python -m lnfree_core demo findings` measures the demo's numbers.")
 c1, c2, c3, c4 = st.columns(4)
 common.seed("cn.top_k", 3)
 top_k = int(c1.number_input("Neurons to ablate", min_value=1, max_value=32, key="cn.top_k", **common.PERSIST,
