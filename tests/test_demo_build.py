@@ -141,6 +141,7 @@ def test_models_use_the_compact_vocabulary_with_eot_last(in_home):
         cfg = json.loads((demo_model_path(name) / "config.json").read_text())
         assert cfg["vocab_size"] == len(vmap)
         assert cfg["eos_token_id"] == cfg["bos_token_id"] == len(vmap) - 1
+        assert cfg.get("tie_word_embeddings", True) == TINY.tie_embeddings
         assert vmap[cfg["eos_token_id"]] == EOT_ID
         np.testing.assert_array_equal(load_vocab_map(f"demo:{name}"), vmap)
     for spec in (in_home / "runs" / "ln-free", in_home / "runs" / "original",
