@@ -497,3 +497,15 @@ def test_model_labels_are_short_and_unique(tmp_path):
     assert model_label(specs_[0]) == "demo ln-free" and model_label(specs_[4]) == "run@40"
     assert list(unique_labels(specs_).values()) == ["demo ln-free", "openai-community/gpt2", "run", "run (2)",
                                                    "run@40"]
+
+
+def test_first_tokens_and_confidence_pages_say_how_demo_numbers_relate_to_the_paper(demo_home, monkeypatch):
+    monkeypatch.chdir(demo_home)
+    at = S.new_app(demo_home / "runs", timeout=120)
+    at.session_state["analysis.cache_dir"] = str(demo_home / "cache")
+    for page, paper in (("pages/first_tokens.py", "55.3%"), ("pages/confidence.py", "-3%")):
+        S.open_page(at, page)
+        assert not at.exception and not at.error, page
+        assert at.session_state["analysis.models"][0].startswith("demo:")
+        notes = [c.value for c in at.caption if c.value.startswith("**Demo models**")]
+        assert len(notes) == 1 and paper in notes[0] and "demo findings" in notes[0], page

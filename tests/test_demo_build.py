@@ -141,6 +141,7 @@ def test_models_use_the_compact_vocabulary_with_eot_last(in_home):
         cfg = json.loads((demo_model_path(name) / "config.json").read_text())
         assert cfg["vocab_size"] == len(vmap)
         assert cfg["eos_token_id"] == cfg["bos_token_id"] == len(vmap) - 1
+        assert cfg.get("tie_word_embeddings", True) == TINY.tie_embeddings
         assert vmap[cfg["eos_token_id"]] == EOT_ID
         np.testing.assert_array_equal(load_vocab_map(f"demo:{name}"), vmap)
     for spec in (in_home / "runs" / "ln-free", in_home / "runs" / "original",
@@ -155,6 +156,9 @@ def test_vocab_map_round_trips_to_the_gpt2_ids_of_the_original_text(in_home):
     val_dir = demo_dataset_path("owt-demo")
     rows = read_rows(val_dir / "validation.parquet")
     vmap = load_vocab_map(val_dir)
+    if TINY.row_start_eot:  # each row is EOT then the next seq_len - 1 tokens of the text stream
+        assert (to_gpt2_ids(rows[:, 0], vmap) == EOT_ID).all()
+        rows = rows[:, 1:]
     gpt2 = to_gpt2_ids(rows, vmap).ravel()
     want, texts = [], []  # the validation documents (every val_every-th), tokenized afresh, until enough
     for i, doc in enumerate(prose_documents()):
@@ -228,3 +232,41 @@ def test_half_built_stage_is_redone_and_the_rest_reused(built):
     after = _summary(root)
     assert after["stage_keys"] == before["stage_keys"]
     assert demo_status(root)["built"]
+
+
+def test_findings_match_an_independent_computation(built):
+    """`demo findings` (lnfree's analyses) agrees with tests/_findings_ref.py (plain transformers, the definitions)."""
+    from _findings_ref import reference_findings
+
+    from lnfree_core.__main__ import main
+    from lnfree_core.demo.findings import format_findings
+    from lnfree_core.models import load_model
+
+    root = built[1]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["demo", "findings", "--out", str(root), "--sequences", "8", "--json"])
+    assert rc == 0, out.getvalue()
+    found = json.loads(out.getvalue())
+    assert (found["n_sequences"], found["seq_len"], found["threshold"]) == (8, TINY.seq_len, 0.3)
+    x = torch.as_tensor(read_rows(demo_dataset_path("pile-filtered-demo", root) / "train.parquet")[:8],
+                        dtype=torch.long)
+    for name in MODEL_NAMES:
+        got, ref = found["models"][name], reference_findings(load_model(str(root / "models" / name)).model, x)
+        assert got["sink_rate_queries"] == pytest.approx(ref["sink_rate"], abs=1e-9), name
+        assert 0.0 <= got["sink_rate_heads"] <= 1.0
+        assert got["norm_ratios"] == pytest.approx(ref["norm_ratios"], rel=1e-4), name
+        assert got["neurons"] == ref["neurons"], name
+        assert got["rel_entropy"] == pytest.approx(ref["rel_entropy"], rel=1e-3, abs=1e-6), name
+        assert got["rel_ce"] == pytest.approx(ref["rel_ce"], rel=1e-3, abs=1e-6), name
+    table = format_findings(found)
+    assert all(name in table.splitlines()[1] for name in MODEL_NAMES) and "sink rate" in table
+
+
+def test_findings_cli_rejects_bad_input(built, tmp_path, capsys):
+    from lnfree_core.__main__ import main
+
+    assert main(["demo", "findings", "--out", str(built[1]), "--sequences", "0"]) == 2
+    assert "--sequences must be at least 1" in capsys.readouterr().err
+    assert main(["demo", "findings", "--out", str(tmp_path / "nothing")]) == 2
+    assert "demo build" in capsys.readouterr().err

@@ -52,6 +52,15 @@ def test_pack_rows_concatenates_and_drops_the_partial_row():
     assert pack_rows([], 4).shape == (0, 4)
 
 
+def test_pack_rows_with_a_start_token_puts_it_at_position_0_of_every_row():
+    docs = [np.array([1, 2, 3]), np.array([4, 5]), np.array([6, 7, 8, 9])]
+    np.testing.assert_array_equal(pack_rows(docs, 4, start_token=99), [[99, 1, 2, 3], [99, 4, 5, 6], [99, 7, 8, 9]])
+    np.testing.assert_array_equal(pack_rows(docs, 3, max_rows=2, start_token=0), [[0, 1, 2], [0, 3, 4]])
+    assert pack_rows([], 4, start_token=7).shape == (0, 4)
+    with pytest.raises(ValueError, match="no room"):
+        pack_rows(docs, 1, start_token=7)
+
+
 def test_tokenize_appends_eot_with_gpt2_ids():
     (ids,) = tokenize(["a\tb"])
     assert ids.tolist()[-1] == EOT_ID and 197 in ids.tolist()
@@ -247,3 +256,20 @@ def test_die_by_ends_the_process_by_the_signal():
     code = "import signal; from lnfree_core.cli.demo import _die_by; _die_by(signal.SIGTERM); print('survived')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd(), capture_output=True, text=True)
     assert proc.returncode == -signal.SIGTERM and "survived" not in proc.stdout
+
+
+def test_later_settings_join_the_stage_keys_only_when_changed():
+    """Suites built before row_start_eot / tie_embeddings / pretrain_weight_decay existed keep their keys."""
+    import dataclasses
+
+    from lnfree_core.demo.build import _stage_params
+    from lnfree_core.demo.sizes import get_size
+
+    full = get_size("full")
+    params = _stage_params(full)
+    assert "row_start_eot" not in params["datasets"] and "tie_embeddings" not in params["init"]
+    assert "pretrain_weight_decay" not in params["pretrain"]
+    changed = _stage_params(dataclasses.replace(full, row_start_eot=True, tie_embeddings=False,
+                                                pretrain_weight_decay=0.1))
+    assert changed["datasets"]["row_start_eot"] is True and changed["init"]["tie_embeddings"] is False
+    assert changed["pretrain"]["pretrain_weight_decay"] == 0.1

@@ -1,4 +1,5 @@
-"""`demo build | status`: build the offline demo suite, and say what of it is built."""
+"""`demo build | status | findings`: build the offline demo suite, say what of it is built, and measure
+the paper's findings (attention sinks, first-token norms, confidence neurons) on its models."""
 
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ def register(sub) -> None:
     s.add_argument("--out", metavar="DIR", default=None, help="demo root (default ./lnfree_home/demo)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_status)
+
+    f = dsub.add_parser("findings", help="attention sinks, first-token norms and confidence neurons of the demo models",
+                        description="Measure the paper's findings (section 5.3, appendix H) on the built demo models, "
+                                    "on the first sequences of pile-filtered-demo (lnfree_core.demo.findings).")
+    f.add_argument("--out", metavar="DIR", default=None, help="demo root (default ./lnfree_home/demo)")
+    f.add_argument("--sequences", type=int, default=32, metavar="N", help="sequences measured (default 32)")
+    f.add_argument("--json", action="store_true", help="print JSON")
+    f.set_defaults(func=_findings)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -119,4 +128,19 @@ def _status(args) -> int:
 
     st = demo_status(args.out)
     print(json.dumps(st, indent=1) if args.json else format_status(st))
+    return 0
+
+
+def _findings(args) -> int:
+    from lnfree_core.demo.findings import demo_findings, format_findings
+
+    if args.sequences < 1:
+        print(f"error: --sequences must be at least 1, got {args.sequences}", file=sys.stderr)
+        return 2
+    try:
+        found = demo_findings(args.out, args.sequences)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(found, indent=1) if args.json else format_findings(found))
     return 0

@@ -10,7 +10,8 @@
   ``lnfree_core.models.load_model``.
 
 API: :func:`build_demo`, :func:`demo_status` (also ``status``), :func:`demo_model_path`,
-:func:`demo_dataset_path`, :func:`demo_run_path`, :func:`demo_root`. Everything takes the demo root
+:func:`demo_dataset_path`, :func:`demo_run_path`, :func:`demo_root`; the paper's sinks, first-token
+norms and confidence neurons measured on the built models: :mod:`.findings` (``demo findings``). Everything takes the demo root
 as an argument (default ``./lnfree_home/demo``). Importing this package does not import torch;
 :func:`build_demo` imports it when called.
 """

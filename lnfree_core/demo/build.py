@@ -63,14 +63,24 @@ def overall_fraction(size: DemoSize, stage: str, done: int, total: int) -> float
     return min(1.0, before + weights[stage] * (done / total if total else 1.0))
 
 
+# Settings added after the first release, with the value that reproduces the earlier builds: they join a
+# stage's key only when set otherwise, so that suites built before they existed stay valid (not rebuilt).
+_LATER_SETTINGS = {"row_start_eot": False, "tie_embeddings": True, "pretrain_weight_decay": 0.01}
+
+
 def _stage_params(size: DemoSize) -> dict[str, dict]:
     d = size.to_dict()
-    pick = lambda *keys: {k: d[k] for k in keys}  # noqa: E731
+
+    def pick(*keys):
+        return {k: d[k] for k in keys if k not in _LATER_SETTINGS or d[k] != _LATER_SETTINGS[k]}
+
     return {
-        "datasets": {**pick("prose_chars", "val_every", "pile_rows", "seq_len"), "format": FORMAT_VERSION},
+        "datasets": {**pick("prose_chars", "val_every", "pile_rows", "seq_len", "row_start_eot"),
+                     "format": FORMAT_VERSION},
         "filter": pick("filter_keep"),
-        "init": pick("n_layer", "n_embd", "n_head", "seed"),
-        "pretrain": pick("pretrain_steps", "pretrain_lr", "pretrain_min_lr", "pretrain_warmup", "batch_size"),
+        "init": pick("n_layer", "n_embd", "n_head", "tie_embeddings", "seed"),
+        "pretrain": pick("pretrain_steps", "pretrain_lr", "pretrain_min_lr", "pretrain_warmup",
+                         "pretrain_weight_decay", "batch_size"),
         "vanilla": pick("finetune_steps", "finetune_lr", "finetune_min_lr", "finetune_warmup", "aux_weight"),
         "ln-free": pick("finetune_steps", "finetune_lr", "finetune_min_lr", "finetune_warmup", "aux_weight"),
         "evaluate": pick("eval_rows"),

@@ -1,7 +1,8 @@
 """Build stages for the demo datasets: OWT-like train/validation and Pile-like sets, then the Pile-filtered set.
 
 ``make_datasets`` tokenizes the two corpora of :mod:`lnfree_core.demo.corpora`, holds out every
-``val_every``-th OWT-like document as validation, packs rows of ``seq_len`` tokens, builds the
+``val_every``-th OWT-like document as validation, packs rows of ``seq_len`` tokens (each beginning
+with EOT when ``row_start_eot``: the models' attention sink, see :mod:`.tokens`), builds the
 compact vocabulary from all of them, and writes each dataset folder in compact ids with its
 ``vocab_map.json`` and a ``dataset.json`` (what it is, sizes, corpus hashes).
 
@@ -20,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from lnfree_core.data.tokenizer import EOT_ID
 from lnfree_core.data.vocab_map import from_gpt2_ids, load_vocab_map, save_vocab_map, to_gpt2_ids
 
 from .corpora import describe_source, pile_documents, prose_documents
@@ -78,8 +80,10 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
     progress("datasets", est, est + 1)
     val_docs = [a for i, a in enumerate(prose_ids) if i % size.val_every == 0]
     train_docs = [a for i, a in enumerate(prose_ids) if i % size.val_every != 0]
-    train, val = pack_rows(train_docs, size.seq_len), pack_rows(val_docs, size.seq_len)
-    pile_rows = pack_rows(pile_ids, size.seq_len, max_rows=size.pile_rows)
+    start = EOT_ID if size.row_start_eot else None  # GPT-2 id: the rows are compacted below
+    train = pack_rows(train_docs, size.seq_len, start_token=start)
+    val = pack_rows(val_docs, size.seq_len, start_token=start)
+    pile_rows = pack_rows(pile_ids, size.seq_len, max_rows=size.pile_rows, start_token=start)
     if min(len(train), len(val), len(pile_rows)) == 0:
         raise RuntimeError(f"the demo corpora are too small for sequences of {size.seq_len} tokens "
                            f"(train {len(train)}, validation {len(val)}, pile {len(pile_rows)} rows)")
@@ -95,7 +99,8 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
     save_vocab_map(owt, vocab)
     _write_json(owt / "dataset.json", {
         "name": "owt-demo", "kind": "OWT-like: Python standard library documentation (docstrings, pydoc topics)",
-        "seq_len": size.seq_len, "splits": {"train": len(train), "validation": len(val)},
+        "seq_len": size.seq_len, "row_start_eot": size.row_start_eot,
+        "splits": {"train": len(train), "validation": len(val)},
         "tokens": {"train": int(train.size), "validation": int(val.size)}, "vocab_size": len(vocab),
         "unigram_entropy_train": H, "documents": len(prose), "validation_every": size.val_every,
         "corpus_sha256": _hash_texts([d.text for d in prose]), "source": source,
@@ -109,7 +114,8 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
     save_vocab_map(pile_dir, vocab)
     _write_json(pile_dir / "dataset.json", {
         "name": "pile-demo", "kind": "Pile-like: Python standard library source and data files as shipped",
-        "seq_len": size.seq_len, "splits": {"train": len(pile_rows)}, "tokens": {"train": int(pile_rows.size)},
+        "seq_len": size.seq_len, "row_start_eot": size.row_start_eot, "splits": {"train": len(pile_rows)},
+        "tokens": {"train": int(pile_rows.size)},
         "vocab_size": len(vocab), "documents": len(pile), "corpus_sha256": _hash_texts([d.text for d in pile]),
         "source": source, "ids": "compact (see vocab_map.json)",
     })

@@ -57,7 +57,7 @@ def _gpt2_config(size: DemoSize, vocab_size: int):
     eot = vocab_size - 1  # the compact vocabulary is sorted, so EOT (GPT-2 50256) is last
     return GPT2Config(vocab_size=vocab_size, n_positions=size.seq_len, n_embd=size.n_embd, n_layer=size.n_layer,
                       n_head=size.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                      bos_token_id=eot, eos_token_id=eot)
+                      bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=size.tie_embeddings)
 
 
 def make_init(root: Path, size: DemoSize, progress: Progress) -> dict:
@@ -76,11 +76,11 @@ def make_init(root: Path, size: DemoSize, progress: Progress) -> dict:
             "eot_compact_id": len(vocab) - 1}
 
 
-def _schedule(size: DemoSize, steps: int, lr: float, min_lr: float, warmup: int) -> dict:
+def _schedule(size: DemoSize, steps: int, lr: float, min_lr: float, warmup: int, weight_decay: float = 0.01) -> dict:
     from lnfree_core.schedule import HParams, fit_schedule
 
     hp = HParams(micro_batch_size=size.batch_size, grad_accum_steps=1, seq_len=size.seq_len, lr=lr, min_lr=min_lr,
-                 warmup_steps=warmup, max_steps=steps, weight_decay=0.01, aux_weight=size.aux_weight)
+                 warmup_steps=warmup, max_steps=steps, weight_decay=weight_decay, aux_weight=size.aux_weight)
     return fit_schedule(size.n_layer, steps, hp, name=f"demo-{size.name}").to_dict()
 
 
@@ -146,7 +146,8 @@ def make_original(root: Path, size: DemoSize, progress: Progress) -> dict:
     from lnfree_core.models import load_model
 
     run_dir = demo_run_path("original", root)
-    sched = _schedule(size, size.pretrain_steps, size.pretrain_lr, size.pretrain_min_lr, size.pretrain_warmup)
+    sched = _schedule(size, size.pretrain_steps, size.pretrain_lr, size.pretrain_min_lr, size.pretrain_warmup,
+                      size.pretrain_weight_decay)
     numbers = run_training("pretrain", str(init_model_path(root)), run_dir, demo_dataset_path("owt-demo", root),
                            "vanilla", sched, size.seed, progress)
     vocab = load_vocab_map(init_model_path(root))

@@ -17,6 +17,14 @@ training data never shows). Earlier runs with 360/100 and 420/120 steps gave mar
 1.56 nats and LN-free gaps of +0.008 and -0.001, at 592 and 688 CPU-seconds.
 
 ``tiny`` exercises every stage in seconds and promises nothing about quality.
+
+Three settings exist for the paper's other findings (attention sinks, first-token norms, confidence
+neurons; see :mod:`.findings`), which the ``full`` models do not show: ``row_start_eot`` (every row
+begins with EOT, GPT-2 packing style, so position 0 is a fixed token), ``tie_embeddings`` (False: a
+separate unembedding, whose rows get gradient only in the directions the final norm's output uses,
+so weight decay can leave it a near-null space) and ``pretrain_weight_decay``. ``full`` keeps them at
+the values it was measured with (False, True, 0.01) until a recipe using them is measured to show
+the findings within the build's budget; ``tiny`` turns the first two on so the tests run their code.
 """
 
 from __future__ import annotations
@@ -34,17 +42,20 @@ class DemoSize:
     val_every: int  # OWT-like document i (in corpus order) is validation when i % val_every == 0
     pile_rows: int  # Pile-like sequences made (all are scanned by the filter)
     seq_len: int  # tokens per sequence = the models' context length
+    row_start_eot: bool  # every row begins with EOT (GPT-2 packing style): a fixed first token to sink attention on
     eval_rows: int  # sequences evaluated per dataset (at most)
     filter_keep: int  # Pile-filtered sequences kept (at most)
     # model (GPT-2 architecture)
     n_layer: int
     n_embd: int
     n_head: int
+    tie_embeddings: bool  # unembedding = token embedding (GPT-2's choice) or a separate matrix
     # pretraining the original from scratch
     pretrain_steps: int
     pretrain_lr: float
     pretrain_min_lr: float
     pretrain_warmup: int
+    pretrain_weight_decay: float  # AdamW decay on weight matrices while pretraining (fine-tunes: the paper's 0.01)
     # the two fine-tunes (vanilla control and LN removal), same steps, data and LR schedule
     finetune_steps: int
     finetune_lr: float
@@ -68,16 +79,18 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(
-        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, eval_rows=160,
-        filter_keep=160, n_layer=3, n_embd=128, n_head=4,
-        pretrain_steps=300, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
+        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, row_start_eot=False,
+        eval_rows=160, filter_keep=160, n_layer=3, n_embd=128, n_head=4,
+        tie_embeddings=True, pretrain_steps=300, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
+        pretrain_weight_decay=0.01,
         finetune_steps=90, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=8, aux_weight=0.1,
         batch_size=16,
     ),
     "tiny": DemoSize(
-        name="tiny", prose_chars=120_000, val_every=8, pile_rows=480, seq_len=32, eval_rows=24,
-        filter_keep=24, n_layer=2, n_embd=32, n_head=2,
-        pretrain_steps=24, pretrain_lr=3e-3, pretrain_min_lr=1e-3, pretrain_warmup=2,
+        name="tiny", prose_chars=120_000, val_every=8, pile_rows=480, seq_len=32, row_start_eot=True,
+        eval_rows=24, filter_keep=24, n_layer=2, n_embd=32, n_head=2,
+        tie_embeddings=False, pretrain_steps=24, pretrain_lr=3e-3, pretrain_min_lr=1e-3, pretrain_warmup=2,
+        pretrain_weight_decay=0.01,
         finetune_steps=16, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=1, aux_weight=0.1,
         batch_size=8,
     ),

@@ -2,8 +2,12 @@
 
 Documents are tokenized with the GPT-2 tokenizer, each followed by EOT (``<|endoftext|>``), then
 concatenated and cut into rows of exactly ``seq_len`` tokens (a partial last row is dropped), the
-layout of the Hub's pre-tokenized datasets. Rows are written as a parquet ``input_ids`` column of
-int32, which ``resolve_dataset``/``iter_sequences`` read as a local dataset.
+layout of the Hub's pre-tokenized datasets. With ``start_token`` (the demo uses EOT), every row is
+that token followed by the next ``seq_len - 1`` tokens of the stream, so position 0 always holds the
+same token, as in GPT-2-style training where a sequence begins with ``<|endoftext|>``: this fixed
+first token is what the models learn to use as an attention sink (section 5.3 of the paper).
+Rows are written as a parquet ``input_ids`` column of int32, which
+``resolve_dataset``/``iter_sequences`` read as a local dataset.
 
 The compact vocabulary is the sorted set of GPT-2 ids occurring in any demo corpus, plus EOT; as
 it is sorted, EOT (50256, the largest GPT-2 id) is always the last compact id.
@@ -26,13 +30,23 @@ def tokenize(texts: list[str], offline: bool | None = True) -> list[np.ndarray]:
     return [np.asarray(e.ids + [EOT_ID], dtype=np.int32) for e in backend.encode_batch(texts, add_special_tokens=False)]
 
 
-def pack_rows(docs: Iterable[np.ndarray], seq_len: int, max_rows: int | None = None) -> np.ndarray:
-    """Concatenate ``docs`` and cut into rows of ``seq_len`` tokens: int32 ``[n_rows, seq_len]``."""
+def pack_rows(docs: Iterable[np.ndarray], seq_len: int, max_rows: int | None = None,
+              start_token: int | None = None) -> np.ndarray:
+    """Concatenate ``docs`` and cut into rows of ``seq_len`` tokens: int32 ``[n_rows, seq_len]``.
+
+    ``start_token``: when given, each row is ``start_token`` then ``seq_len - 1`` tokens of the stream.
+    """
     flat = np.concatenate([np.asarray(d, dtype=np.int32) for d in docs] or [np.zeros(0, np.int32)])
-    n = len(flat) // seq_len
+    width = seq_len if start_token is None else seq_len - 1  # stream tokens per row
+    if width < 1:
+        raise ValueError(f"seq_len {seq_len} leaves no room for text after the start token")
+    n = len(flat) // width
     if max_rows is not None:
         n = min(n, max_rows)
-    return flat[:n * seq_len].reshape(n, seq_len)
+    rows = flat[:n * width].reshape(n, width)
+    if start_token is None:
+        return rows
+    return np.concatenate([np.full((n, 1), start_token, dtype=np.int32), rows], axis=1)
 
 
 def build_vocab(*arrays: np.ndarray) -> np.ndarray:
