@@ -68,6 +68,12 @@ def per_token_std(x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.sqrt(var + eps)
 
 
+def centred_and_std(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x - mu, sigma_{b,s}) of x [..., d]: the centred input [..., d] and sqrt(Var_h + eps) [..., 1]."""
+    xc = x - x.mean(dim=-1, keepdim=True)
+    return xc, torch.sqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
+
+
 class FakeLayerNorm(nn.Module):
     """A LayerNorm over the last dimension that can be switched to FakeLN (eq. 2) by `remove()`.
 
@@ -107,6 +113,8 @@ class FakeLayerNorm(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [batch, pos, d_model]
+        if torch.compiler.is_compiling():
+            return self._forward_traced(x)
         out_dtype = x.dtype
         x32 = x.float()
         if self.capture_std:  # differentiable sigma_{b,s} for the auxiliary loss (LN^f only)
@@ -121,9 +129,25 @@ class FakeLayerNorm(nn.Module):
                 self._pending = (std.sum(dtype=torch.float32), std.numel())
         return y if torch.is_autocast_enabled() else y.to(out_dtype)
 
+    def _forward_traced(self, x: torch.Tensor) -> torch.Tensor:  # x: [batch, pos, d_model]
+        """The same function for torch.compile: live or removed is read from the `removed` buffer with
+        torch.where, never from a Python bool, so a removal event changes no guard and the compiled
+        graph stays valid (one fused kernel for mean, variance, divisor and affine map)."""
+        out_dtype = x.dtype
+        xc, std = centred_and_std(x.float(), self.eps)  # [..., d], [..., 1]
+        if self.capture_std:
+            self.last_std = std.squeeze(-1)  # [batch, pos]
+        y = xc / torch.where(self.removed, self.sigma, std) * self.weight.float() + self.bias.float()
+        if self.training:
+            sd = std.detach()
+            self._pending = (sd.sum(dtype=torch.float32), sd.numel())
+        return y if torch.is_autocast_enabled() else y.to(out_dtype)
+
     # ------------------------------------------------------------------ statistics
     def commit_micro_batch(self) -> None:
         """Add the statistics of the last training forward to the current optimizer step."""
+        if self._removed_py:  # a compiled forward also measures removed blocks: nothing to track
+            self._pending = None
         if self._pending is not None:
             s, n = self._pending
             self._step_sum = self._step_sum.to(s.device) + s
