@@ -102,7 +102,7 @@ class FakeLayerNorm(nn.Module):
         self.register_buffer("sigma_avg_valid", torch.zeros((), dtype=torch.bool))
         # Statistics of the current optimizer step (not saved: a step is never split by a checkpoint).
         self._pending = None  # (sum of sigma_{b,s}, count) written by the last training forward
-        self._step_sum = torch.zeros((), dtype=torch.float32)
+        self._step_sum = None  # 0-dim tensor on the forward's device (None: nothing committed this step)
         self._step_count = 0
         self.last_std = None  # [batch, pos] with grad, when capture_std
         # Python mirror of `removed` so that the hot path needs no host sync. Kept in step with the
@@ -150,17 +150,21 @@ class FakeLayerNorm(nn.Module):
             self._pending = None
         if self._pending is not None:
             s, n = self._pending
-            self._step_sum = self._step_sum.to(s.device) + s
+            self._step_sum = s if self._step_sum is None else self._step_sum + s  # stays on the device
             self._step_count += n
             self._pending = None
 
     def step_statistics(self) -> tuple[torch.Tensor, int]:
         """(sum of sigma_{b,s}, number of tokens) over the micro-batches committed this step."""
-        return self._step_sum, self._step_count
+        s = self._step_sum if self._step_sum is not None else torch.zeros((), device=self.sigma_avg.device)
+        return s, self._step_count
 
-    def update_sigma_avg(self, step_sum: torch.Tensor, step_count: int, ema: float | None) -> None:
-        """sigma_avg := this step's mean (ema None/0) or ema * sigma_avg + (1 - ema) * step mean."""
-        if self._removed_py or step_count == 0:
+    def update_sigma_avg(self, step_sum: torch.Tensor, step_count, ema: float | None) -> None:
+        """sigma_avg := this step's mean (ema None/0) or ema * sigma_avg + (1 - ema) * step mean.
+
+        step_count: tokens behind step_sum, an int or a device tensor (after a cross-rank all-reduce:
+        dividing on the device needs no host sync)."""
+        if self._removed_py or (isinstance(step_count, int) and step_count == 0):
             self.reset_step()
             return
         mean = (step_sum / step_count).to(self.sigma_avg.dtype).to(self.sigma_avg.device)
@@ -173,7 +177,7 @@ class FakeLayerNorm(nn.Module):
         self.reset_step()
 
     def reset_step(self) -> None:
-        self._step_sum = torch.zeros((), dtype=torch.float32)
+        self._step_sum = None
         self._step_count = 0
         self._pending = None
 
