@@ -282,7 +282,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     if log:
         if ckpt is not None:
             log.event("resumed", done, message=f"resumed from {ckpt.name}")
-        log.event("throughput", done, message=_throughput_message(perf), **perf.describe())
+        log.event("throughput", done, message=_throughput_message(perf), **perf.describe(),
+                  host_reads_every=cfg.log_every if records.deferred else 1)
         log.status("running", done)
     result = TrainResult("finished", done)
     try:
