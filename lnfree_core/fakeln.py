@@ -23,6 +23,11 @@ Life cycle of one block (see `FakeLayerNorm`):
   * removed: at its removal event sigma_bar := sigma_avg is frozen; from then on the block is the
     affine map (2) and records nothing.
 
+Under torch.compile the same function is traced from the buffers (`_forward_traced`): live or removed
+is torch.where(removed, sigma_bar, sigma_{b,s}) on the `removed` buffer instead of a Python branch,
+so a removal event changes no guard and a compiled block never recompiles for it; the eager path
+keeps the fused kernels. Both compute eqs. (1)/(2) (equal up to float rounding).
+
 The per-token statistics never update during evaluation (`module.eval()`), and are written, not
 accumulated, by each forward call, so the recomputation that gradient checkpointing performs during
 the backward pass does not count a micro-batch twice.

@@ -8,6 +8,11 @@ One optimizer step (1-based step t, after t-1 steps done):
      clip, AdamW step with the step's LR, update every live block's sigma_avg once,
   4. log a metrics line; checkpoint every save_every steps, at the end and when cancelled.
 
+The step's values stay on the device (lnfree_core.step_sync): with an optimizer that can skip its
+update on a device flag (fused AdamW, CUDA) the host reads them every `log_every` steps (and before
+checkpoints and removal events), a non-finite step's update being skipped on the device until then;
+otherwise they are read every step, before the update.
+
 Single process: `python -m lnfree_core train ...`; several GPUs: `torchrun --nproc_per_node N -m
 lnfree_core train ...` (DDP, or FSDP with `distributed: fsdp`; each rank reads its slice of every
 global micro-batch, so the data order does not depend on the number of processes). Checkpoints hold
