@@ -43,6 +43,9 @@ class TrainConfig:
     stop_on_grad_spike: bool = False
     dropout: float | None = None  # training dropout for every dropout layer; None: as the model's config says
     distributed: str = "ddp"  # several processes (torchrun): ddp, or fsdp to shard weights/grads/AdamW states
+    # Host reads of the step's values (loss, grad norm, sigmas) every K steps: between them the GPU runs
+    # ahead of Python; rows are still written for every step (with the interval's mean tokens/s).
+    log_every: int = 1
     overrides: dict = field(default_factory=dict)  # hyperparameters that replace the schedule's
 
     # ------------------------------------------------------------------ validation / resolution
@@ -57,6 +60,8 @@ class TrainConfig:
             raise ConfigError(f"dropout must be in [0, 1) or null (the model's own), got {self.dropout}")
         if self.distributed not in ("ddp", "fsdp"):
             raise ConfigError(f"distributed must be ddp or fsdp, got {self.distributed!r}")
+        if not isinstance(self.log_every, int) or self.log_every < 1:
+            raise ConfigError(f"log_every must be an integer >= 1, got {self.log_every!r}")
         if self.save_every < 1 or self.keep_checkpoints < 1:
             raise ConfigError("save_every and keep_checkpoints must be >= 1")
         bad = sorted(set(self.overrides) - set(HPARAM_OVERRIDES))

@@ -23,6 +23,11 @@ Life cycle of one block (see `FakeLayerNorm`):
   * removed: at its removal event sigma_bar := sigma_avg is frozen; from then on the block is the
     affine map (2) and records nothing.
 
+Under torch.compile the same function is traced from the buffers (`_forward_traced`): live or removed
+is torch.where(removed, sigma_bar, sigma_{b,s}) on the `removed` buffer instead of a Python branch,
+so a removal event changes no guard and a compiled block never recompiles for it; the eager path
+keeps the fused kernels. Both compute eqs. (1)/(2) (equal up to float rounding).
+
 The per-token statistics never update during evaluation (`module.eval()`), and are written, not
 accumulated, by each forward call, so the recomputation that gradient checkpointing performs during
 the backward pass does not count a micro-batch twice.
@@ -68,6 +73,12 @@ def per_token_std(x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.sqrt(var + eps)
 
 
+def centred_and_std(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x - mu, sigma_{b,s}) of x [..., d]: the centred input [..., d] and sqrt(Var_h + eps) [..., 1]."""
+    xc = x - x.mean(dim=-1, keepdim=True)
+    return xc, torch.sqrt((xc * xc).mean(dim=-1, keepdim=True) + eps)
+
+
 class FakeLayerNorm(nn.Module):
     """A LayerNorm over the last dimension that can be switched to FakeLN (eq. 2) by `remove()`.
 
@@ -96,7 +107,7 @@ class FakeLayerNorm(nn.Module):
         self.register_buffer("sigma_avg_valid", torch.zeros((), dtype=torch.bool))
         # Statistics of the current optimizer step (not saved: a step is never split by a checkpoint).
         self._pending = None  # (sum of sigma_{b,s}, count) written by the last training forward
-        self._step_sum = torch.zeros((), dtype=torch.float32)
+        self._step_sum = None  # 0-dim tensor on the forward's device (None: nothing committed this step)
         self._step_count = 0
         self.last_std = None  # [batch, pos] with grad, when capture_std
         # Python mirror of `removed` so that the hot path needs no host sync. Kept in step with the
@@ -107,6 +118,8 @@ class FakeLayerNorm(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [batch, pos, d_model]
+        if torch.compiler.is_compiling():
+            return self._forward_traced(x)
         out_dtype = x.dtype
         x32 = x.float()
         if self.capture_std:  # differentiable sigma_{b,s} for the auxiliary loss (LN^f only)
@@ -121,26 +134,48 @@ class FakeLayerNorm(nn.Module):
                 self._pending = (std.sum(dtype=torch.float32), std.numel())
         return y if torch.is_autocast_enabled() else y.to(out_dtype)
 
+    def _forward_traced(self, x: torch.Tensor) -> torch.Tensor:  # x: [batch, pos, d_model]
+        """The same function for torch.compile: live or removed is read from the `removed` buffer with
+        torch.where, never from a Python bool, so a removal event changes no guard and the compiled
+        graph stays valid (one fused kernel for mean, variance, divisor and affine map)."""
+        out_dtype = x.dtype
+        xc, std = centred_and_std(x.float(), self.eps)  # [..., d], [..., 1]
+        if self.capture_std:
+            self.last_std = std.squeeze(-1)  # [batch, pos]
+        y = xc / torch.where(self.removed, self.sigma, std) * self.weight.float() + self.bias.float()
+        if self.training:
+            sd = std.detach()
+            self._pending = (sd.sum(dtype=torch.float32), sd.numel())
+        return y if torch.is_autocast_enabled() else y.to(out_dtype)
+
     # ------------------------------------------------------------------ statistics
     def commit_micro_batch(self) -> None:
         """Add the statistics of the last training forward to the current optimizer step."""
+        if self._removed_py:  # a compiled forward also measures removed blocks: nothing to track
+            self._pending = None
         if self._pending is not None:
             s, n = self._pending
-            self._step_sum = self._step_sum.to(s.device) + s
+            self._step_sum = s if self._step_sum is None else self._step_sum + s  # stays on the device
             self._step_count += n
             self._pending = None
 
     def step_statistics(self) -> tuple[torch.Tensor, int]:
         """(sum of sigma_{b,s}, number of tokens) over the micro-batches committed this step."""
-        return self._step_sum, self._step_count
+        s = self._step_sum if self._step_sum is not None else torch.zeros((), device=self.sigma_avg.device)
+        return s, self._step_count
 
-    def update_sigma_avg(self, step_sum: torch.Tensor, step_count: int, ema: float | None) -> None:
-        """sigma_avg := this step's mean (ema None/0) or ema * sigma_avg + (1 - ema) * step mean."""
-        if self._removed_py or step_count == 0:
+    def update_sigma_avg(self, step_sum: torch.Tensor, step_count, ema) -> None:
+        """sigma_avg := this step's mean (ema None/0) or ema * sigma_avg + (1 - ema) * step mean.
+
+        step_count: tokens behind step_sum, an int or a device tensor (after a cross-rank all-reduce:
+        dividing on the device needs no host sync); ema: a float, or a device tensor (the token-memory
+        factor of such a step, tracking.step_factor)."""
+        if self._removed_py or (isinstance(step_count, int) and step_count == 0):
             self.reset_step()
             return
         mean = (step_sum / step_count).to(self.sigma_avg.dtype).to(self.sigma_avg.device)
-        if ema and self._avg_valid_py:
+        use_ema = ema is not None and (torch.is_tensor(ema) or ema > 0)  # no host read of a device factor
+        if use_ema and self._avg_valid_py:
             self.sigma_avg.mul_(ema).add_((1.0 - ema) * mean)
         else:
             self.sigma_avg.copy_(mean)
@@ -149,7 +184,7 @@ class FakeLayerNorm(nn.Module):
         self.reset_step()
 
     def reset_step(self) -> None:
-        self._step_sum = torch.zeros((), dtype=torch.float32)
+        self._step_sum = None
         self._step_count = 0
         self._pending = None
 

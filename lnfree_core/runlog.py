@@ -1,4 +1,9 @@
-"""The run directory's live files: status.json (atomic) and metrics.jsonl (append + flush per line)."""
+"""The run directory's live files: status.json (atomic) and metrics.jsonl (append + flush per line).
+
+A metrics line is flushed to the OS at once (readers see it), and fsynced only for events (removals,
+checkpoints, failures) and at close: an fsync per step line would stall the training loop on the disk.
+status.json is rewritten on every change of state and, while running, at most every STATUS_EVERY_S.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ def _clean(v):
     return v
 
 
+STATUS_EVERY_S = 2.0
+
+
 class RunLog:
     """Writer for one run directory (rank 0 only)."""
 
@@ -33,25 +41,34 @@ class RunLog:
         self.max_steps = max_steps
         self.started = time.time()
         self._metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
+        self._status_written = (None, 0.0)  # (state, time) of the last status.json write
 
     def status(self, state: str, step: int, reason: str | None = None) -> None:
+        last_state, last_time = self._status_written
+        now = time.time()
+        if state == "running" == last_state and reason is None and now - last_time < STATUS_EVERY_S:
+            return
+        self._status_written = (state, now)
         atomic_write_json(self.dir / "status.json", {
             "state": state, "step": step, "max_steps": self.max_steps, "pid": os.getpid(),
             "reason": reason, "updated": time.time(), "started": self.started,
         })
 
     def step(self, **fields) -> None:
-        self._write({"type": "step", **fields, "time": time.time()})
+        self._write({"type": "step", **fields, "time": time.time()}, durable=False)
 
     def event(self, kind: str, step: int, **fields) -> None:
-        self._write({"type": "event", "kind": kind, "step": step, **fields, "time": time.time()})
+        self._write({"type": "event", "kind": kind, "step": step, **fields, "time": time.time()}, durable=True)
 
-    def _write(self, row: dict) -> None:
+    def _write(self, row: dict, durable: bool) -> None:
         self._metrics.write(json.dumps(_clean(row)) + "\n")
         self._metrics.flush()
-        os.fsync(self._metrics.fileno())
+        if durable:
+            os.fsync(self._metrics.fileno())
 
     def close(self) -> None:
+        self._metrics.flush()
+        os.fsync(self._metrics.fileno())
         self._metrics.close()
 
 

@@ -31,8 +31,11 @@ def block_kind(name: str) -> str:
     return name.split(".", 1)[0]
 
 
-def step_factor(ema: float | None, tokens: int | dict | None, kind: str, n_step: int) -> float | None:
-    """The EMA factor k of one optimizer step in which the block saw n_step tokens (module docstring)."""
+def step_factor(ema: float | None, tokens: int | dict | None, kind: str, n_step) -> float | torch.Tensor | None:
+    """The EMA factor k of one optimizer step in which the block saw n_step tokens (module docstring).
+
+    n_step is a host int, or a device tensor after a cross-rank all-reduce: k is then a device tensor
+    too (no host sync)."""
     if not ema:
         return None
     t = tokens.get(kind) if isinstance(tokens, dict) else tokens
@@ -55,25 +58,44 @@ class SigmaTracker:
             m.commit_micro_batch()
 
     def end_step(self) -> None:
-        """Call once per optimizer step: reduce over ranks and update every live block's sigma_avg."""
+        """Call once per optimizer step: reduce over ranks and update every live block's sigma_avg.
+
+        No host sync: the sums stay on the device; token counts are host ints in one process and are
+        all-reduced with the sums (and divided on the device) across ranks."""
         live = [m for m in self.modules.values() if not m.is_removed]
         if not live:
             return
-        device = next((m._step_sum.device for m in live if m._step_count), torch.device("cpu"))
-        sums = torch.stack([m._step_sum.to(device, torch.float32) for m in live])  # [n_live]
-        counts = torch.tensor([float(m._step_count) for m in live], device=device)  # one host-to-device copy
-        stats = torch.stack([sums, counts], dim=1)  # [n_live, 2]
+        committed = [m for m in live if m._step_count]
+        if not committed:
+            for m in live:
+                m.reset_step()
+            return
+        device = committed[0]._step_sum.device
+        zero = torch.zeros((), device=device)
+        sums = torch.stack([m._step_sum.float() if m._step_count else zero for m in live])  # [n_live]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            counts = torch.tensor([float(m._step_count) for m in live])  # [n_live], host
+            stats = torch.stack([sums, counts.to(device, non_blocking=True)], dim=1)  # [n_live, 2]
             if torch.distributed.get_backend() == "nccl" and device.type != "cuda":
                 stats = stats.cuda()
             torch.distributed.all_reduce(stats)
-            counts = stats[:, 1].tolist()  # one host sync per optimizer step, only with several ranks
-        else:
-            counts = [m._step_count for m in live]
-        for m, s, n in zip(live, stats[:, 0], counts):
-            m.update_sigma_avg(s, int(n), step_factor(self.ema, self.ema_tokens, block_kind(m.name), int(n)))
+            for m, s, n in zip(live, stats[:, 0], stats[:, 1]):
+                # a device count: the mean and the token-memory factor are computed on the device
+                m.update_sigma_avg(s, n, step_factor(self.ema, self.ema_tokens, block_kind(m.name), n))
+            return
+        for m, s in zip(live, sums):
+            n = m._step_count
+            m.update_sigma_avg(s, n, step_factor(self.ema, self.ema_tokens, block_kind(m.name), n))
+
+    def sigma_vector(self) -> torch.Tensor:
+        """Current sigma per block as one device tensor [n_blocks] (order of `names`): the frozen
+        sigma_bar if removed, else the tracked sigma_avg. No host sync."""
+        return torch.stack([(m.sigma if m.is_removed else m.sigma_avg).float() for m in self.modules.values()])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.modules)
 
     def sigmas(self) -> dict[str, float]:
-        """Current sigma per block: the frozen sigma_bar if removed, else the tracked sigma_avg (host sync)."""
-        vals = torch.stack([m.sigma if m.is_removed else m.sigma_avg for m in self.modules.values()])
-        return dict(zip(self.modules, vals.float().cpu().tolist()))
+        """Current sigma per block (one host sync)."""
+        return dict(zip(self.modules, self.sigma_vector().cpu().tolist()))

@@ -9,6 +9,11 @@ One optimizer step (1-based step t, after t-1 steps done):
      clip, AdamW step with the step's LR, update every live block's sigma_avg once,
   4. log a metrics line; checkpoint every save_every steps, at the end and when cancelled.
 
+The step's values stay on the device (lnfree_core.step_sync): with an optimizer that can skip its
+update on a device flag (fused AdamW, CUDA) the host reads them every `log_every` steps (and before
+checkpoints and removal events), a non-finite step's update being skipped on the device until then;
+otherwise they are read every step, before the update.
+
 Single process: `python -m lnfree_core train ...`; several GPUs: `torchrun --nproc_per_node N -m
 lnfree_core train ...` (DDP, or FSDP with `distributed: fsdp`; each rank reads its slice of every
 global micro-batch, so the data order does not depend on the number of processes). Checkpoints hold
@@ -38,7 +43,9 @@ from .data.model_fit import check_tokenizer_fit
 from .models import load_model
 from .optim import lr_at, make_optimizer
 from .runlog import RunLog, atomic_write_json
+from .step_sync import AUX, BAD, GNORM, MAIN, Prefetcher, StepRecords, supports_found_inf
 from .surgery import fakeln_modules, fakeln_state, make_removable, remove_block
+from .throughput import Throughput, model_flops_per_token
 from .tracking import SigmaTracker
 
 GRAD_SPIKE_ADVICE = (
@@ -257,6 +264,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if log:
             log.status("failed", done, reason)
         raise ConfigError(reason) from e
+    feed = Prefetcher(batches, pin=device.type == "cuda")  # reads ahead; feed.epoch/pos: what was consumed
     events = [e for e in sched.events()] if ln_free else []
     stop = {"signal": None}
 
@@ -272,40 +280,56 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if rank != 0:
             return
         save_checkpoint(out, step, model, msd, osd, fakeln_state(model) if ln_free else {}, {
-            "step": step, "epoch": batches.epoch, "pos": batches.pos, "tokens": tokens_seen,
+            "step": step, "epoch": feed.epoch, "pos": feed.pos, "tokens": tokens_seen,
             "rng": _rng_state(device), "grad_norm_history": history[-50:],
         }, aliases, keep=cfg.keep_checkpoints, protect=hp.keep_steps)
         log.event("checkpoint", step, message=f"checkpoint at step {step}")
 
+    perf = Throughput(model_flops_per_token(model, hp.seq_len), device, world)
+    # Deferred host reads need an optimizer that skips its update on a device flag (fused AdamW; not
+    # used with FSDP's sharded parameters); a grad-spike stop must act at the spike's own step: all
+    # else reads every step.
+    records = StepRecords(device, deferred=supports_found_inf(optimizer) and not cfg.stop_on_grad_spike and not fsdp)
     if log:
         if ckpt is not None:
             log.event("resumed", done, message=f"resumed from {ckpt.name}")
+        log.event("throughput", done, message=_throughput_message(perf), **perf.describe(),
+                  host_reads_every=cfg.log_every if records.deferred else 1)
         log.status("running", done)
     result = TrainResult("finished", done)
     try:
         while done < hp.max_steps:
-            for ev in (e for e in events if e.step == done):
+            due = [e for e in events if e.step == done]
+            if due and len(records):  # a removal reads sigma_avg: settle the pending steps first
+                failed = _settle(records, log, perf, history, cfg, hp, done, tracker)
+                if failed is not None:
+                    result = failed
+                    break
+            for ev in due:
                 mod = fakeln_modules(model)[ev.name]
                 if mod.is_removed:
                     continue
                 sigma = remove_block(model, ev.name)
                 if log:
                     log.event("removal", done, block=ev.block, layer=ev.layer, sigma=sigma)
-            t0 = time.perf_counter()
+            if due:
+                records.restart_clock()
             lr = lr_at(done, hp.lr, hp.min_lr, hp.warmup_steps, hp.max_steps)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             sums = torch.zeros(3, device=device)  # [main loss, aux loss] summed over micro-batches, stop flag
             for micro in range(hp.grad_accum_steps):
-                x = torch.from_numpy(batches.next()).long()  # [batch, pos]
-                x = x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x
+                x = feed.next()  # [batch, pos]
+                x = x.to(device, non_blocking=True)
                 sync = micro == hp.grad_accum_steps - 1
                 if fsdp:
                     model.set_requires_gradient_sync(sync)
                 ctx = ddp.no_sync() if (world > 1 and not fsdp and not sync) else contextlib.nullcontext()
                 with ctx:
                     with _autocast(device, cfg.precision):
-                        main = ddp(input_ids=x, labels=training_labels(x, eot, hp.mask_eot_labels)).loss
+                        # use_cache=False: a KV cache is useless in training, and its per-layer state
+                        # would guard (and recompile) every compiled block.
+                        main = ddp(input_ids=x, labels=training_labels(x, eot, hp.mask_eot_labels), use_cache=False).loss
                     loss = main
                     if ln_free and hp.aux_weight > 0:
                         aux = aux_loss(fakeln_modules(model)["f"].last_std, x, eot, hp.aux_weight)
@@ -316,53 +340,49 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 if tracker:
                     tracker.commit_micro_batch()
             # A signal (cancel) seen by any rank stops every rank after this same step.
-            sums[2] = float(stop["signal"] is not None)
+            if stop["signal"] is not None:
+                sums[2] = 1.0
             if world > 1:
                 torch.distributed.all_reduce(sums)
                 sums[:2] /= world
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip if hp.grad_clip > 0 else float("inf"))
-            main_loss, aux_val = (sums[:2] / hp.grad_accum_steps).tolist()
-            stop_now = bool(sums[2] > 0)
-            gn = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-            if not (np.isfinite(main_loss) and np.isfinite(aux_val) and np.isfinite(gn)):
-                optimizer.zero_grad(set_to_none=True)
-                reason = f"non-finite loss or gradient at step {done + 1} (loss={main_loss}, grad_norm={gn}). " + NONFINITE_ADVICE
-                if log:
-                    log.event("nonfinite_loss", done + 1, message=reason)
-                result = TrainResult("failed", done, reason)
-                break
+            gn_t = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+            vals = records.values(sums, hp.grad_accum_steps, gn_t)  # [main, aux, grad norm, stop, non-finite]
+            step_tokens = hp.micro_batch_size * hp.seq_len * hp.grad_accum_steps * world
+            if not records.deferred:  # read now, before the update: never train on NaN
+                failed = _nonfinite_now(vals, done + 1, log)
+                if failed is not None:
+                    optimizer.zero_grad(set_to_none=True)
+                    result = failed
+                    break
+            else:  # the update is skipped on the device if this (or an earlier) step was non-finite
+                optimizer.found_inf = records.skip_flag(vals)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if tracker:
                 tracker.end_step()
             done += 1
-            step_tokens = hp.micro_batch_size * hp.seq_len * hp.grad_accum_steps * world
             tokens_seen += step_tokens
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            dt = time.perf_counter() - t0
-            if len(history) >= 5 and gn > cfg.grad_spike_factor * statistics.median(history[-20:]):
-                msg = (f"gradient norm {gn:.3g} at step {done} is over {cfg.grad_spike_factor}x the recent median "
-                       f"{statistics.median(history[-20:]):.3g}. " + GRAD_SPIKE_ADVICE)
-                if log:
-                    log.event("grad_spike", done, message=msg, grad_norm=gn)
-                if cfg.stop_on_grad_spike:
-                    checkpoint(done)
-                    result = TrainResult("failed", done, msg)
+            records.add(done, lr, tokens_seen, torch.cat([vals, tracker.sigma_vector()]) if tracker else vals)
+            if not records.deferred or (
+                    done % cfg.log_every == 0 or done % cfg.save_every == 0 or done == hp.max_steps
+                    or (world == 1 and stop["signal"] is not None)):
+                failed = _settle(records, log, perf, history, cfg, hp, done, tracker)
+                if failed is not None:
+                    result = failed
                     break
-            history.append(gn)
-            if log:
-                log.step(step=done, loss=main_loss, aux_loss=aux_val if ln_free else None, lr=lr, grad_norm=gn,
-                         tokens_per_s=step_tokens / dt, tokens=tokens_seen,
-                         sigma=tracker.sigmas() if tracker else None)
-                log.status("running", done)
-            if stop_now:
+            if records.stopped:
                 checkpoint(done)
                 sig = signal.Signals(stop["signal"]).name if stop["signal"] is not None else "SIGTERM (on another rank)"
                 result = TrainResult("cancelled", done, f"cancelled by signal {sig}")
                 break
+            if records.spike_stop is not None:
+                checkpoint(done)
+                result = TrainResult("failed", done, records.spike_stop)
+                break
             if done % cfg.save_every == 0 or done == hp.max_steps or done in hp.keep_steps:
                 checkpoint(done)
+                records.restart_clock()
         else:
             result = TrainResult("finished", done)
             if ln_free and rank == 0:
@@ -376,6 +396,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             log.close()
         raise
     finally:
+        feed.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
     if log:
@@ -397,6 +418,62 @@ def training_labels(x: torch.Tensor, eot: int | None, mask_eot: bool) -> torch.T
     if not mask_eot or eot is None:
         return x
     return x.masked_fill(x == eot, -100)
+
+
+def _throughput_message(perf: Throughput) -> str:
+    d = perf.describe()
+    peak = (f"MFU against {d['peak_bf16_tflops']:g} TFLOP/s bf16 peak per device x {d['n_devices']}"
+            if d["peak_bf16_tflops"] else "no MFU: the device's bf16 peak is not in lnfree's table")
+    return (f"{d['flops_per_token'] / 1e9:.3g} GFLOP per token (6N + 12 L d T) on {d['device_name']}; {peak}")
+
+
+def _nonfinite_now(vals: torch.Tensor, step: int, log: RunLog | None) -> TrainResult | None:
+    """Read the step's values now (one host sync) and stop before the update if any is non-finite."""
+    v = vals.tolist()
+    if v[BAD] <= 0:
+        return None
+    return _nonfinite_result(step, v[MAIN], v[AUX], v[GNORM], log)
+
+
+def _nonfinite_result(step: int, loss: float, aux: float, gn: float, log: RunLog | None) -> TrainResult:
+    reason = (f"non-finite loss or gradient at step {step} (loss={loss}, aux_loss={aux}, grad_norm={gn}). "
+              + NONFINITE_ADVICE)
+    if log:
+        log.event("nonfinite_loss", step, message=reason)
+    return TrainResult("failed", step - 1, reason)
+
+
+def _settle(records: StepRecords, log: RunLog | None, perf: Throughput, history: list[float], cfg: TrainConfig,
+            hp, done: int, tracker: SigmaTracker | None) -> TrainResult | None:
+    """Read the pending steps' values (one host sync), write their metrics rows and guard events.
+
+    Returns a failed TrainResult when a pending step was non-finite (its update and every later one
+    were skipped on the device); sets records.stopped (a cancel flag rode a step's all-reduce) and
+    records.spike_stop (a grad spike with stop_on_grad_spike)."""
+    rows, dt = records.resolve()
+    names = tracker.names if tracker else []
+    for row in rows:
+        if row.bad:
+            return _nonfinite_result(row.step, row.main_loss, row.aux_loss, row.grad_norm, log)
+        gn = row.grad_norm
+        if len(history) >= 5 and gn > cfg.grad_spike_factor * statistics.median(history[-20:]):
+            msg = (f"gradient norm {gn:.3g} at step {row.step} is over {cfg.grad_spike_factor}x the recent median "
+                   f"{statistics.median(history[-20:]):.3g}. " + GRAD_SPIKE_ADVICE)
+            if log:
+                log.event("grad_spike", row.step, message=msg, grad_norm=gn)
+            if cfg.stop_on_grad_spike:
+                records.spike_stop = msg
+        history.append(gn)
+        records.stopped = records.stopped or row.stop
+        if log:
+            step_tokens = hp.micro_batch_size * hp.seq_len * hp.grad_accum_steps * perf.n_devices
+            tps = step_tokens / dt if dt > 0 else float("nan")
+            log.step(step=row.step, loss=row.main_loss, aux_loss=row.aux_loss if tracker else None, lr=row.lr,
+                     grad_norm=gn, tokens=row.tokens, **perf.fields(tps),
+                     eta_s=(hp.max_steps - row.step) * dt, sigma=dict(zip(names, row.sigmas)) if tracker else None)
+    if log:
+        log.status("running", done)
+    return None
 
 
 def set_dropout(model: torch.nn.Module, p: float) -> None:

@@ -30,6 +30,8 @@ from lnfree_core.ui_data import (
     sigma_frame,
     step_frame,
     tail_lines,
+    throughput_caption,
+    throughput_info,
 )
 from pages import _common as common
 
@@ -283,6 +285,8 @@ def live_view(root: Path, names: list[str], log: bool, was_active: bool, states:
     c[1].metric("aux loss", f"{last['aux_loss']:.3g}" if last is not None and last["aux_loss"] == last["aux_loss"] else "-")
     c[2].metric("tokens / s", f"{last['tokens_per_s']:,.0f}" if last is not None else "-")
     c[3].metric("LN blocks removed", 0 if removals is None else len(removals))
+    st.caption("Throughput: " + throughput_caption(throughput_info(rows[main], steps[main], statuses[main].step,
+                                                                  statuses[main].max_steps)))
 
     st.caption("Vertical lines: LN removal events (blue LN_MLP, orange LN_qk, green LN_v, red LN_f); hover for details.")
     long = metric_long(steps)

@@ -91,3 +91,19 @@ def test_summary_against_numpy_and_a_sorted_array():
         assert list(got) == list(np.percentile(losses.astype(np.float64), [lo, hi]))
     assert s.ranges["p2.5-97.5"][1] < 20 and s.mean > 1000
     assert type(s).from_dict(s.to_dict()) == s
+
+
+def test_chunked_ce_equals_the_definition_for_any_chunk_size():
+    """CE[i, t] = logsumexp(h[i, t] @ W_U) - (h[i, t] @ W_U)[x[i, t+1]], computed here in float64."""
+    from lnfree_core.analysis.ce import chunked_token_ce
+
+    torch.manual_seed(0)
+    model = tiny_gpt2()
+    h = 3 * torch.randn(3, 7, model.config.n_embd)  # [batch, pos, d_model]
+    x = torch.randint(0, model.config.vocab_size, (3, 7))
+    logits = h.double() @ model.lm_head.weight.double().T  # [batch, pos, vocab]
+    want = torch.logsumexp(logits[:, :-1], -1) - logits[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1)
+    for chunk in (1, 5 * model.config.vocab_size, 10**9):  # one position at a time, 5 positions, all at once
+        got = chunked_token_ce(model, h, x, chunk_elements=chunk)
+        assert got.dtype == torch.float32 and got.shape == (3, 6)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)

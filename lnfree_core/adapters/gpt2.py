@@ -22,7 +22,7 @@ import copy
 import torch
 from torch import nn
 
-from ..fakeln import FakeLayerNorm
+from ..fakeln import FakeLayerNorm, centred_and_std
 from .base import ModelAdapter
 
 # The Hub's LN-free GPT-2 exports disable LN with a huge epsilon: LN(x) ~ (x - mu) / sqrt(eps) * w + b.
@@ -45,6 +45,8 @@ class SplitLNQKV(nn.Module):
         self.d_model = ln.weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [batch, pos, d_model]
+        if torch.compiler.is_compiling():
+            return self._forward_traced(x)
         if not self.ln_qk.is_removed and not self.ln_v.is_removed:
             # Both paths live: LN_qk(x) == LN_v(x), one normalisation and the stock fused projection.
             y = self.ln_qk(x)  # [batch, pos, d_model]
@@ -54,6 +56,28 @@ class SplitLNQKV(nn.Module):
         w, b = self.proj.weight, self.proj.bias  # [d, 3d], [3d]
         y_qk = self.ln_qk(x).reshape(-1, d)  # [batch * pos, d_model]
         y_v = self.ln_v(x).reshape(-1, d)
+        qk = torch.addmm(b[: 2 * d], y_qk, w[:, : 2 * d])  # [batch * pos, 2 * d_model]
+        v = torch.addmm(b[2 * d :], y_v, w[:, 2 * d :])  # [batch * pos, d_model]
+        return torch.cat([qk, v], dim=-1).view(*x.shape[:-1], 3 * d)
+
+    def _forward_traced(self, x: torch.Tensor) -> torch.Tensor:  # [batch, pos, d_model]
+        """The same function for torch.compile, one graph for every live/removed combination.
+
+        The centring x - mu and the per-token sigma_{b,s} are computed once and shared by both paths;
+        each path's divisor is torch.where(removed, sigma_bar, sigma_{b,s}) on the buffers, so a
+        removal event changes no guard (no recompilation) and the elementwise work fuses into one kernel.
+        """
+        qk_ln, v_ln, d = self.ln_qk, self.ln_v, self.d_model
+        xc, std = centred_and_std(x.float(), qk_ln.eps)  # [batch, pos, d], [batch, pos, 1]
+        gamma, beta = qk_ln.weight.float(), qk_ln.bias.float()
+        y_qk = (xc / torch.where(qk_ln.removed, qk_ln.sigma, std) * gamma + beta).reshape(-1, d)  # [batch * pos, d]
+        y_v = (xc / torch.where(v_ln.removed, v_ln.sigma, std) * gamma + beta).reshape(-1, d)
+        if self.training:
+            sd = std.detach()
+            qk_ln._pending = v_ln._pending = (sd.sum(dtype=torch.float32), sd.numel())
+        w, b = self.proj.weight, self.proj.bias  # [d, 3d], [3d]
+        if not torch.is_autocast_enabled():
+            y_qk, y_v = y_qk.to(x.dtype), y_v.to(x.dtype)
         qk = torch.addmm(b[: 2 * d], y_qk, w[:, : 2 * d])  # [batch * pos, 2 * d_model]
         v = torch.addmm(b[2 * d :], y_v, w[:, 2 * d :])  # [batch * pos, d_model]
         return torch.cat([qk, v], dim=-1).view(*x.shape[:-1], 3 * d)

@@ -10,10 +10,12 @@ predicted like any other token from the whole preceding context, EOT included, a
 scored like any other target; nothing is masked (as in the paper's evaluation on fixed-length packed
 sequences).
 
-The evaluation is batched, runs `model.eval()` (no dropout), under bf16 autocast on CUDA (with the
-unembedding kept in fp32: bf16 logits would bias mean CE by ~0.01 nats) and in fp32 on
-CPU (`precision`), with logits upcast to fp32 for the log-softmax. Losses accumulate in a device tensor
-and come to the host once at the end: no host-device synchronisation per batch.
+The evaluation is batched, runs `model.eval()` (no dropout), under bf16 autocast on CUDA and in fp32 on
+CPU (`precision`). The unembedding and the log-softmax stay in float32 (bf16 logits would bias mean CE
+by ~0.01 nats) but run in chunks of positions (`chunked_token_ce`): the [batch, pos, vocab] logits are
+never held whole, and on CUDA the float32 unembedding uses TF32 tensor cores (float32 accumulation
+and output). Losses accumulate in a device tensor and come to the host once at the end: no
+host-device synchronisation per batch.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .runtime import Progress, as_tokens, fp32_logits, iter_batches, model_device, resolve_precision
+from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision, tf32_matmuls
+
+CHUNK_ELEMENTS = 2**25  # logits per chunk (128 MiB in float32): 667 positions of a 50,257-token vocabulary
 
 
 def token_ce_from_logits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +68,28 @@ def per_token_ce(model: nn.Module, tokens, *, batch_size: int = 8, precision: st
     n, seq_len = tokens.shape
     out = torch.empty((n, seq_len - 1), dtype=torch.float32, device=device)  # [n, seq_len - 1]
     for start, stop, x in iter_batches(tokens, batch_size, device, progress):
-        logits = fp32_logits(model, x, prec, device)  # [batch, pos, vocab], unembedding in fp32
-        out[start:stop] = token_ce_from_logits(logits, x)
-        del logits
+        with autocast(prec, device):
+            h = model.base_model(input_ids=x, use_cache=False).last_hidden_state  # [batch, pos, d_model]
+        out[start:stop] = chunked_token_ce(model, h, x)
     return out.cpu()
+
+
+def chunked_token_ce(model: nn.Module, h: torch.Tensor, x: torch.Tensor,
+                     chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """CE of next-token predictions from final hidden states: h [batch, pos, d_model], x [batch, pos]
+    -> [batch, pos - 1] float32, with the unembedding and log-softmax in float32, a chunk of positions
+    at a time (at most `chunk_elements` logits alive), on TF32 tensor cores on CUDA."""
+    head = model.get_output_embeddings()
+    b, t, d = h.shape
+    hs = h[:, :-1].reshape(-1, d)  # [batch * (pos - 1), d_model]: positions that predict a token
+    target = x[:, 1:].reshape(-1)  # [batch * (pos - 1)]
+    w = head.weight.float()  # [vocab, d_model]
+    bias = getattr(head, "bias", None)
+    bias = None if bias is None else bias.float()
+    out = torch.empty(hs.shape[0], dtype=torch.float32, device=h.device)  # [batch * (pos - 1)]
+    step = max(1, chunk_elements // w.shape[0])
+    with torch.autocast(device_type=h.device.type, enabled=False), tf32_matmuls(h.device):
+        for s in range(0, hs.shape[0], step):
+            logits = F.linear(hs[s:s + step].float(), w, bias)  # [chunk, vocab] float32
+            out[s:s + step] = F.cross_entropy(logits, target[s:s + step], reduction="none")
+    return out.view(b, t - 1)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Callable, Iterator
 
 import numpy as np
@@ -97,3 +98,27 @@ def unembed_fp32(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
     with torch.autocast(device_type=h.device.type, enabled=False):
         bias = getattr(head, "bias", None)
         return torch.nn.functional.linear(h.float(), head.weight.float(), None if bias is None else bias.float())
+
+
+_TF32_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def tf32_matmuls(device: torch.device):
+    """Float32 matmuls on TF32 tensor cores inside the block, on CUDA only (elsewhere: no change).
+
+    TF32 rounds the matmul inputs to a 10-bit mantissa and accumulates and returns float32: the
+    unembedding runs at tensor-core speed with float32 logits, where bf16 logits (8-bit mantissa,
+    steps of 0.25-1.0 at |logit| ~ 50-150) would bias mean CE. The process-wide setting is restored on
+    exit; a lock keeps concurrent evaluations (app threads) from restoring it under each other.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    with _TF32_LOCK:
+        old = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("high")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(old)

@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--dropout", type=float, help="training dropout for every dropout layer (default: the model's config)")
     p.add_argument("--distributed", choices=["ddp", "fsdp"],
                    help="under torchrun: DDP (default) or FSDP (shards weights, gradients and AdamW states)")
+    p.add_argument("--log-every", type=int, help="read the step's values on the host every K steps (default 1; "
+                   "10 lets a GPU run ahead; every step still gets its metrics row)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--batch-size", type=int, dest="micro_batch_size", help="micro batch size (sequences)")
     p.add_argument("--grad-accum", type=int, dest="grad_accum_steps")
@@ -89,7 +91,7 @@ def config_from_args(args) -> TrainConfig:
     if args.config:
         data = TrainConfig.load(args.config).to_dict() if not args.resume else {}
     for key in ("model", "dataset", "schedule", "mode", "out", "device", "precision", "seed", "save_every",
-                "compile", "attn_implementation", "shuffle", "distributed", "dropout"):
+                "compile", "attn_implementation", "shuffle", "distributed", "dropout", "log_every"):
         val = getattr(args, key, None)
         if val is not None:
             data[key] = val

@@ -7,6 +7,7 @@ these frames into widgets and Altair charts. One module per subject:
   schedule_view    removal events and LR curve of a schedule; schedule files as text
   metrics          metrics.jsonl as frames, downsampling, MetricsCache
   runs             ETA and progress, run requests, device choices, launch plans, the runs table
+  throughput_view  tokens/s, TFLOP/s, MFU and the whole schedule's time of a run
   background       BackgroundCommand, log tails, progress parsed from output
   demo_suite       the demo suite: state, catalog, build command, tables, vocabulary mapping
   model_specs      model specs: kind, labels, context length, problems
@@ -30,6 +31,7 @@ from .runs import (
     MODE_CHOICES, seconds_per_step, eta_seconds, format_duration, progress_text, run_request, DeviceChoice,
     device_choices, pair_names, partner_run, launch_plan, parse_keep_steps, runs_frame,
 )
+from .throughput_view import throughput_info, throughput_caption
 from .background import tail_lines, parse_progress, BackgroundCommand, python_command
 from .demo_suite import (
     DEMO_BUILD, DEMO_CLI_MODULE, DEMO_MODULE, demo_models_available, demo_suite_state, demo_catalog,
@@ -57,6 +59,7 @@ __all__ = [
     "nmae_head_frame", "nmae_summary_frame", "norm_profile_frame", "notable_events", "pair_names", "parse_progress",
     "partner_run", "progress_text", "python_command", "range_frame", "ranked_frame", "removal_frame", "run_request",
     "runs_frame", "schedule_from_text", "schedule_summary", "schedule_to_text", "seconds_per_step", "sigma_frame",
-    "sink_frames", "stat_table", "step_frame", "svd_frame", "tail_lines", "to_float", "token_frame",
+    "sink_frames", "stat_table", "step_frame", "svd_frame", "tail_lines", "throughput_caption",
+    "throughput_info", "to_float", "token_frame",
     "token_spans_html", "unique_labels", "unique_names",
 ]

@@ -38,8 +38,8 @@ def to_float(value: Any) -> float:
 
 def step_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """The step rows of metrics.jsonl as a wide frame: step, loss, aux_loss, lr, grad_norm, tokens_per_s,
-    tokens, time (one row per step; a step logged twice keeps its last row)."""
-    cols = ["step", *STEP_METRICS, "tokens", "time"]
+    tflops, mfu (nan when not logged: older runs, or no known peak), tokens, time (one row per step; a step logged twice keeps its last row)."""
+    cols = ["step", *STEP_METRICS, "tflops", "mfu", "tokens", "time"]
     data = [
         {"step": int(r["step"]), **{k: to_float(r.get(k)) for k in cols[1:]}}
         for r in rows
@@ -81,11 +81,11 @@ def removal_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def notable_events(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Events other than removals and checkpoints (non-finite loss, grad spikes, resumes): step, kind, message."""
+    """Events other than removals, checkpoints and the throughput note (non-finite loss, grad spikes, resumes): step, kind, message."""
     data = [
         {"step": r.get("step"), "kind": r.get("kind"), "message": r.get("message", "")}
         for r in rows
-        if r.get("type") == "event" and r.get("kind") not in ("removal", "checkpoint")
+        if r.get("type") == "event" and r.get("kind") not in ("removal", "checkpoint", "throughput")
     ]
     return pd.DataFrame(data, columns=["step", "kind", "message"])
 
