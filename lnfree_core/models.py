@@ -14,6 +14,7 @@ recognised and converted to removed FakeLN blocks, so they are known as LN-free 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from .adapters import adapter_for
-from .checkpoint import latest_checkpoint, load_model_weights
+from .checkpoint import CheckpointError, load_model_weights, newest_good_checkpoint, resolve_step_spec
 from .surgery import fakeln_modules, is_ln_free, load_fakeln_state
 
 
@@ -58,17 +59,25 @@ def resolve_checkpoint(spec: str) -> Path | None:
     path_s, _, step = spec.partition("@")
     path = Path(path_s)
     if (path / "fakeln.json").exists() and (path / "model.safetensors").exists():
+        from .checkpoint import verify_checkpoint
+
+        why = verify_checkpoint(path, hashes=False)
+        if why:
+            raise CheckpointError(f"checkpoint {path} is corrupt ({why}); use an earlier checkpoint of the run")
         return path
     if (path / "checkpoints").is_dir():
         if step:
-            ckpt = path / "checkpoints" / f"step_{int(step):08d}"
-            if not ckpt.exists():
-                raise FileNotFoundError(f"run {path} has no checkpoint for step {step}")
-            return ckpt
-        ckpt = latest_checkpoint(path)
-        if ckpt is None:
+            return resolve_step_spec(path, step)
+        good = newest_good_checkpoint(path, hashes=False)
+        if good.skipped:
+            print(good.warning(), file=sys.stderr)
+        if good.path is None:
+            if good.skipped:
+                raise CheckpointError(f"run {path} has no usable checkpoint: {good.warning()}")
             raise FileNotFoundError(f"run {path} has no complete checkpoint yet")
-        return ckpt
+        return good.path
+    if step:
+        raise CheckpointError(f"{spec}: '@STEP' picks a checkpoint of a run directory, and {path} is not one")
     return None
 
 

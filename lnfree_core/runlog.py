@@ -32,12 +32,14 @@ class RunLog:
         self.dir = Path(run_dir)
         self.max_steps = max_steps
         self.started = time.time()
+        self.repaired = repair_metrics_tail(self.dir / "metrics.jsonl")
         self._metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
 
-    def status(self, state: str, step: int, reason: str | None = None) -> None:
+    def status(self, state: str, step: int, reason: str | None = None, checkpointing: bool = False) -> None:
+        """Write status.json; `checkpointing` tells a canceller that a checkpoint is being written."""
         atomic_write_json(self.dir / "status.json", {
             "state": state, "step": step, "max_steps": self.max_steps, "pid": os.getpid(),
-            "reason": reason, "updated": time.time(), "started": self.started,
+            "reason": reason, "updated": time.time(), "started": self.started, "checkpointing": checkpointing,
         })
 
     def step(self, **fields) -> None:
@@ -53,6 +55,28 @@ class RunLog:
 
     def close(self) -> None:
         self._metrics.close()
+
+
+def repair_metrics_tail(path: str | Path) -> bool:
+    """End a JSONL file with a newline when a killed writer left half a line (appends then start clean).
+
+    The half line stays (the file is only appended to) and readers skip it as invalid JSON. Call it
+    only while no one writes to the file (the trainer holds the run's lock). True if it added one.
+    """
+    try:
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return False
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return False
+            fh.write(b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            return True
+    except FileNotFoundError:
+        return False
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
