@@ -545,6 +545,11 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
                 break
             if done % cfg.save_every == 0 or done == hp.max_steps:
                 checkpoint(done)
+                if world == 1 and stop["signal"] is not None and done < hp.max_steps:
+                    # cancelled while this checkpoint was written: it is the last one, stop now
+                    sig = signal.Signals(stop["signal"]).name
+                    result = TrainResult("cancelled", done, f"cancelled by signal {sig}")
+                    break
         else:
             result = TrainResult("finished", done)
             if ln_free and rank == 0:
