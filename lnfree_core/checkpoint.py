@@ -261,6 +261,23 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, model_stat
     tmp = root / f"{TMP_PREFIX}{step:08d}_{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    try:
+        _write_checkpoint_files(tmp, model, model_state, optim_state, fakeln, trainer_state, aliases)
+    except OSError as e:  # full disk, quota, I/O error: free the space at once, keep the older checkpoints
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(e.errno, f"writing checkpoint step {step} failed ({e.strerror or e}); the half-written "
+                               f"copy was removed and the earlier checkpoints are intact: free space in {root} "
+                               "and resume") from e
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in checkpoint_dirs(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_checkpoint_files(tmp: Path, model: nn.Module, model_state: dict, optim_state: dict | None, fakeln: dict,
+                            trainer_state: dict, aliases: dict[str, str]) -> None:
     tmp.mkdir()
     model.config.to_json_file(str(tmp / "config.json"))
     save_file(_dedupe_shared(model_state, aliases), str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -286,12 +303,6 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, model_stat
         fh.write(json.dumps({"files": files}, indent=1))
         fh.flush()
         os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for old in checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def shared_aliases(model: nn.Module) -> dict[str, str]:

@@ -559,8 +559,11 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
     except BaseException as e:  # a crash keeps its checkpoints and metrics and says why
         reason = f"{type(e).__name__}: {e}"
         if log:
-            log.status("failed", done, reason)
-            log.close()
+            try:
+                log.status("failed", done, reason)
+                log.close()
+            except OSError:  # e.g. the disk is full: jobs/ then reports the dead process itself
+                pass
         raise
     finally:
         for s, h in old_handlers.items():
@@ -606,6 +609,9 @@ def main_train(cfg: TrainConfig, resume: bool, resume_changes: dict | None = Non
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # full disk, I/O error: the checkpoints so far are intact (status.json says failed)
+        print(f"error: training stopped: {e}", file=sys.stderr)
+        return 1
     print(f"{result.state} at step {result.step}" + (f": {result.reason}" if result.reason else ""))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
