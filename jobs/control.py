@@ -34,11 +34,13 @@ def _stopper(run_dir: Path, st: RunStatus) -> tuple[Callable[[int], bool], Calla
     launch = last_launch(load_job(run_dir))
     pgid = launch.get("pgid") if launch else None
     token = job_token(launch)
+    holder = lock_holder(run_dir)  # the trainer on the run, also one started by hand
     if isinstance(pgid, int) and pgid > 0:
+        extra = [holder] if holder else []
 
         def send_all(sig: int) -> bool:
             sent = signal_group(pgid, sig)
-            for pid in token_pids(token):
+            for pid in token_pids(token) + extra:
                 try:
                     os.kill(pid, sig)
                     sent = True
@@ -46,8 +48,8 @@ def _stopper(run_dir: Path, st: RunStatus) -> tuple[Callable[[int], bool], Calla
                     pass
             return sent
 
-        return send_all, (lambda: group_alive(pgid) or bool(token_pids(token)))
-    pid = st.pid
+        return send_all, (lambda: group_alive(pgid) or bool(token_pids(token)) or any(pid_alive(p) for p in extra))
+    pid = holder or st.pid
 
     def send(sig: int) -> bool:
         try:
