@@ -39,6 +39,10 @@ CORRUPT_PREFIX = "corrupt_step_"
 REQUIRED_FILES = ("config.json", "model.safetensors", "fakeln.json", "trainer_state.json")
 
 
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (full disk, I/O error); the half-written copy is already removed."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (missing, corrupt, or a bad step spec); the message says why."""
 
@@ -263,11 +267,12 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, model_stat
         shutil.rmtree(tmp)
     try:
         _write_checkpoint_files(tmp, model, model_state, optim_state, fakeln, trainer_state, aliases)
-    except OSError as e:  # full disk, quota, I/O error: free the space at once, keep the older checkpoints
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(e.errno, f"writing checkpoint step {step} failed ({e.strerror or e}); the half-written "
-                               f"copy was removed and the earlier checkpoints are intact: free space in {root} "
-                               "and resume") from e
+    except Exception as e:  # full disk, quota, I/O error (safetensors reports them as its own error type)
+        shutil.rmtree(tmp, ignore_errors=True)  # free the space at once; the older checkpoints stay
+        why = getattr(e, "strerror", None) or str(e)
+        raise CheckpointWriteError(f"writing checkpoint step {step} failed ({why}); the half-written copy was "
+                                   f"removed and the earlier checkpoints are intact: free space in {root} and "
+                                   "resume") from e
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
