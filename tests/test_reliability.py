@@ -383,15 +383,28 @@ def test_ghost_run_is_listed_deletable_and_resumable(tiny_model_dir, tiny_datase
     assert "starting it afresh" in r.stdout and len(_steps(run)) == 10
 
 
-def test_a_trainer_that_fails_in_setup_leaves_a_listed_run_or_nothing(tiny_model_dir, tmp_path):
-    from jobs import list_runs
+def test_a_trainer_that_dies_in_start_up_leaves_a_listed_run_or_nothing(tiny_model_dir, tiny_dataset, tmp_path):
+    from jobs import delete_run, list_runs
 
     root = tmp_path / "runs"
     r = _cli("train", "--model", tmp_path / "nope", "--dataset", "x", "--out", root / "a", "--device", "cpu")
     assert r.returncode == 2 and not (root / "a").exists()
-    (root / "b").mkdir(parents=True)  # prepared by jobs/: kept, and says why
-    _cli("train", "--model", tmp_path / "nope", "--dataset", "x", "--out", root / "b", "--device", "cpu")
-    assert [(s.name, s.state) for s in list_runs(root)] == [("b", "failed")]
+    # killed (os._exit stands for kill -9) after config.yaml was written, before the first status update
+    code = textwrap.dedent(f"""
+        import os, sys
+        import lnfree_core.train as T
+        from lnfree_core.config import TrainConfig
+        T.RunLog = lambda *a, **k: os._exit(9)
+        T.train(TrainConfig(model={str(tiny_model_dir)!r}, dataset={str(tiny_dataset)!r}, schedule="auto",
+                            out={str(root / "b")!r}, device="cpu", overrides={SMALL!r}))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, cwd=str(REPO), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 9 and (root / "b" / "config.yaml").exists()
+    [st] = list_runs(root)
+    assert (st.name, st.state) == ("b", "failed") and "died" in st.reason
+    delete_run(root / "b")
+    assert not (root / "b").exists()
 
 
 # ----------------------------------------------------------------------------------------------- resume
