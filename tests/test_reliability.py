@@ -12,7 +12,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lnfree_core.checkpoint import CKPT_DIR, verify_checkpoint
@@ -157,8 +156,6 @@ def test_partial_checkpoint_folders_are_removed_on_start(finished_run, tiny_mode
     tmp = finished_run / CKPT_DIR / ".tmp_step_00000099_12345"
     tmp.mkdir()
     (tmp / "model.safetensors").write_bytes(b"\0" * 1000)
-    cfg = TrainConfig.load(finished_run / "config.yaml")
-    cfg.overrides = {}
     # resume of a finished run: it stops at once, but only after cleaning up
     train(TrainConfig(model="(from config.yaml)", out=str(finished_run)), resume=True)
     assert not tmp.exists()
@@ -485,4 +482,3 @@ def test_partly_ln_free_export_gives_the_right_advice_once(tiny_model_dir, tiny_
         with pytest.raises(ExportError) as e:
             export_model(f"{run}@2", tmp_path / "e", allow_live=allow)
         assert "partly LN-free" in str(e.value) and "Pass allow_live" not in str(e.value)
-    assert np.isfinite(1.0)
