@@ -24,7 +24,10 @@ DEFAULT_ROOT = "runs"
 
 
 def _fmt_time(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+    except (OverflowError, OSError, ValueError):  # a garbage time in a hand-edited status.json
+        return "?"
 
 
 def _fmt_row(s: RunStatus) -> list[str]:
@@ -98,7 +101,7 @@ def _cmd_status(a: argparse.Namespace) -> int:
 
 
 def _cmd_cancel(a: argparse.Namespace) -> int:
-    s = cancel_run(run_dir_for(a.root, a.name), timeout=a.timeout)
+    s = cancel_run(run_dir_for(a.root, a.name), timeout=a.timeout, checkpoint_wait=a.checkpoint_wait)
     print(f"run {s.name!r}: {s.state} at step {s.step}" + (f" ({s.reason})" if s.reason else ""))
     return 0
 
@@ -143,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the status as JSON")
     sp = add("cancel", _cmd_cancel, "cancel a run (SIGTERM, then SIGKILL after --timeout)")
     sp.add_argument("name", help="run name")
-    sp.add_argument("--timeout", type=float, default=30.0, help="seconds to wait before SIGKILL (default 30)")
+    sp.add_argument("--timeout", type=float, default=30.0,
+                    help="seconds to wait before SIGKILL (default 30); extended while a checkpoint is being written")
+    sp.add_argument("--checkpoint-wait", type=float, default=3600.0,
+                    help="longest extra wait for a checkpoint in progress, in seconds (default 3600)")
     sp = add("resume", _cmd_resume, "resume a failed or cancelled run from its last checkpoint")
     sp.add_argument("name", help="run name")
     sp.add_argument("--nproc", type=int, default=None, help="processes (default: as last launched)")
@@ -163,6 +169,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.trainer_args = passthrough
     try:
         return args.func(args)
-    except (JobError, ValueError, TypeError) as e:
+    except (JobError, ValueError, TypeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

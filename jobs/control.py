@@ -20,8 +20,12 @@ from .proc import group_alive, pid_alive, signal_group, token_pids
 from .runs import STATUS_FILE, atomic_write_json, read_json, run_lock
 from .status import RunStatus, job_token, run_status
 
+from lnfree_core.runlock import lock_holder
+
 _POLL_S = 0.05
 _KILL_WAIT_S = 10.0
+_AFTER_CHECKPOINT_S = 10.0  # after a checkpoint the trainer writes its final status and exits
+CHECKPOINT_WAIT_S = 3600.0  # longest extra wait for a checkpoint in progress (GPT-2 XL: ~19 GB to write)
 
 
 def _stopper(run_dir: Path, st: RunStatus) -> tuple[Callable[[int], bool], Callable[[], bool]]:
@@ -30,11 +34,13 @@ def _stopper(run_dir: Path, st: RunStatus) -> tuple[Callable[[int], bool], Calla
     launch = last_launch(load_job(run_dir))
     pgid = launch.get("pgid") if launch else None
     token = job_token(launch)
+    holder = lock_holder(run_dir)  # the trainer on the run, also one started by hand
     if isinstance(pgid, int) and pgid > 0:
+        extra = [holder] if holder else []
 
         def send_all(sig: int) -> bool:
             sent = signal_group(pgid, sig)
-            for pid in token_pids(token):
+            for pid in token_pids(token) + extra:
                 try:
                     os.kill(pid, sig)
                     sent = True
@@ -42,8 +48,8 @@ def _stopper(run_dir: Path, st: RunStatus) -> tuple[Callable[[int], bool], Calla
                     pass
             return sent
 
-        return send_all, (lambda: group_alive(pgid) or bool(token_pids(token)))
-    pid = st.pid
+        return send_all, (lambda: group_alive(pgid) or bool(token_pids(token)) or any(pid_alive(p) for p in extra))
+    pid = holder or st.pid
 
     def send(sig: int) -> bool:
         try:
@@ -55,10 +61,24 @@ def _stopper(run_dir: Path, st: RunStatus) -> tuple[Callable[[int], bool], Calla
     return send, (lambda: pid_alive(pid))
 
 
-def _wait_until_stopped(running: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+def _checkpointing(run_dir: Path | None) -> bool:
+    """Whether the trainer says (status.json "checkpointing": true) that it is writing a checkpoint."""
+    status = read_json(run_dir / STATUS_FILE) if run_dir is not None else None
+    return bool(status and status.get("checkpointing") is True)
+
+
+def _wait_until_stopped(running: Callable[[], bool], timeout: float, run_dir: Path | None = None,
+                        checkpoint_wait: float = 0.0) -> bool:
+    """Wait up to `timeout` s for the processes to end; while the trainer reports a checkpoint in
+    progress the wait extends (by up to `checkpoint_wait` s in all, and _AFTER_CHECKPOINT_S after it ends),
+    so a cancel never kills a run in the middle of writing a checkpoint."""
+    start = time.monotonic()
+    deadline = start + timeout
     while running():
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if run_dir is not None and now < start + timeout + checkpoint_wait and _checkpointing(run_dir):
+            deadline = max(deadline, now + _AFTER_CHECKPOINT_S)
+        if now >= deadline:
             return False
         time.sleep(_POLL_S)
     return True
@@ -78,9 +98,12 @@ def _unreported(run_dir: Path) -> dict[str, Any] | None:
     return status if status.get("state") == "running" else None
 
 
-def cancel_run(run_dir: str | os.PathLike, timeout: float = 30.0) -> RunStatus:
+def cancel_run(run_dir: str | os.PathLike, timeout: float = 30.0,
+               checkpoint_wait: float = CHECKPOINT_WAIT_S) -> RunStatus:
     """Stop a queued or running job; returns its status afterwards (normally "cancelled").
 
+    SIGTERM first; SIGKILL after `timeout` s, except while the trainer reports a checkpoint in
+    progress: then the wait extends (up to `checkpoint_wait` s more) until the checkpoint is written.
     Raises RunNotActiveError if its process is not alive.
     """
     rd = Path(os.path.abspath(run_dir))
@@ -89,7 +112,7 @@ def cancel_run(run_dir: str | os.PathLike, timeout: float = 30.0) -> RunStatus:
         raise RunNotActiveError(f"run {st.name!r} is not running (state {st.state}); there is nothing to cancel")
     send, running = _stopper(rd, st)
     send(signal.SIGTERM)
-    hard = not _wait_until_stopped(running, timeout)
+    hard = not _wait_until_stopped(running, timeout, rd, checkpoint_wait)
     if hard:
         send(signal.SIGKILL)
         _wait_until_stopped(running, _KILL_WAIT_S)
@@ -123,4 +146,7 @@ def delete_run(run_dir: str | os.PathLike) -> None:
     st = run_status(rd)
     if st.alive:
         raise RunActiveError(f"run {st.name!r} is still {st.state} (pid {st.pid}); cancel it before deleting it")
+    holder = lock_holder(rd)
+    if holder is not None:  # a trainer started between the two checks
+        raise RunActiveError(f"run {st.name!r} is being trained (pid {holder}); cancel it before deleting it")
     shutil.rmtree(rd)

@@ -14,14 +14,19 @@ from typing import Any
 
 import yaml
 
-from .errors import NotARunError
+from .errors import JobError, NotARunError
 from .jobfile import last_launch, load_job
 from .metrics import last_step_row
 from .proc import pid_alive, token_pids
 from .runs import LOG_FILE, REQUEST_FILE, STATUS_FILE, read_json, validate_name
 
-STATES = ("queued", "running", "finished", "failed", "cancelled")
-ACTIVE_STATES = ("queued", "running")
+from lnfree_core.runlock import lock_holder
+
+STATES = ("queued", "starting", "running", "finished", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "starting", "running")
+# Files that make a folder a run even before status.json exists (a trainer that died in start-up).
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoints", "trainer.lock")
+_MAX_TIME = 4102444800.0  # 2100-01-01: a later "time" in status.json is garbage
 DIED_REASON = (
     "the process died without reporting (killed?); see train.log; resume to continue from the last checkpoint"
 )
@@ -93,7 +98,15 @@ def _requested_max_steps(run_dir: Path) -> int | None:
 
 
 def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+    return value if ok else None
+
+
+def _time_or_none(value: Any) -> float | None:
+    """A unix time from a file, or None when it is not a plausible one (negative, NaN, 1e300, ...)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= _MAX_TIME:
+        return float(value)
+    return None
 
 
 def job_token(launch: dict[str, Any] | None) -> str | None:
@@ -104,8 +117,13 @@ def job_token(launch: dict[str, Any] | None) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-def _is_alive(launch: dict[str, Any] | None, status: dict[str, Any] | None) -> tuple[bool, int | None]:
-    """(alive, pid) of the job: the launch recorded by jobs/, else the pid in status.json."""
+def _is_alive(launch: dict[str, Any] | None, status: dict[str, Any] | None,
+              run_dir: Path | None = None) -> tuple[bool, int | None]:
+    """(alive, pid) of the job: any trainer holding the run's lock (also one started by hand on a run
+    jobs/ launched), else the launch recorded by jobs/, else the pid in status.json."""
+    holder = lock_holder(run_dir) if run_dir is not None else None
+    if holder is not None:
+        return True, holder or (_int_or_none(status.get("pid")) if status else None)
     if launch is not None:
         pid = _int_or_none(launch.get("pid"))
         if pid_alive(pid, start_ticks=launch.get("proc_start_ticks"), boot=launch.get("boot_id")):
@@ -113,8 +131,7 @@ def _is_alive(launch: dict[str, Any] | None, status: dict[str, Any] | None) -> t
         # Workers of a multi-process job may outlive their launcher (they run in sessions of their own).
         return bool(job_token(launch) and token_pids(job_token(launch))), pid
     pid = _int_or_none(status.get("pid")) if status else None
-    started = status.get("started") or status.get("updated") if status else None
-    when = started if isinstance(started, (int, float)) else None
+    when = (_time_or_none(status.get("started")) or _time_or_none(status.get("updated"))) if status else None
     return pid_alive(pid, started_before=when), pid
 
 
@@ -123,13 +140,12 @@ def run_status(run_dir: str | os.PathLike) -> RunStatus:
     rd = Path(os.path.abspath(run_dir))
     job = load_job(rd)
     status = read_json(rd / STATUS_FILE)
-    if job is None and status is None:
+    if job is None and status is None and not any((rd / m).exists() for m in RUN_MARKERS):
         raise NotARunError(f"{rd} is not a run directory (it has neither job.json nor status.json)")
     launch = last_launch(job)
-    alive, pid = _is_alive(launch, status)
+    alive, pid = _is_alive(launch, status, rd)
     returncode = _int_or_none(launch.get("returncode")) if launch else None
-    updated = status.get("updated") if status else None
-    updated = updated if isinstance(updated, (int, float)) else None
+    updated = _time_or_none(status.get("updated")) if status else None
     launched = launch.get("started") if launch else None
     # A status.json older than the latest launch belongs to an earlier launch (before a resume).
     stale = status is not None and isinstance(launched, (int, float)) and (updated or 0.0) < launched
@@ -137,6 +153,10 @@ def run_status(run_dir: str | os.PathLike) -> RunStatus:
     if status is None or stale:
         if alive:
             state, reason = "queued", None
+        elif job is None:
+            state = "failed"
+            reason = ("the trainer stopped during start-up, before it wrote status.json; `python -m lnfree_core "
+                      "train --out RUN_DIR --resume` starts it again, or delete the folder")
         else:
             state = "failed"
             how = describe_exit(returncode)
@@ -147,15 +167,15 @@ def run_status(run_dir: str | os.PathLike) -> RunStatus:
                 + "; see train.log"
                 + (f": {last}" if last else "")
             )
-    elif status.get("state") == "running":
-        state, reason = ("running", None) if alive else ("failed", DIED_REASON)
+    elif status.get("state") in ("running", "starting"):
+        state, reason = (status["state"], None) if alive else ("failed", DIED_REASON)
     elif status.get("state") in ("finished", "failed", "cancelled"):
         state = status["state"]
     else:
         state, reason = "failed", f"status.json has an unknown state {status.get('state')!r}"
     max_steps = _int_or_none(status.get("max_steps")) if status else None
-    first = job["history"][0] if job else {}
-    started = first.get("started") if job else (status or {}).get("started")
+    first = job["history"][0] if job and job.get("history") else {}
+    started = _time_or_none(first.get("started") if job else (status or {}).get("started"))
     return RunStatus(
         name=str(job.get("name") or rd.name) if job else rd.name,
         run_dir=str(rd),
@@ -166,7 +186,7 @@ def run_status(run_dir: str | os.PathLike) -> RunStatus:
         last_metrics=last_step_row(rd),
         alive=alive,
         pid=pid,
-        started=started if isinstance(started, (int, float)) else None,
+        started=started,
         updated=updated,
         nproc=_int_or_none(launch.get("nproc")) or 1 if launch else 1,
         launches=len(job["history"]) if job else 0,
@@ -176,6 +196,8 @@ def run_status(run_dir: str | os.PathLike) -> RunStatus:
 
 def list_runs(root: str | os.PathLike) -> list[RunStatus]:
     """Statuses of all runs under the runs root `root`, newest first (an absent root gives [])."""
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise JobError(f"runs root {root} is a file, not a folder: pass the folder that holds the runs")
     try:
         entries = list(os.scandir(root))
     except FileNotFoundError:

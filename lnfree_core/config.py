@@ -7,12 +7,16 @@ device choice and guard settings. There are no environment switches.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
-from .schedule import HParams, Schedule, ScheduleError
+from .schedule import HParams, Schedule, ScheduleError, check_hparam_types
+
+RESUME_PLACEHOLDER = "(from config.yaml)"  # TrainConfig.model of a bare `train --resume --out RUN`
+DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 MODES = ("ln-free", "vanilla")
 HPARAM_OVERRIDES = ("max_steps", "micro_batch_size", "grad_accum_steps", "seq_len", "lr", "min_lr",
@@ -50,6 +54,9 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation / resolution
     def validate(self) -> "TrainConfig":
+        self._check_types()
+        if not DEVICE_RE.fullmatch(self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -67,7 +74,28 @@ class TrainConfig:
         bad = sorted(set(self.overrides) - set(HPARAM_OVERRIDES))
         if bad:
             raise ConfigError(f"unknown hyperparameter overrides {bad}; allowed: {list(HPARAM_OVERRIDES)}")
+        try:
+            self.overrides = check_hparam_types(self.overrides, "overrides")
+        except ScheduleError as e:
+            raise ConfigError(str(e)) from None
         return self
+
+    def _check_types(self) -> None:
+        """Each setting has its declared type (a config file may hold "3" where 3 belongs)."""
+        for f in fields(self):
+            v, t = getattr(self, f.name), str(f.type)
+            if v is None and "None" in t:
+                continue
+            ok = {"str": isinstance(v, str), "int": isinstance(v, int) and not isinstance(v, bool),
+                  "bool": isinstance(v, bool), "dict": isinstance(v, dict),
+                  "float": isinstance(v, (int, float)) and not isinstance(v, bool)}
+            kind = t.split(" ")[0].split("[")[0]
+            if kind == "str" and "dict" in t:  # schedule: a name/file or a resolved dict
+                good = isinstance(v, (str, dict))
+            else:
+                good = ok.get(kind, True)
+            if not good:
+                raise ConfigError(f"config key {f.name!r} must be {t.replace('|', 'or')}, got {v!r}")
 
     def resolve_schedule(self, n_layers: int, context: int | None = None) -> Schedule:
         """The schedule with overrides applied, validated against the model's layer count.
@@ -77,12 +105,15 @@ class TrainConfig:
         from .presets import resolve_schedule
 
         max_steps = self.overrides.get("max_steps")
-        if isinstance(self.schedule, dict):
-            sched = Schedule.from_dict(self.schedule)
-        else:
-            sched = resolve_schedule(self.schedule, n_layers=n_layers, max_steps=max_steps)
-        hp = asdict(sched.hparams)
-        hp.update(self.overrides)
+        try:
+            if isinstance(self.schedule, dict):
+                sched = Schedule.from_dict(self.schedule)
+            else:
+                sched = resolve_schedule(self.schedule, n_layers=n_layers, max_steps=max_steps)
+            hp = asdict(sched.hparams)
+            hp.update(check_hparam_types(self.overrides, "overrides"))
+        except ScheduleError as e:
+            raise ConfigError(f"schedule: {e}") from None
         hp["adam_betas"] = tuple(hp["adam_betas"])
         hp["keep_steps"] = sorted({int(x) for x in hp["keep_steps"] or []})
         if context is not None and hp["seq_len"] > context:
@@ -113,7 +144,11 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; known: {sorted(known)}")
+            import difflib
+
+            hints = [f"{k!r} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, sorted(known), n=1))
+                     else repr(k) for k in unknown]
+            raise ConfigError(f"unknown config keys {', '.join(hints)}; known: {sorted(known)}")
         missing = [k for k in ("model", "out") if k not in d]
         if missing:
             raise ConfigError(f"config is missing {missing}")

@@ -25,7 +25,6 @@ back into removed FakeLN blocks with the true sigma_bar, gamma and beta (logits 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,6 @@ from torch import nn
 METADATA_FILE = "lnfree_metadata.json"
 FORMAT = "lnfree-metadata"
 VERSION = 1
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 # gamma * sqrt(eps) / sigma_bar recomputed from the JSON must match the stored LN weight this closely
 # (relative to the largest |weight|); a file whose weights were changed after export fails the check.
 CONSISTENCY_RTOL = 1e-5
@@ -62,13 +60,12 @@ def hub_model_id(name: str | None) -> str | None:
     """`name` if it reads as a Hugging Face Hub id ("gpt2", "openai-community/gpt2"), else None.
 
     A local folder, a run directory or a demo model ("demo:original") is not recorded: the metadata is
-    published with the model and must not carry paths of this machine.
+    published with the model and must not carry paths of this machine. One rule for the card and the
+    metadata: model_card.hub_base_model.
     """
-    if not name or not isinstance(name, str):
-        return None
-    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
-        return None
-    return name
+    from .model_card import hub_base_model
+
+    return hub_base_model(name)
 
 
 def _floats(t: torch.Tensor) -> list[float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from transformers.models.gpt2 import modeling_gpt2  # noqa: F401,E402
 
 from .adapters import adapter_for
-from .checkpoint import latest_checkpoint, load_model_weights
+from .checkpoint import CheckpointError, load_model_weights, newest_good_checkpoint, resolve_step_spec
 from .hf_lock import HF_BUILD_LOCK
 from .surgery import fakeln_modules, is_ln_free, load_fakeln_state
 
@@ -125,17 +126,25 @@ def resolve_checkpoint(spec: str) -> Path | None:
     path_s, _, step = spec.partition("@")
     path = Path(path_s)
     if (path / "fakeln.json").exists() and (path / "model.safetensors").exists():
+        from .checkpoint import verify_checkpoint
+
+        why = verify_checkpoint(path, hashes=False)
+        if why:
+            raise CheckpointError(f"checkpoint {path} is corrupt ({why}); use an earlier checkpoint of the run")
         return path
     if (path / "checkpoints").is_dir():
         if step:
-            ckpt = path / "checkpoints" / f"step_{int(step):08d}"
-            if not ckpt.exists():
-                raise FileNotFoundError(f"run {path} has no checkpoint for step {step}")
-            return ckpt
-        ckpt = latest_checkpoint(path)
-        if ckpt is None:
+            return resolve_step_spec(path, step)
+        good = newest_good_checkpoint(path, hashes=False)
+        if good.skipped:
+            print(good.warning(), file=sys.stderr)
+        if good.path is None:
+            if good.skipped:
+                raise CheckpointError(f"run {path} has no usable checkpoint: {good.warning()}")
             raise FileNotFoundError(f"run {path} has no complete checkpoint yet")
-        return ckpt
+        return good.path
+    if step:
+        raise CheckpointError(f"{spec}: '@STEP' picks a checkpoint of a run directory, and {path} is not one")
     return None
 
 

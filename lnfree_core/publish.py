@@ -300,8 +300,9 @@ def prepare_export(run_dir: str | Path, out_dir: str | Path, repo_id: str, *, ev
     """Make `out_dir` an up-to-date export of `run_dir` for `repo_id`; True if exported now, False if the
     export already there was reused (see reusable_export).
 
-    An older export of the same run in `out_dir` is replaced; any other non-empty `out_dir` is left
-    alone (PublishInputError) unless `overwrite`.
+    An older export of the same run in `out_dir` is replaced; an older lnfree export of another run
+    only with `overwrite`; anything else (a run directory, a folder in or holding one, other files) is
+    never replaced (PublishInputError; export.check_export_target decides).
     """
     from .export import ExportError, export_model
 

@@ -17,8 +17,12 @@ from pathlib import Path
 def atomic_write_json(path: str | Path, data: dict) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temporary file behind
+        raise
 
 
 def _clean(v):
@@ -40,18 +44,25 @@ class RunLog:
         self.dir = Path(run_dir)
         self.max_steps = max_steps
         self.started = time.time()
+        self.repaired = repair_metrics_tail(self.dir / "metrics.jsonl")
         self._metrics = open(self.dir / "metrics.jsonl", "a", buffering=1)
-        self._status_written = (None, 0.0)  # (state, time) of the last status.json write
+        self._status_written = (None, 0.0, False)  # (state, time, checkpointing) of the last status.json write
 
-    def status(self, state: str, step: int, reason: str | None = None) -> None:
-        last_state, last_time = self._status_written
+    def status(self, state: str, step: int, reason: str | None = None, checkpointing: bool = False) -> None:
+        """Write status.json; `checkpointing` tells a canceller that a checkpoint is being written.
+
+        While running, a write that changes nothing but the step is skipped if the last one is under
+        STATUS_EVERY_S old; a change of state, a reason, and the checkpointing flag (set or cleared) are
+        always written."""
+        last_state, last_time, last_ckpt = self._status_written
         now = time.time()
-        if state == "running" == last_state and reason is None and now - last_time < STATUS_EVERY_S:
+        if (state == "running" == last_state and reason is None and not checkpointing and not last_ckpt
+                and now - last_time < STATUS_EVERY_S):
             return
-        self._status_written = (state, now)
+        self._status_written = (state, now, checkpointing)
         atomic_write_json(self.dir / "status.json", {
             "state": state, "step": step, "max_steps": self.max_steps, "pid": os.getpid(),
-            "reason": reason, "updated": time.time(), "started": self.started,
+            "reason": reason, "updated": time.time(), "started": self.started, "checkpointing": checkpointing,
         })
 
     def step(self, **fields) -> None:
@@ -70,6 +81,28 @@ class RunLog:
         self._metrics.flush()
         os.fsync(self._metrics.fileno())
         self._metrics.close()
+
+
+def repair_metrics_tail(path: str | Path) -> bool:
+    """End a JSONL file with a newline when a killed writer left half a line (appends then start clean).
+
+    The half line stays (the file is only appended to) and readers skip it as invalid JSON. Call it
+    only while no one writes to the file (the trainer holds the run's lock). True if it added one.
+    """
+    try:
+        with open(path, "rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return False
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return False
+            fh.write(b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            return True
+    except FileNotFoundError:
+        return False
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

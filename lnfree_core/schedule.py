@@ -140,6 +140,7 @@ class Schedule:
                 f"Use a preset for that size, or `--schedule auto` to fit the paper's proportions to it."
             )
         hp = self.hparams
+        check_hparam_types(asdict(hp))
         for key in ("micro_batch_size", "grad_accum_steps", "seq_len", "max_steps"):
             if int(getattr(hp, key)) < 1:
                 raise ScheduleError(f"{key} must be >= 1, got {getattr(hp, key)}")
@@ -147,6 +148,12 @@ class Schedule:
             raise ScheduleError(f"need lr > 0 and 0 <= min_lr <= lr; got lr={hp.lr}, min_lr={hp.min_lr}")
         if not 0 <= hp.warmup_steps <= hp.max_steps:
             raise ScheduleError(f"warmup_steps must be in [0, max_steps={hp.max_steps}], got {hp.warmup_steps}")
+        if hp.aux_weight < 0:
+            raise ScheduleError(f"aux_weight must be >= 0 (0 turns the auxiliary loss off), got {hp.aux_weight}")
+        if hp.weight_decay < 0:
+            raise ScheduleError(f"weight_decay must be >= 0, got {hp.weight_decay}")
+        if hp.grad_clip < 0:
+            raise ScheduleError(f"grad_clip must be >= 0 (0: no clipping), got {hp.grad_clip}")
         if hp.sigma_ema is not None and not 0 <= hp.sigma_ema < 1:
             raise ScheduleError(f"sigma_ema must be in [0, 1) or null, got {hp.sigma_ema}")
         _validate_ema_tokens(hp)
@@ -194,27 +201,33 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Schedule":
-        known = {f.name for f in fields(HParams)}
+        """Build from a dict (a schedule file), naming any unknown key, wrong type or bad value."""
+        if not isinstance(d, dict):
+            raise ScheduleError(f"a schedule must be a mapping with n_layers, starts, gaps, hparams; got {type(d).__name__}")
+        _unknown_keys("schedule", d, [f.name for f in fields(cls)])
+        for key in ("starts", "gaps", "hparams"):
+            if d.get(key) is not None and not isinstance(d[key], dict):
+                raise ScheduleError(f"schedule {key} must be a mapping, got {d[key]!r}")
         hp_in = dict(d.get("hparams") or {})
-        unknown = sorted(set(hp_in) - known)
-        if unknown:
-            raise ScheduleError(f"unknown hyperparameters {unknown}; known: {sorted(known)}")
-        if "adam_betas" in hp_in:
-            hp_in["adam_betas"] = tuple(hp_in["adam_betas"])
-        if "keep_steps" in hp_in:
-            hp_in["keep_steps"] = [int(x) for x in (hp_in["keep_steps"] or [])]
-        try:
-            return cls(
-                n_layers=int(d["n_layers"]),
-                starts={k: int(v) for k, v in d["starts"].items()},
-                gaps={k: int(v) for k, v in (d.get("gaps") or {}).items()},
-                order=tuple(d.get("order") or DEFAULT_ORDER),
-                hparams=HParams(**hp_in),
-                name=d.get("name", "custom"),
-                base_model=d.get("base_model"),
-            )
-        except KeyError as e:
-            raise ScheduleError(f"schedule is missing the field {e.args[0]!r}") from None
+        hp_in = check_hparam_types(hp_in, "hparams")
+        if "n_layers" not in d:
+            raise ScheduleError("schedule is missing the field 'n_layers'")
+        if "starts" not in d:
+            raise ScheduleError("schedule is missing the field 'starts'")
+        _unknown_keys("starts", d["starts"], GROUPS)
+        _unknown_keys("gaps", d.get("gaps") or {}, [g for g in GROUPS if g != "f"])
+        order = d.get("order") or DEFAULT_ORDER
+        if isinstance(order, str) or not all(isinstance(g, str) for g in order):
+            raise ScheduleError(f"order must be a list of groups, a permutation of {list(GROUPS)}; got {order!r}")
+        return cls(
+            n_layers=_int_value("n_layers", d["n_layers"]),
+            starts={k: _int_value(f"starts.{k}", v) for k, v in d["starts"].items()},
+            gaps={k: _int_value(f"gaps.{k}", v) for k, v in (d.get("gaps") or {}).items()},
+            order=tuple(order),
+            hparams=HParams(**hp_in),
+            name=d.get("name", "custom"),
+            base_model=d.get("base_model"),
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write to .yaml/.yml or .json (by extension)."""
@@ -231,16 +244,85 @@ class Schedule:
     @classmethod
     def load(cls, path: str | Path) -> "Schedule":
         path = Path(path)
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        try:
+            text = path.read_text()
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except (OSError, ValueError) as e:  # yaml.YAMLError and json.JSONDecodeError are ValueErrors or not:
+            raise ScheduleError(f"cannot read schedule file {path}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - yaml's errors derive from Exception only
+            raise ScheduleError(f"cannot read schedule file {path}: {e}") from None
         if not isinstance(data, dict):
             raise ScheduleError(f"{path}: expected a mapping with n_layers, starts, gaps, hparams")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ScheduleError as e:
+            raise ScheduleError(f"{path}: {e}") from None
+
+
+def _unknown_keys(where: str, d: dict, known) -> None:
+    """Raise ScheduleError naming the first unknown key of `d`, with the closest known one."""
+    import difflib
+
+    for key in d:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            noun = "hyperparameters" if where in ("hparams", "overrides") else "key"
+            raise ScheduleError(f"unknown {noun} [{key!r}] in {where}{hint} (allowed: {', '.join(map(str, known))})")
+
+
+def _int_value(key: str, v) -> int:
+    """An integer setting: ints, or floats with no fractional part (YAML 300.0); else ScheduleError."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
+        raise ScheduleError(f"{key} must be a whole number, got {v!r}")
+    return int(v)
+
+
+def check_hparam_types(hp: dict, where: str = "hparams") -> dict:
+    """Check (and normalise) hyperparameter values by HParams' field types; unknown keys named.
+
+    int fields take whole numbers, float fields any number, bool fields true/false, optional fields
+    also null. Returns a new dict with whole-number floats made ints.
+    """
+    types = {f.name: str(f.type) for f in fields(HParams)}
+    _unknown_keys(where, hp, list(types))
+    out = {}
+    for key, v in hp.items():
+        t = types[key]
+        if v is None and "None" in t:
+            out[key] = v
+        elif key == "sigma_ema_tokens":  # a token count, or one per block kind (checked by validate)
+            if isinstance(v, dict):
+                out[key] = {str(k): _int_value(f"{where}.{key}.{k}", x) for k, x in v.items()}
+            else:
+                out[key] = _int_value(f"{where}.{key}", v)
+        elif t.startswith("list"):  # keep_steps
+            if not isinstance(v, (list, tuple)):
+                raise ScheduleError(f"{where}.{key} must be a list of whole numbers, got {v!r}")
+            out[key] = [_int_value(f"{where}.{key}", x) for x in v]
+        elif t.startswith("int"):
+            out[key] = _int_value(f"{where}.{key}", v)
+        elif t.startswith("float"):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ScheduleError(f"{where}.{key} must be a number, got {v!r}")
+            out[key] = float(v)
+        elif t.startswith("bool"):
+            if not isinstance(v, bool):
+                raise ScheduleError(f"{where}.{key} must be true or false, got {v!r}")
+            out[key] = v
+        elif t.startswith("tuple"):
+            if not (isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                         for x in v)):
+                raise ScheduleError(f"{where}.{key} must be a list of numbers, got {v!r}")
+            out[key] = tuple(float(x) for x in v)
+        else:
+            out[key] = v
+    return out
 
 
 def ema_summary(hp: HParams) -> str:

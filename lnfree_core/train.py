@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -36,12 +37,14 @@ import numpy as np
 import torch
 
 from .aux_loss import aux_loss
-from .checkpoint import (gather_state, latest_checkpoint, load_optimizer, read_checkpoint_meta, save_checkpoint,
-                         shared_aliases)
-from .config import ConfigError, TrainConfig
+from .checkpoint import (checkpoint_dirs_any, gather_state, load_optimizer, newest_good_checkpoint, read_checkpoint_meta,
+                         remove_partial_checkpoints, save_checkpoint, set_aside_corrupt, shared_aliases)
+from .config import HPARAM_OVERRIDES, RESUME_PLACEHOLDER, ConfigError, TrainConfig
+from .data.checks import DataModelMismatch, check_batch
 from .data.model_fit import check_tokenizer_fit
 from .models import load_model
 from .optim import lr_at, make_optimizer
+from .runlock import RunLocked, TrainerLock
 from .runlog import RunLog, atomic_write_json
 from .step_sync import AUX, BAD, GNORM, MAIN, Prefetcher, StepRecords, supports_found_inf
 from .surgery import fakeln_modules, fakeln_state, make_removable, remove_block
@@ -83,7 +86,13 @@ def _dist_info() -> tuple[int, int, int]:
 def _pick_device(spec: str, local_rank: int, world: int) -> torch.device:
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(spec)
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available() and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {spec} does not exist: {torch.cuda.device_count()} CUDA GPU(s) are visible "
+                          f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
@@ -108,6 +117,77 @@ def _check_run_dir(out: Path, resume: bool) -> None:
         raise RunExists(
             f"run directory {out} already holds a run; pass --resume to continue it, or choose another --out"
         )
+
+
+# Settings that may change when a run is resumed: where and how fast it runs, not what it computes.
+SAFE_ON_RESUME = ("device", "save_every", "keep_checkpoints", "compile", "grad_checkpointing", "distributed",
+                  "log_every")
+
+
+def _apply_resume_changes(saved: TrainConfig, changes: dict) -> list[str]:
+    """Apply the flags given with --resume to the saved config; refuse those that would change the run.
+
+    Returns the applied changes as "key: old -> new". A flag equal to the saved value is accepted.
+    """
+    hp = (saved.schedule or {}).get("hparams", {}) if isinstance(saved.schedule, dict) else {}
+    applied, refused = [], []
+    for key, val in changes.items():
+        if key in ("out", "overrides"):
+            continue
+        if key in HPARAM_OVERRIDES:
+            old = hp.get(key)
+        elif key == "schedule":
+            old = saved.schedule.get("name") if isinstance(saved.schedule, dict) else saved.schedule
+        else:
+            old = getattr(saved, key, None)
+        if val == old or (key == "model" and old is not None and _same_source(val, old)):
+            continue
+        if key == "schedule" and isinstance(saved.schedule, dict) and _same_schedule_file(val, saved.schedule):
+            continue
+        if key in SAFE_ON_RESUME:
+            if key in HPARAM_OVERRIDES:
+                saved.schedule["hparams"][key] = val
+            else:
+                setattr(saved, key, val)
+            applied.append(f"{key}: {old} -> {val}")
+        else:
+            refused.append(f"{key} (saved {old!r}, given {val!r})")
+    if refused:
+        raise ConfigError(
+            "--resume continues the run exactly as it was configured; these flags would change it: "
+            + "; ".join(refused) + ". Drop them to resume, or start a new run (another --out) with the new "
+            f"settings. Flags that may change on resume: {', '.join('--' + k.replace('_', '-') for k in SAFE_ON_RESUME)}."
+        )
+    return applied
+
+
+def _same_schedule_file(path: str, saved: dict) -> bool:
+    from .schedule import Schedule, ScheduleError
+
+    try:
+        d = Schedule.load(path).to_dict() if Path(str(path)).is_file() else None
+    except (OSError, ValueError, ScheduleError):
+        return False
+    return d is not None and all(d[k] == saved.get(k) for k in ("starts", "gaps", "order", "n_layers"))
+
+
+def _same_source(a: str, b: str) -> bool:
+    pa, pb = Path(str(a)), Path(str(b))
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _check_model_fits(cfg: TrainConfig, model, hp) -> None:
+    """Data and sequence length against the model: a clear message now instead of an IndexError later."""
+    from .data.checks import DataModelMismatch, check_dataset_fits
+
+    positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and hp.seq_len > int(positions):
+        raise ConfigError(f"--seq-len {hp.seq_len} is longer than the model's {positions} positions: use "
+                          f"--seq-len {positions} or less")
+    try:
+        check_dataset_fits(cfg.dataset, model.get_input_embeddings().num_embeddings)
+    except DataModelMismatch as e:
+        raise ConfigError(str(e)) from None
 
 
 class _Batches:
@@ -158,19 +238,106 @@ def _set_rng_state(st: dict, device: torch.device) -> None:
 
 
 # ---------------------------------------------------------------------------------------- train
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Run (or resume) a training run described by `cfg`. Returns how it ended."""
-    rank, world, local_rank = _dist_info()
+def train(cfg: TrainConfig, resume: bool = False, resume_changes: dict | None = None) -> TrainResult:
+    """Run (or resume) a training run described by `cfg`. Returns how it ended.
+
+    The process (rank 0) holds RUN_DIR/trainer.lock while it runs: a second trainer on the same run
+    is refused (ConfigError), a dead one's lock is taken over. `resume_changes`: the settings given
+    explicitly with --resume (see SAFE_ON_RESUME; others must equal the saved ones).
+    """
+    rank, world, _local_rank = _dist_info()
     out = Path(cfg.out)
-    if resume:
-        _check_run_dir(out, True)
-        saved = TrainConfig.load(out / "config.yaml")
-        saved.out = cfg.out
-        cfg = saved
-    else:
-        cfg.validate()
-        _check_run_dir(out, False)
-    device = _pick_device(cfg.device, local_rank, world)
+    lock, created = None, False
+    if rank == 0:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a directory: choose a folder for the run")
+        created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the run directory {out}: {e}") from None
+        try:
+            lock = TrainerLock(out).acquire()
+        except RunLocked as e:
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise ConfigError(str(e)) from None
+    try:
+        return _train_locked(cfg, resume, resume_changes or {}, out, created)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fail_setup(out: Path, created: bool, reason: str, started: float) -> None:
+    """A run that cannot start: leave nothing behind (a folder this call made) or say why in status.json."""
+    if created:  # made by this call moments ago and locked since: everything in it is ours
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    if out.is_dir():
+        atomic_write_json(out / "status.json", {"state": "failed", "step": 0, "max_steps": None,
+                                                "pid": os.getpid(), "reason": reason, "updated": time.time(),
+                                                "started": started})
+
+
+def _read_status(out: Path) -> dict:
+    import json
+
+    try:
+        st = json.loads((out / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(st, dict):
+        return {}
+    return {k: v for k, v in st.items() if k in ("step", "max_steps") and isinstance(v, int)}
+
+
+def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Path, created: bool) -> TrainResult:
+    rank, world, local_rank = _dist_info()
+    started = time.time()
+    notes: list[str] = []  # said on stdout and in the "resumed"/"started" event
+    if rank == 0:
+        removed = remove_partial_checkpoints(out)
+        if removed:
+            notes.append(f"removed {len(removed)} half-written checkpoint folder(s) of an interrupted save: "
+                         + ", ".join(removed))
+    try:
+        if resume and not (out / "config.yaml").exists() and not checkpoint_dirs_any(out) and cfg.model != RESUME_PLACEHOLDER:
+            # Interrupted during start-up (no config.yaml, no checkpoint): nothing to continue, start it.
+            notes.append("the run had not got past start-up (no config.yaml, no checkpoint): starting it afresh")
+            resume = False
+            cfg.validate()
+        elif resume:
+            _check_run_dir(out, True)
+            saved = TrainConfig.load(out / "config.yaml")
+            saved.out = cfg.out
+            applied = _apply_resume_changes(saved, resume_changes)
+            if applied:
+                notes.append("changed on resume: " + "; ".join(applied))
+                if rank == 0:
+                    saved.save(out / "config.yaml")
+            cfg = saved
+        else:
+            cfg.validate()
+            _check_run_dir(out, False)
+    except ConfigError as e:
+        # Refused before any work: a folder made by this call goes; an existing run is left as it was
+        # (its status is not rewritten); a folder prepared by jobs/ (no status yet) says why.
+        if rank == 0 and (created or not (out / "status.json").exists()):
+            _fail_setup(out, created, str(e), started)
+        raise
+    if rank == 0:
+        # From here on the folder is a listed run: "starting" until the first step, or failed with a reason.
+        prev = _read_status(out) if resume else {}
+        atomic_write_json(out / "status.json", {"state": "starting", "step": prev.get("step", 0),
+                                                "max_steps": prev.get("max_steps"), "pid": os.getpid(),
+                                                "reason": None, "updated": time.time(), "started": started})
+    try:
+        device = _pick_device(cfg.device, local_rank, world)
+    except ConfigError as e:
+        if rank == 0:
+            _fail_setup(out, False, str(e), started)
+        raise
     if world > 1 and not torch.distributed.is_initialized():
         from datetime import timedelta
 
@@ -193,16 +360,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
         resolve_dataset(cfg.dataset)
         check_tokenizer_fit(adapter.model_type, cfg.dataset)
-    except Exception as e:  # bad model / schedule / dataset: say so, in status.json too if the run dir exists
+        _check_model_fits(cfg, model, sched.hparams)
+    except Exception as e:  # bad model / schedule / dataset: say so, in status.json too
         reason = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
         if not isinstance(e, ConfigError):
             reason = f"cannot set up the run (model {cfg.model!r}, dataset {cfg.dataset!r}): {reason}"
-        if rank == 0 and out.is_dir():
-            atomic_write_json(out / "status.json", {"state": "failed", "step": 0, "max_steps": None,
-                                                    "pid": os.getpid(), "reason": reason, "updated": time.time(),
-                                                    "started": time.time()})
+        if rank == 0:
+            _fail_setup(out, created and not resume, reason, started)
         raise ConfigError(reason) from e
     hp = sched.hparams
+    vocab = model.get_input_embeddings().num_embeddings
     ln_free = cfg.mode == "ln-free"
     if ln_free:
         make_removable(model)
@@ -210,14 +377,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     eot = adapter.eot_id(model)
 
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         if not resume:
             resolved = TrainConfig(**{**cfg.to_dict(), "schedule": sched.to_dict(), "overrides": {}})
             resolved.save(out / "config.yaml")
     log = RunLog(out, hp.max_steps) if rank == 0 else None
+    if log is not None and log.repaired:
+        notes.append("repaired a half-written last line of metrics.jsonl (left by a killed trainer)")
 
     done, epoch, pos, tokens_seen, spikes, history = 0, 0, 0, 0, 0, []
-    ckpt = latest_checkpoint(out) if resume else None
+    ckpt = None
+    if resume:  # every rank verifies the same files and so picks the same checkpoint
+        good = newest_good_checkpoint(out)
+        ckpt = good.path
+        if good.skipped:
+            notes.append(good.warning())
+            if rank == 0:
+                moved = [set_aside_corrupt(p).name for p, _ in good.skipped]
+                notes.append(f"the corrupt checkpoint(s) were renamed to {', '.join(moved)} (never loaded; "
+                             "delete them once inspected)")
     optimizer_meta = None
     if ckpt is not None:
         from .checkpoint import load_model_weights
@@ -279,11 +456,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         msd, osd = gather_state(model, optimizer)  # a collective under FSDP
         if rank != 0:
             return
+        log.status("running", step, checkpointing=True)  # a canceller waits for this to finish
         save_checkpoint(out, step, model, msd, osd, fakeln_state(model) if ln_free else {}, {
             "step": step, "epoch": feed.epoch, "pos": feed.pos, "tokens": tokens_seen,
             "rng": _rng_state(device), "grad_norm_history": history[-50:],
         }, aliases, keep=cfg.keep_checkpoints, protect=hp.keep_steps)
         log.event("checkpoint", step, message=f"checkpoint at step {step}")
+        log.status("running", step)
 
     perf = Throughput(model_flops_per_token(model, hp.seq_len), device, world)
     # Deferred host reads need an optimizer that skips its update on a device flag (fused AdamW; not
@@ -291,8 +470,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     # else reads every step.
     records = StepRecords(device, deferred=supports_found_inf(optimizer) and not cfg.stop_on_grad_spike and not fsdp)
     if log:
-        if ckpt is not None:
-            log.event("resumed", done, message=f"resumed from {ckpt.name}")
+        for note in notes:
+            print(note, file=sys.stderr if note.startswith("warning") else sys.stdout, flush=True)
+        if resume:
+            log.event("resumed", done, message=f"resumed from {ckpt.name if ckpt else 'the start (no usable checkpoint)'}"
+                      + "".join(f"; {n}" for n in notes))
+        elif notes:
+            log.event("started", done, message="; ".join(notes))
         log.event("throughput", done, message=_throughput_message(perf), **perf.describe(),
                   host_reads_every=cfg.log_every if records.deferred else 1)
         log.status("running", done)
@@ -319,7 +503,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 g["lr"] = lr
             sums = torch.zeros(3, device=device)  # [main loss, aux loss] summed over micro-batches, stop flag
             for micro in range(hp.grad_accum_steps):
-                x = feed.next()  # [batch, pos]
+                x = feed.next()  # [batch, pos] (CPU; pinned on CUDA)
+                try:  # streamed data is checked as it comes
+                    check_batch(str(cfg.dataset), x, vocab)
+                except DataModelMismatch as e:
+                    raise ConfigError(f"{e} (found at step {done + 1}; nothing of this step was trained)") from None
                 x = x.to(device, non_blocking=True)
                 sync = micro == hp.grad_accum_steps - 1
                 if fsdp:
@@ -383,6 +571,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             if done % cfg.save_every == 0 or done == hp.max_steps or done in hp.keep_steps:
                 checkpoint(done)
                 records.restart_clock()
+                if world == 1 and stop["signal"] is not None and done < hp.max_steps:
+                    # cancelled while this checkpoint was written: it is the last one, stop now
+                    sig = signal.Signals(stop["signal"]).name
+                    result = TrainResult("cancelled", done, f"cancelled by signal {sig}")
+                    break
         else:
             result = TrainResult("finished", done)
             if ln_free and rank == 0:
@@ -392,8 +585,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     except BaseException as e:  # a crash keeps its checkpoints and metrics and says why
         reason = f"{type(e).__name__}: {e}"
         if log:
-            log.status("failed", done, reason)
-            log.close()
+            try:
+                log.status("failed", done, reason)
+                log.close()
+            except OSError:  # e.g. the disk is full: jobs/ then reports the dead process itself
+                pass
         raise
     finally:
         feed.close()
@@ -503,12 +699,15 @@ def exit_code(result: TrainResult) -> int:
     return 1
 
 
-def main_train(cfg: TrainConfig, resume: bool) -> int:
+def main_train(cfg: TrainConfig, resume: bool, resume_changes: dict | None = None) -> int:
     try:
-        result = train(cfg, resume=resume)
+        result = train(cfg, resume=resume, resume_changes=resume_changes)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # full disk, I/O error: the checkpoints so far are intact (status.json says failed)
+        print(f"error: training stopped: {e}", file=sys.stderr)
+        return 1
     print(f"{result.state} at step {result.step}" + (f": {result.reason}" if result.reason else ""))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

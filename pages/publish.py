@@ -126,7 +126,9 @@ def main() -> None:
         ce_md = st.text_area("CE table for the model card (Markdown, optional)", key=K + "ce_md",
                              placeholder="| Model | OpenWebText |\n|---|---|\n| gpt2 | 3.0 |")
         allow_live = st.checkbox("Export even with live LayerNorms (vanilla run)", key=K + "allow_live")
-        overwrite = st.checkbox("Replace the export folder even if it holds something else", key=K + "overwrite")
+        overwrite = st.checkbox("Replace an earlier lnfree export in the export folder", key=K + "overwrite",
+                                help="Only a folder holding an lnfree export (lnfree_export.json) is ever replaced; "
+                                     "a run directory or any other folder is refused.")
     with st.expander("Hub connection", expanded=not os.environ.get("HF_TOKEN")):
         endpoint = st.text_input("Hub endpoint (optional)", key=K + "endpoint",
                                  placeholder="https://huggingface.co (or HF_ENDPOINT)")

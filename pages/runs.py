@@ -13,7 +13,7 @@ from pages import _common as common
 
 common.page_setup()
 
-STATES = ["queued", "running", "finished", "failed", "cancelled"]
+STATES = ["queued", "starting", "running", "finished", "failed", "cancelled"]
 
 
 def table(root: Path) -> None:

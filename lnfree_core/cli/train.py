@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import HPARAM_OVERRIDES, ConfigError, TrainConfig
+from ..config import HPARAM_OVERRIDES, RESUME_PLACEHOLDER, ConfigError, TrainConfig
 
 
 def register(sub) -> None:
@@ -17,7 +17,9 @@ def register(sub) -> None:
     p.add_argument("--schedule", help="preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, pythia-70m), 'auto', or a schedule file")
     p.add_argument("--mode", choices=["ln-free", "vanilla"])
     p.add_argument("--out", help="run directory (never overwritten; use --resume to continue one)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest good checkpoint, as configured in its config.yaml; "
+                        "only --device, --save-every, --compile, --grad-checkpointing, --distributed may change")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument("--seed", type=int)
@@ -86,25 +88,42 @@ def _steps(text: str) -> list[int]:
     return steps
 
 
+def _given(args) -> dict:
+    """The settings given as flags on this command line (not from --config), by TrainConfig/HParams key."""
+    given = {}
+    for key in ("model", "dataset", "schedule", "mode", "device", "precision", "seed", "save_every",
+                "compile", "attn_implementation", "shuffle", "distributed", "dropout", "log_every", *HPARAM_OVERRIDES):
+        val = getattr(args, key, None)
+        if val is not None:
+            given[key] = val
+    return given
+
+
 def config_from_args(args) -> TrainConfig:
+    """The TrainConfig of a command line: --config, then the flags on top.
+
+    With --resume the saved config.yaml of the run wins (the trainer compares the flags given here
+    with it); the config built here is used only when the run never got past start-up.
+    """
     data = {}
     if args.config:
-        data = TrainConfig.load(args.config).to_dict() if not args.resume else {}
-    for key in ("model", "dataset", "schedule", "mode", "out", "device", "precision", "seed", "save_every",
-                "compile", "attn_implementation", "shuffle", "distributed", "dropout", "log_every"):
-        val = getattr(args, key, None)
-        if val is not None:
-            data[key] = val
+        data = TrainConfig.load(args.config).to_dict()
+    given = _given(args)
+    if getattr(args, "out", None) is not None:
+        data["out"] = args.out
     overrides = dict(data.get("overrides") or {})
-    for key in HPARAM_OVERRIDES:
-        val = getattr(args, key, None)
-        if val is not None:
+    for key, val in given.items():
+        if key in HPARAM_OVERRIDES:
             overrides[key] = None if val == "step" else val  # sigma_ema_tokens 'step': the per-step EMA
+        else:
+            data[key] = val
     data["overrides"] = overrides
     if args.resume:
         if "out" not in data:
             raise ConfigError("--resume needs --out RUN_DIR")
-        return TrainConfig(model="(from config.yaml)", out=data["out"])
+        if "model" not in data:
+            return TrainConfig(model=RESUME_PLACEHOLDER, out=data["out"])
+        return TrainConfig.from_dict(data)
     missing = [k for k in ("model", "out") if k not in data]
     if missing:
         raise ConfigError(f"missing {', '.join('--' + m for m in missing)} (or a --config file that sets them)")
@@ -119,4 +138,4 @@ def _run(args) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return main_train(cfg, resume=args.resume)
+    return main_train(cfg, resume=args.resume, resume_changes=_given(args) if args.resume else None)

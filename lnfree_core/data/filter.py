@@ -134,13 +134,38 @@ def build_filtered(reference, target, out_dir: str | os.PathLike, *, scan: int =
     out_dir = os.path.abspath(os.fspath(out_dir))
     ref_seqs = iter_sequences(reference, split=reference_split, seq_len=seq_len, offline=offline)
     tgt_seqs = iter_sequences(target, split=target_split, seq_len=seq_len, offline=offline)
+    created = not os.path.exists(out_dir)
     _prepare_out_dir(out_dir)
+    try:
+        return _filter_into(reference, target, out_dir, ref_seqs, tgt_seqs, scan=scan, seq_len=seq_len, keep=keep,
+                            reference_split=reference_split, target_split=target_split, offline=offline)
+    except EmptyFilterInput:
+        if created and not os.listdir(out_dir):
+            os.rmdir(out_dir)  # made by this call and still empty: leave nothing behind
+        raise
+
+
+class EmptyFilterInput(ValueError):
+    """A dataset yields no complete sequence of seq_len tokens: nothing to count or keep."""
+
+
+def _empty(name, split: str, seq_len: int) -> EmptyFilterInput:
+    return EmptyFilterInput(
+        f"{name} ({split}) yields no complete sequence of {seq_len} tokens (it holds fewer tokens than that): "
+        f"pass a smaller --seq-len, or more data; no output was written"
+    )
+
+
+def _filter_into(reference, target, out_dir: str, ref_seqs, tgt_seqs, *, scan: int, seq_len: int,
+                 keep: int | None, reference_split: str, target_split: str, offline: bool | None) -> FilterReport:
 
     ref_counts = np.zeros(VOCAB_SIZE, np.int64)
     n_ref = 0
     for batch in _batches(ref_seqs, scan):
         _count(batch, ref_counts, str(reference))
         n_ref += len(batch)
+    if n_ref == 0:
+        raise _empty(reference, reference_split, seq_len)
 
     spool = os.path.join(out_dir, ".target_scan.u16")
     tgt_counts = np.zeros(VOCAB_SIZE, np.int64)
@@ -151,6 +176,8 @@ def build_filtered(reference, target, out_dir: str | os.PathLike, *, scan: int =
                 _count(batch, tgt_counts, str(target))
                 f.write(batch.astype(np.uint16).tobytes())
                 n_tgt += len(batch)
+        if n_tgt == 0:
+            raise _empty(target, target_split, seq_len)
         removed_ids = np.flatnonzero((tgt_counts > 0) & (ref_counts == 0))
         is_removed = np.zeros(VOCAB_SIZE, bool)
         is_removed[removed_ids] = True
