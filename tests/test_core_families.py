@@ -261,3 +261,27 @@ def test_eval_cli_refuses_gpt2_ids_for_another_family(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "tokenized with GPT-2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_family_export_metadata_is_reported_and_interop_check_refuses(tmp_path, capsys):
+    """An RMSNorm family's export metadata is not restored into the blocks (GPT-2 only), so the loaded
+    blocks have sigma_bar = 1, but the recorded sigma_bar is reported as such (not as a mismatch), and
+    `interop check` (GPT-2 folding) refuses the family with exit 2 instead of a traceback."""
+    from lnfree_core.__main__ import main
+    from lnfree_core.export_metadata import build_metadata, write_metadata
+    from lnfree_core.models import load_model
+
+    model = tiny_family_model("llama")
+    make_removable(model)
+    sig = _remove_all(model)
+    meta = build_metadata(model)
+    adapter_for(model).to_stock(model).save_pretrained(str(tmp_path / "exp"))
+    write_metadata(tmp_path / "exp", meta)
+    back = load_model(str(tmp_path / "exp"))
+    assert back.ln_free and set(back.info["sigma_bar"].values()) == {1.0}
+    assert back.info["recorded_sigma_bar"] == pytest.approx(sig, rel=1e-6)
+    assert back.info["sigma_source"].startswith("recorded in lnfree_metadata.json")
+    assert main(["interop", "sigma", str(tmp_path / "exp")]) == 0
+    assert "recorded" in capsys.readouterr().out
+    assert main(["interop", "check", str(tmp_path / "exp")]) == 2
+    assert "GPT-2 only" in capsys.readouterr().err
