@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from .eval import add_common_args, data_spec, print_json, run_kwargs, user_errors
+from .eval import add_common_args, check_data_args, data_spec, print_json, run_kwargs, user_errors
 
 
 def register(sub) -> None:
@@ -96,6 +96,7 @@ def _ints(text: str) -> list[int]:
 def _guard(fn):
     def run(args) -> int:
         try:
+            check_data_args(args)
             return fn(args)
         except user_errors() as e:
             print(f"error: {e}", file=sys.stderr)
