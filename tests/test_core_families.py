@@ -285,3 +285,24 @@ def test_family_export_metadata_is_reported_and_interop_check_refuses(tmp_path, 
     assert "recorded" in capsys.readouterr().out
     assert main(["interop", "check", str(tmp_path / "exp")]) == 2
     assert "GPT-2 only" in capsys.readouterr().err
+
+
+def test_export_precision_measures_the_rms_of_rmsnorm_inputs():
+    """RMSNorm adds eps to mean(x^2), not to the variance: the export's precision check must measure
+    sqrt(mean_h x_h^2) (computed here by a hook of this test), which a large mean makes >> the std."""
+    from lnfree_core.export_precision import measure_input_stds
+
+    model = tiny_family_model("llama")
+    make_removable(model)
+    _remove_all(model)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(5.0)  # a common offset: RMS >> std at layer 0's input
+    seen = {}
+    norm = fakeln_modules(model)["mlp.0"]
+    h = norm.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0].detach().double()))
+    got = measure_input_stds(model, TOKENS)
+    h.remove()
+    x = seen["x"]
+    rms, std = x.pow(2).mean(-1).sqrt().max().item(), x.std(-1, correction=0).max().item()
+    assert rms > 1.5 * std
+    assert got["mlp.0"] == pytest.approx(rms, rel=1e-5)
