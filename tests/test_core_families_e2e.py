@@ -117,7 +117,9 @@ def test_every_analysis_runs_on_the_family(trained, which):
         assert np.abs(attr.dla - attr.de).max() < 1e-9
     else:
         assert np.abs(attr.dla - attr.de).max() > 1e-6
-    assert err is not None
+    # eq. 9/10 written out: per head mean |DLA - DE| / mean |DE| over sequences, then the mean over heads
+    want = 100 * np.mean(np.abs(attr.dla - attr.de).mean(0) / np.abs(attr.de).mean(0))
+    assert err.overall == pytest.approx(want, rel=1e-9, abs=1e-9)
     sc = confidence_scores(model)
     assert sc.score.shape == (adapter_for(model).mlp_out_weight(model, 1).shape[0],)
     top = sc.top(3)
