@@ -306,3 +306,19 @@ def test_export_precision_measures_the_rms_of_rmsnorm_inputs():
     rms, std = x.pow(2).mean(-1).sqrt().max().item(), x.std(-1, correction=0).max().item()
     assert rms > 1.5 * std
     assert got["mlp.0"] == pytest.approx(rms, rel=1e-5)
+
+
+def test_model_card_front_matter_and_family_loader_claim(tmp_path):
+    """The Hub's base_model field gets Hub ids only (a local path of this machine is left out of the
+    front matter), and a non-GPT-2 card does not claim that lnfree restores the true sigma_bar
+    (it records it; load_model restores it for GPT-2 only, see the metadata test above)."""
+    from lnfree_core.model_card import render_model_card
+
+    local = tmp_path / "my-base"
+    local.mkdir()
+    card = render_model_card(repo_name="x", base_model=str(local), mode="ln-free", schedule=None, model_type="llama")
+    front = card.split("---")[1]
+    assert "base_model" not in front and str(local) not in front
+    assert "sigma_bar = 1 in every block" in card and "true sigma_bar is recorded" in card
+    card = render_model_card(repo_name="x", base_model="gpt2", mode="ln-free", schedule=None, model_type="gpt2")
+    assert "base_model:\n- gpt2" in card.split("---")[1]
