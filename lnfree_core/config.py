@@ -77,6 +77,10 @@ class TrainConfig:
         hp.update(self.overrides)
         hp["adam_betas"] = tuple(hp["adam_betas"])
         hp["keep_steps"] = sorted({int(x) for x in hp["keep_steps"] or []})
+        late = [k for k in hp["keep_steps"] if k > hp["max_steps"] or k < 1]
+        if late and "keep_steps" in self.overrides:  # given by the user: a step the run never reaches is a typo
+            raise ConfigError(f"keep_steps {late} are outside the run's steps 1..{hp['max_steps']}; give steps "
+                              "the run reaches (or raise max_steps)")
         sched.hparams = HParams(**hp)
         if self.mode == "vanilla":
             # The paper's control: same data, steps and LR schedule; no removal, no aux loss.
