@@ -121,6 +121,10 @@ class TrainConfig:
                 raise ConfigError(f"seq_len {hp['seq_len']} is longer than the model's context ({context} positions); "
                                   f"use --seq-len {context} or less")
             hp["seq_len"] = context
+        late = [k for k in hp["keep_steps"] if k > hp["max_steps"] or k < 1]
+        if late and "keep_steps" in self.overrides:  # given by the user: a step the run never reaches is a typo
+            raise ConfigError(f"keep_steps {late} are outside the run's steps 1..{hp['max_steps']}; give steps "
+                              "the run reaches (or raise max_steps)")
         sched.hparams = HParams(**hp)
         if self.mode == "vanilla":
             # The paper's control: same data, steps and LR schedule; no removal, no aux loss.

@@ -29,9 +29,11 @@ def eps_trick_relative_error(std: float, eps: float = 1e12) -> float:
 
 @torch.no_grad()
 def measure_input_stds(model: nn.Module, tokens: torch.Tensor, batch_size: int = 4) -> dict[str, float]:
-    """{block name: largest per-token std of the block's input} over `tokens` [n, seq] (FakeLN model)."""
+    """{block name: largest per-token std of the block's input} over `tokens` [n, seq] (FakeLN model).
+    For an RMSNorm block the "std" is the root mean square sqrt(mean_h x_h^2), what RMSNorm adds eps to."""
     from .adapters import adapter_for
     from .fakeln import per_token_std
+    from .fakermsnorm import FakeRMSNorm, per_token_rms
 
     fakes = adapter_for(model).fakeln_modules(model)
     out = {name: 0.0 for name in fakes}
@@ -39,7 +41,9 @@ def measure_input_stds(model: nn.Module, tokens: torch.Tensor, batch_size: int =
 
     def grab(name):
         def pre(module, args):
-            s = per_token_std(args[0].float(), 0.0)  # [batch, pos, 1]
+            # the statistic the stock norm adds eps to: the variance for LayerNorm, the mean square for RMSNorm
+            stat = per_token_rms if isinstance(module, FakeRMSNorm) else per_token_std
+            s = stat(args[0].float(), 0.0)  # [batch, pos, 1]
             out[name] = max(out[name], float(s.max()))
         return pre
 

@@ -123,8 +123,9 @@ def usage_section(repo_name: str, *, ln_free: bool, input_std: dict | None = Non
         return lines
     if model_type != "gpt2":
         return lines + ["", "Load it in float32 or bfloat16 (the rescaled norm weights underflow float16 inputs). "
-                        "lnfree's loader (`lnfree_core.models.load_model`) gives the FakeLN/FakeRMSNorm form with the "
-                        "true sigma_bar of every block from `lnfree_metadata.json`."]
+                        "lnfree's loader (`lnfree_core.models.load_model`) gives the FakeLN/FakeRMSNorm form with the same "
+                        "function and sigma_bar = 1 in every block (gamma / sigma_bar in the weight); each block's "
+                        "true sigma_bar is recorded in `lnfree_metadata.json`."]
     lines += [
         "",
         "Load it in float32: each LayerNorm weight is gamma * 1e6 / sigma_bar, which overflows float16 "
@@ -195,7 +196,9 @@ def render_model_card(*, repo_name: str, base_model: str | None, mode: str, sche
     lines = ["---", "library_name: transformers", "tags:", "- lnfree", f"- {model_type}"]
     if ln_free:
         lines.append("- layernorm-free")
-    if base_model:
+    from .export_metadata import hub_model_id
+
+    if hub_model_id(base_model):  # the Hub's base_model field takes Hub ids only, never a local path
         lines += ["base_model:", f"- {base_model}"]
     lines += ["---", "", f"# {repo_name}", ""]
     base_txt = f"`{base_model}`" if base_model else f"a {model_type} model (a local model, not on the Hub)"

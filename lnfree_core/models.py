@@ -300,6 +300,16 @@ def _restore_lnfree(model: nn.Module, adapter, spec: str, source: str, local_onl
         meta = _export_metadata(spec, source, local_only)
     except ValueError as e:  # a malformed metadata file: load without it, and say so
         meta, info["metadata_error"] = None, str(e)
+    mtype = getattr(model.config, "model_type", None)
+    if meta is not None and mtype != "gpt2" and meta.get("model_type") == mtype:
+        from .export_metadata import block_sigmas
+
+        adapter.from_stock_lnfree(model)
+        info["recorded_sigma_bar"] = block_sigmas(meta)
+        info["sigma_source"] = (f"recorded in lnfree_metadata.json (info['recorded_sigma_bar']), not restored: lnfree "
+                                f"restores sigma_bar into the blocks for GPT-2 only, so this {mtype} export's blocks "
+                                "are shown with sigma_bar = 1 and gamma = weight / sqrt(eps) (the function is exact)")
+        return
     if meta is not None:
         try:
             apply_metadata(model, meta)

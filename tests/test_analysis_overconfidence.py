@@ -103,3 +103,20 @@ def test_cli_overconfidence_json_and_csv(tmp_path, tiny_model_dir, tiny_dataset,
     assert out_csv.read_text().splitlines()[0].startswith("model,label,ln_free,dataset")
     assert main(["analyze", "overconfidence", "--model", str(tiny_model_dir), "--dataset", str(tiny_dataset),
                  "--bins", "0"]) == 2
+
+
+def test_cli_overconfidence_and_ioi_refuse_bad_sizes_and_outputs_before_loading(tmp_path, tiny_dataset, capsys):
+    """A model spec that does not exist: the error must be about the argument, i.e. found before any load."""
+    from lnfree_core.__main__ import main
+
+    base = ["analyze", "overconfidence", "--model", "no/such-model", "--dataset", str(tiny_dataset), "--no-cache"]
+    assert main(base + ["--seq-len", "1"]) == 2
+    assert "--seq-len must be >= 2" in capsys.readouterr().err
+    assert main(base + ["--n", "0"]) == 2
+    assert "--n must be >= 1" in capsys.readouterr().err
+    assert main(base + ["--csv", str(tmp_path / "missing" / "oc.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["analyze", "ioi", "--model", "no/such-model", "--csv", str(tmp_path / "missing" / "i.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["analyze", "dla", "--model", "no/such-model", "--dataset", str(tiny_dataset), "--seq-len", "0"]) == 2
+    assert "--seq-len must be >= 2" in capsys.readouterr().err

@@ -240,3 +240,17 @@ def test_ioi_is_unavailable_for_a_small_vocabulary_without_a_map(tmp_path, tiny_
 
     assert main(["analyze", "ioi", "--model", str(tiny_model_dir), "--n", "4", "--no-cache"]) == 2
     assert "IOI is unavailable" in capsys.readouterr().err
+
+
+def test_ioi_refuses_a_model_of_another_family(tmp_path, capsys):
+    """The prompts are GPT-2 ids: a Llama (whose ids mean other words) is refused with exit 2, even
+    when its vocabulary is large enough to hold them."""
+    import transformers as tf
+
+    from lnfree_core.__main__ import main
+
+    cfg = tf.LlamaConfig(vocab_size=50304, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)
+    tf.LlamaForCausalLM(cfg).save_pretrained(str(tmp_path / "llama"))
+    assert main(["analyze", "ioi", "--model", str(tmp_path / "llama"), "--n", "4", "--no-cache"]) == 2
+    assert "GPT-2 models only" in capsys.readouterr().err

@@ -125,6 +125,9 @@ def test_bench_cli_rejects_bad_arguments_before_any_work(tmp_path, capsys):
     assert main(["bench", "--model", "x", "--data", f"piqa={tmp_path / 'none.jsonl'}"]) == 2
     assert main(["bench", "--model", "x", "--task", "boolq", "--data", f"piqa={__file__}"]) == 2
     assert "not evaluated" in capsys.readouterr().err
+    assert main(["bench", "--model", "x", "--task", "piqa", "--data", f"piqa={__file__}",
+                 "--csv", str(tmp_path / "missing" / "b.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_missing_lm_eval_says_how_to_install(monkeypatch):

@@ -261,3 +261,64 @@ def test_eval_cli_refuses_gpt2_ids_for_another_family(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "tokenized with GPT-2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_family_export_metadata_is_reported_and_interop_check_refuses(tmp_path, capsys):
+    """An RMSNorm family's export metadata is not restored into the blocks (GPT-2 only), so the loaded
+    blocks have sigma_bar = 1, but the recorded sigma_bar is reported as such (not as a mismatch), and
+    `interop check` (GPT-2 folding) refuses the family with exit 2 instead of a traceback."""
+    from lnfree_core.__main__ import main
+    from lnfree_core.export_metadata import build_metadata, write_metadata
+    from lnfree_core.models import load_model
+
+    model = tiny_family_model("llama")
+    make_removable(model)
+    sig = _remove_all(model)
+    meta = build_metadata(model)
+    adapter_for(model).to_stock(model).save_pretrained(str(tmp_path / "exp"))
+    write_metadata(tmp_path / "exp", meta)
+    back = load_model(str(tmp_path / "exp"))
+    assert back.ln_free and set(back.info["sigma_bar"].values()) == {1.0}
+    assert back.info["recorded_sigma_bar"] == pytest.approx(sig, rel=1e-6)
+    assert back.info["sigma_source"].startswith("recorded in lnfree_metadata.json")
+    assert main(["interop", "sigma", str(tmp_path / "exp")]) == 0
+    assert "recorded" in capsys.readouterr().out
+    assert main(["interop", "check", str(tmp_path / "exp")]) == 2
+    assert "GPT-2 only" in capsys.readouterr().err
+
+
+def test_export_precision_measures_the_rms_of_rmsnorm_inputs():
+    """RMSNorm adds eps to mean(x^2), not to the variance: the export's precision check must measure
+    sqrt(mean_h x_h^2) (computed here by a hook of this test), which a large mean makes >> the std."""
+    from lnfree_core.export_precision import measure_input_stds
+
+    model = tiny_family_model("llama")
+    make_removable(model)
+    _remove_all(model)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(5.0)  # a common offset: RMS >> std at layer 0's input
+    seen = {}
+    norm = fakeln_modules(model)["mlp.0"]
+    h = norm.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0].detach().double()))
+    got = measure_input_stds(model, TOKENS)
+    h.remove()
+    x = seen["x"]
+    rms, std = x.pow(2).mean(-1).sqrt().max().item(), x.std(-1, correction=0).max().item()
+    assert rms > 1.5 * std
+    assert got["mlp.0"] == pytest.approx(rms, rel=1e-5)
+
+
+def test_model_card_front_matter_and_family_loader_claim(tmp_path):
+    """The Hub's base_model field gets Hub ids only (a local path of this machine is left out of the
+    front matter), and a non-GPT-2 card does not claim that lnfree restores the true sigma_bar
+    (it records it; load_model restores it for GPT-2 only, see the metadata test above)."""
+    from lnfree_core.model_card import render_model_card
+
+    local = tmp_path / "my-base"
+    local.mkdir()
+    card = render_model_card(repo_name="x", base_model=str(local), mode="ln-free", schedule=None, model_type="llama")
+    front = card.split("---")[1]
+    assert "base_model" not in front and str(local) not in front
+    assert "sigma_bar = 1 in every block" in card and "true sigma_bar is recorded" in card
+    card = render_model_card(repo_name="x", base_model="gpt2", mode="ln-free", schedule=None, model_type="gpt2")
+    assert "base_model:\n- gpt2" in card.split("---")[1]

@@ -234,16 +234,29 @@ def test_cli_training_flags_reach_the_config():
 
     parser = argparse.ArgumentParser()
     cli_train.register(parser.add_subparsers())
-    args = parser.parse_args(["train", "--model", "m", "--out", "o", "--keep-steps", "300,600", "--sigma-ema-tokens",
+    args = parser.parse_args(["train", "--model", "m", "--out", "o", "--keep-steps", "100,200", "--sigma-ema-tokens",
                               "step", "--adam-betas", "0.9,0.95", "--no-mask-eot-labels", "--decay-fakeln-gain"])
     cfg = cli_train.config_from_args(args)
-    assert cfg.overrides == {"keep_steps": [300, 600], "sigma_ema_tokens": None, "adam_betas": [0.9, 0.95],
+    assert cfg.overrides == {"keep_steps": [100, 200], "sigma_ema_tokens": None, "adam_betas": [0.9, 0.95],
                              "mask_eot_labels": False, "weight_decay_fakeln_gain": True}
     hp = cfg.resolve_schedule(12).hparams
-    assert hp.sigma_ema_tokens is None and hp.adam_betas == (0.9, 0.95) and hp.keep_steps == [300, 600]
+    assert hp.sigma_ema_tokens is None and hp.adam_betas == (0.9, 0.95) and hp.keep_steps == [100, 200]
     bad = subprocess.run([sys.executable, "-m", "lnfree_core", "train", "--model", "m", "--out", "o",
                           "--adam-betas", "0.9"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "0.9,0.999" in bad.stderr
+
+
+
+def test_keep_steps_the_run_never_reaches_are_refused_before_training():
+    """--keep-steps 900 with --max-steps 400: the release checkpoint would silently never exist."""
+    from lnfree_core.config import ConfigError, TrainConfig
+
+    cfg = TrainConfig(model="m", out="o", dataset="d", schedule="gpt2",
+                      overrides={"keep_steps": [300, 900], "max_steps": 400})
+    with pytest.raises(ConfigError, match=r"keep_steps \[900\] are outside the run's steps 1..400"):
+        cfg.resolve_schedule(12)
+    ok = TrainConfig(model="m", out="o", dataset="d", schedule="gpt2", overrides={"max_steps": 200})
+    assert ok.resolve_schedule(12).hparams.keep_steps == [300]  # the preset's own release step: kept as is
 
 
 # ---------------------------------------------------------------------------------------- aux loss (eq. 3)

@@ -33,3 +33,13 @@ def test_rows_match_datasets_map_with_num_proc():
     got = reference_owt_rows(test, _toy_tokenize, "#", seq_len=16, num_shards=2, batch_size=7)
     np.testing.assert_array_equal(got, np.asarray(expected["input_ids"]))
     assert got.shape[1] == 16 and (got == 0).any()  # eos tokens are in the rows
+
+
+def test_cli_refuses_a_bad_seed_and_a_missing_local_copy_before_reading(tmp_path, capsys):
+    from lnfree_core.__main__ import main
+
+    assert main(["data", "owt-reference", "--out", str(tmp_path / "o"), "--seed", "-1"]) == 2
+    assert "--seed must be in" in capsys.readouterr().err
+    assert main(["data", "owt-reference", "--out", str(tmp_path / "o"), "--raw", str(tmp_path / "none")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -54,6 +54,14 @@ class DataSpec:
             ident.update(path_identity(spec.path))  # local files: their stamps are part of the key
         return {**ident, "split": self.split, "n": self.n, "seq_len": self.seq_len}
 
+    def check_fit(self, model_type: str) -> None:
+        """Raise data.model_fit.TokenizerMismatchError when a registry dataset (GPT-2 ids) meets a model
+        of another family; given token arrays are the caller's responsibility."""
+        if self.tokens is None:
+            from ..data.model_fit import check_tokenizer_fit
+
+            check_tokenizer_fit(model_type, self.dataset)
+
     def load(self) -> np.ndarray:
         """The tokens [n, seq_len]; raises EmptyDataError when there are none."""
         if self.tokens is not None:
@@ -93,10 +101,7 @@ class _Run:
     def inputs(self) -> tuple[LoadedModel, np.ndarray]:
         """The model, then the tokens: a bad spec fails before a long data read."""
         lm = self.loaded()
-        if self.data.tokens is None:  # GPT-2 ids for a Pythia/Llama/Qwen model: refuse, not analyse garbage
-            from ..data.model_fit import check_tokenizer_fit
-
-            check_tokenizer_fit(lm.model.config.model_type, self.data.dataset)
+        self.data.check_fit(lm.model.config.model_type)  # GPT-2 ids for a Pythia/Llama/Qwen model: refuse
         return lm, self.data.load()
 
     def store(self, meta: dict, arrays: dict[str, np.ndarray]) -> CacheEntry:

@@ -45,6 +45,15 @@ class IOIData:
         return {"dataset": "ioi", "n": self.n, "seed": self.seed, "templates": list(self.templates),
                 "vocab_map": None if vmap is None else tokens_identity(vmap[None, :])["tokens_sha256"]}
 
+    def check_fit(self, model_type: str) -> None:
+        """The prompts are GPT-2 token ids: refuse a model of another family (its ids mean other words)."""
+        if model_type != "gpt2":
+            from ..data.model_fit import TokenizerMismatchError
+
+            raise TokenizerMismatchError(
+                f"IOI patching is available for GPT-2 models only: its prompts are built from GPT-2 tokens "
+                f"(single-token names), and {self.spec} is a {model_type} model with another vocabulary")
+
     def load(self):
         from .ioi import build_ioi_prompts
 

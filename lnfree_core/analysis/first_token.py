@@ -3,7 +3,9 @@
 Residual points, per layer l = 0 .. L-1 (TransformerLens names; 3 L points in this order):
 
     resid_pre.l  = input of block l                       (resid_pre.0 = token + position embedding)
-    resid_mid.l  = resid_pre.l + attention output of l    (the input of the MLP's norm)
+    resid_mid.l  = resid_pre.l + attention output of l    (the input of the MLP's norm in a sequential block;
+                                                         with GPT-NeoX's parallel residual the MLP reads
+                                                         resid_pre.l, and resid_mid.l is only this sum)
     resid_post.l = output of block l                      (= resid_pre.{l+1}; resid_post.{L-1} = LN^f input)
 
 For sequence i, point p and position t, with x = x_{i,p,t} in R^{d_model} and two norms

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .eval import add_common_args, data_spec, fit_args_seq_len, print_json, run_kwargs, user_errors
+from .eval import add_common_args, check_data_args, data_spec, fit_args_seq_len, print_json, run_kwargs, user_errors
 
 
 def register(sub) -> None:
@@ -101,6 +101,7 @@ def _guard(fn):
     is a message and exit code 2."""
     def run(args) -> int:
         try:
+            check_data_args(args)
             specs = list(args.model)
             fit_args_seq_len(args, specs + ([args.compare] if getattr(args, "compare", None) else []))
             rc = 0

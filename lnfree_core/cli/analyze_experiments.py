@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import sys
 
-from .eval import DEFAULT_CACHE, UsageError, add_common_args, data_spec, print_json, run_kwargs, user_errors
+from .eval import (DEFAULT_CACHE, UsageError, add_common_args, check_data_args, check_output_paths, data_spec,
+                   fit_args_seq_len,
+                   print_json, run_kwargs, user_errors)
 
 
 def register_experiments(sub) -> None:
@@ -76,6 +78,10 @@ def _ioi(args) -> int:
         return _fail(UsageError("--n, --batch-size and --rows-per-forward must be >= 1"))
     if bool(args.vanilla) != bool(args.ln_free):
         return _fail(UsageError("give both --vanilla and --ln-free (or neither)"))
+    try:
+        check_output_paths(args.csv)
+    except UsageError as e:
+        return _fail(e)
     specs = list(dict.fromkeys([*args.model, *(s for s in (args.vanilla, args.ln_free) if s)]))
     opts = {"cache_dir": None if args.no_cache else args.cache_dir, "device": args.device,
             "precision": args.precision, "refresh": args.refresh, "batch_size": args.batch_size,
@@ -133,6 +139,9 @@ def _overconfidence(args) -> int:
         return _fail(UsageError("--bins must be >= 1 and --top-k >= 0"))
     rows = []
     try:
+        check_data_args(args)
+        check_output_paths(args.csv)
+        fit_args_seq_len(args, list(args.model))  # the default follows the models' context
         for ds in args.dataset:
             data = data_spec(args, ds)
             per = {}

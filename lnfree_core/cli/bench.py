@@ -17,7 +17,7 @@ import csv
 import sys
 from pathlib import Path
 
-from .eval import DEFAULT_CACHE, UsageError, print_json, user_errors
+from .eval import DEFAULT_CACHE, UsageError, check_output_paths, print_json, user_errors
 
 
 def register(sub) -> None:
@@ -83,6 +83,9 @@ def _run(args) -> int:
             raise UsageError(MISSING_MESSAGE)
         if args.limit is not None and args.limit < 1:
             raise UsageError("--limit must be >= 1")
+        if args.batch_size < 1:
+            raise UsageError("--batch-size must be >= 1")
+        check_output_paths(args.csv, args.markdown)
         tasks, BenchTask = parse_tasks(args.task, args.data, args.task_yaml)
         results = []
         for spec in args.model:

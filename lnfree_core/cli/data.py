@@ -57,8 +57,17 @@ def register(sub) -> None:
 
 
 def _owt_reference(args) -> int:
+    import os
+
     from ..data.owt_reference import build_reference_owt
 
+    if not 0 <= args.seed < 2**32:  # numpy's seed range: found now, not after reading 8M documents
+        print(f"error: --seed must be in 0 .. 2**32 - 1, got {args.seed}", file=sys.stderr)
+        return 2
+    if str(args.raw).startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(args.raw)):
+        print(f"error: --raw {args.raw}: no such folder (give a save_to_disk folder of raw OpenWebText, "
+              "or a Hub id such as Skylion007/openwebtext)", file=sys.stderr)
+        return 2
     try:
         path = build_reference_owt(args.raw, args.out, seed=args.seed)
     except (OSError, ValueError, ConnectionError) as e:

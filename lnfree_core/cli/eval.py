@@ -53,6 +53,31 @@ def fit_args_seq_len(args, specs: list[str]) -> None:
         raise UsageError(str(e)) from None
 
 
+def check_data_args(args) -> None:
+    """UsageError, before any model or data is read, for sizes no analysis can use."""
+    if args.n is not None and args.n < 1:
+        raise UsageError(f"--n must be >= 1 (or left out for the dataset's evaluation size), got {args.n}")
+    if args.seq_len is not None and args.seq_len < 2:
+        raise UsageError(f"--seq-len must be >= 2 (one token and its next-token target), got {args.seq_len}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+
+
+def check_output_paths(*paths: str | None) -> None:
+    """UsageError, before any work, for an output file that cannot be written (its folder is missing,
+    or the path is a folder): a long computation must not end in a traceback at the last line."""
+    import os
+
+    for path in paths:
+        if not path:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise UsageError(f"{path} is a folder; give a file path to write")
+        if not os.path.isdir(folder):
+            raise UsageError(f"cannot write {path}: folder {folder} does not exist (create it first)")
+
+
 def data_spec(args, dataset: str):
     from ..analysis.cached import DataSpec
 
@@ -129,6 +154,8 @@ def _run(args) -> int:
     from ..analysis.tables import TableEntry, ce_table
 
     try:
+        check_data_args(args)
+        check_output_paths(args.markdown, args.csv)
         labels = _aligned(args.label, len(args.model), "--label")
         groups = _aligned(args.group, len(args.model), "--group")
         fit_args_seq_len(args, args.model)

@@ -38,8 +38,12 @@ def _sigma(args) -> int:
         print(f"{args.spec}: no removed LN block (LayerNorms live)")
         return 0
     print(f"sigma_bar source: {loaded.info.get('sigma_source', 'unknown')}")
+    recorded = loaded.info.get("recorded_sigma_bar") or {}
+    if recorded:
+        print(f"{'block':>8}  {'loaded':>10}  {'recorded':>10}")
     for name, value in sig.items():
-        print(f"{name:>8}  {value:.6g}")
+        print(f"{name:>8}  {value:>10.6g}" + (f"  {recorded[name]:>10.6g}" if name in recorded else "") if recorded
+              else f"{name:>8}  {value:.6g}")
     return 0
 
 
@@ -58,6 +62,10 @@ def _check(args) -> int:
         print(f"error: {args.spec} is not LN-free; there is nothing to fold", file=sys.stderr)
         return 2
     model = loaded.model
+    if model.config.model_type != "gpt2":
+        print(f"error: {args.spec} is a {model.config.model_type} model; folding the normalisation away (and the "
+              "TransformerLens / nnsight loaders) are implemented for GPT-2 only", file=sys.stderr)
+        return 2
     seq = max(2, min(args.seq_len, int(getattr(model.config, "n_positions", args.seq_len))))
     x = torch.randint(0, int(model.config.vocab_size), (2, seq), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
