@@ -210,6 +210,8 @@ class Schedule:
                 raise ScheduleError(f"schedule {key} must be a mapping, got {d[key]!r}")
         hp_in = dict(d.get("hparams") or {})
         hp_in = check_hparam_types(hp_in, "hparams")
+        if "adam_betas" in hp_in:
+            hp_in["adam_betas"] = tuple(hp_in["adam_betas"])
         if "n_layers" not in d:
             raise ScheduleError("schedule is missing the field 'n_layers'")
         if "starts" not in d:
@@ -319,7 +321,7 @@ def check_hparam_types(hp: dict, where: str = "hparams") -> dict:
             if not (isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
                                                          for x in v)):
                 raise ScheduleError(f"{where}.{key} must be a list of numbers, got {v!r}")
-            out[key] = tuple(float(x) for x in v)
+            out[key] = [float(x) for x in v]  # a list: config.yaml (yaml.safe_dump) has no tuples
         else:
             out[key] = v
     return out

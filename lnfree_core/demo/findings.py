@@ -11,7 +11,8 @@ on The Pile-filtered), with lnfree's analyses (:mod:`lnfree_core.analysis`):
   defines it (a (layer, head) sinks on a sequence when its attention on position 0, averaged over
   the queries q >= 1, is at least ``threshold``);
 * ``norm_ratios``: per residual point (the input of each block, then of the final norm), the mean
-  first-position norm over the mean norm of the other positions (:mod:`lnfree_core.analysis.first_token`);
+  first-position raw norm ||x|| over the mean norm of the other positions
+  (:mod:`lnfree_core.analysis.first_token`; its pages default to the paper's centred norm);
   ``norm_ratio`` is the largest;
 * ``ablation``: the top-3 confidence neurons of the last MLP layer (eq. 11-12) mean-ablated together
   (:mod:`lnfree_core.analysis.neuron_ablation`): relative change of mean CE and of mean entropy, as in
@@ -65,7 +66,10 @@ def model_findings(model: nn.Module, tokens, *, threshold: float = SINK_THRESHOL
     from lnfree_core.analysis.sinks import sink_rate
 
     st = first_token_stats(model, tokens, batch_size=8)
-    ratios = [float(r) for r in st.profile()["ratio"]]
+    prof = st.profile("raw")  # raw ||x||, as the reference in tests/_findings_ref.py
+    n_layers = len(prof["points"]) // 3
+    keep = [f"resid_pre.{l}" for l in range(n_layers)] + [f"resid_post.{n_layers - 1}"]  # block inputs, final norm's
+    ratios = [float(prof["ratio"][prof["points"].index(p)]) for p in keep]
     top = confidence_scores(model).top(top_k)
     cum = ablate_neurons(model, tokens, top, batch_size=8).to_dict()["cumulative"][-1]
     return {"sink_rate_queries": query_sink_rate(model, tokens, threshold),
