@@ -93,10 +93,17 @@ class _Run:
     def inputs(self) -> tuple[LoadedModel, np.ndarray]:
         """The model, then the tokens: a bad spec fails before a long data read."""
         lm = self.loaded()
-        if self.data.tokens is None:  # GPT-2 ids for a Pythia/Llama/Qwen model: refuse, not analyse garbage
+        model_type = lm.model.config.model_type
+        if not isinstance(self.data, DataSpec):  # built prompts (the IOI set): GPT-2 ids, or compact ids of them
+            if model_type != "gpt2":
+                from ..data.model_fit import TokenizerMismatchError
+
+                raise TokenizerMismatchError(f"the {self.data.dataset} prompts are written in GPT-2 token ids, but "
+                                             f"the model is a {model_type} model with its own vocabulary")
+        elif self.data.tokens is None:  # GPT-2 ids for a Pythia/Llama/Qwen model: refuse, not analyse garbage
             from ..data.model_fit import check_tokenizer_fit
 
-            check_tokenizer_fit(lm.model.config.model_type, self.data.dataset)
+            check_tokenizer_fit(model_type, self.data.dataset)
         return lm, self.data.load()
 
     def store(self, meta: dict, arrays: dict[str, np.ndarray]) -> CacheEntry:
