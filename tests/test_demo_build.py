@@ -270,3 +270,101 @@ def test_findings_cli_rejects_bad_input(built, tmp_path, capsys):
     assert "--sequences must be at least 1" in capsys.readouterr().err
     assert main(["demo", "findings", "--out", str(tmp_path / "nothing")]) == 2
     assert "demo build" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ IOI text: the IOI experiment on the demo
+def test_ioi_sentences_are_deterministic_complete_and_cover_every_pool_word():
+    from lnfree_core.analysis.ioi import DEFAULT_TEMPLATES, NAMES, OBJECTS, PLACES
+    from lnfree_core.demo.ioi_text import interleave, ioi_sentences
+
+    s = ioi_sentences(TINY.ioi_sentences, seed=TINY.seed)
+    assert s == ioi_sentences(TINY.ioi_sentences, seed=TINY.seed) and s != ioi_sentences(TINY.ioi_sentences, seed=1)
+    text = "\n".join(s)
+    assert all(f" {w} " in text or f" {w}," in text or f" {w}." in text for w in NAMES + PLACES + OBJECTS)
+    for line in s:  # a prompt of the set followed by its answer, the name not repeated (written by hand here)
+        words = line.rstrip(".").replace(",", "").split()
+        first, second, s2, io = words[1], words[3], words[-6], words[-1]
+        assert first != second and s2 in (first, second) and io == ({first, second} - {s2}).pop()
+        assert any(line.startswith(t.split(" [B]")[0]) and t.split("[PLACE]")[0].split("[A] ")[1] in line
+                   for t in DEFAULT_TEMPLATES)
+    assert interleave([1, 2, 3, 4], ["a"]) == [1, 2, "a", 3, 4]
+    assert interleave([1, 2, 3], ["a", "b"]) == [1, "a", 2, "b", 3]
+    assert interleave([], ["a"]) == ["a"]
+
+
+def test_ioi_setting_changes_the_stage_keys():
+    """A suite built before the IOI text (no ioi_sentences in its keys) is rebuilt from the datasets stage."""
+    import dataclasses
+
+    from lnfree_core.demo.build import plan_stages
+
+    old = dataclasses.replace(TINY, ioi_sentences=0)
+    new_keys = [s.key for s in plan_stages(Path("/x"), TINY)]
+    old_keys = [s.key for s in plan_stages(Path("/x"), old)]
+    assert all(a != b for a, b in zip(new_keys, old_keys))
+    assert [s.key for s in plan_stages(Path("/x"), dataclasses.replace(TINY, seed=1))][0] != new_keys[0]
+
+
+def test_every_ioi_prompt_token_is_in_the_demo_vocabulary(built):
+    from lnfree_core.analysis.ioi import build_ioi_prompts
+    from lnfree_core.demo.ioi_text import ioi_documents
+
+    root = built[1]
+    vocab = load_vocab_map(root)
+    full = build_ioi_prompts(480, seed=0)  # the GPT-2 vocabulary: every template, every single-token name
+    demo = build_ioi_prompts(480, seed=0, vocab_map=vocab)  # raised ValueError before the IOI text
+    assert np.array_equal(to_gpt2_ids(demo.clean, vocab), full.clean)
+    assert np.array_equal(to_gpt2_ids(demo.corrupt, vocab), full.corrupt) and demo.texts == full.texts
+    owt = demo_dataset_path("owt-demo", root)
+    meta = json.loads((owt / "dataset.json").read_text())
+    docs = ioi_documents(TINY.ioi_sentences, seed=TINY.seed)
+    assert meta["ioi"]["sentences"] == TINY.ioi_sentences and meta["ioi"]["documents"] == len(docs)
+    import hashlib
+
+    h = hashlib.sha256(b"".join(d.text.encode() + b"\x00" for d in docs)).hexdigest()
+    assert meta["ioi"]["sha256"] == h
+    # in the train split only, a small share of it
+    tok = load_gpt2_tokenizer()
+    gave = tok.encode(" gave")[0]
+    train = to_gpt2_ids(read_rows(owt / "train.parquet"), vocab)
+    val = to_gpt2_ids(read_rows(owt / "validation.parquet"), vocab)
+    assert (train == gave).sum() >= TINY.ioi_sentences * 0.9 and (val == gave).sum() < TINY.ioi_sentences * 0.1
+    assert 0 < meta["ioi"]["share_of_train_stream"] < 0.05
+    assert meta["ioi"]["tokens"] / train.size == pytest.approx(meta["ioi"]["share_of_train_stream"], rel=0.1)
+    assert sum(s.startswith("ioi#") for s in json.loads((owt / "documents.json").read_text())) == len(docs)
+
+
+def test_cli_analyze_ioi_on_the_demo_models(in_home, tmp_path):
+    from lnfree_core.__main__ import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["analyze", "ioi", "--model", "demo:original", "--model", "demo:ln-free", "--n", "24",
+                   "--json", "--quiet", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0, out.getvalue()
+    objs = [json.loads(ln) for ln in out.getvalue().splitlines() if ln.startswith("{")]
+    models = [o for o in objs if "activation" in o]
+    assert [o["ln_free"] for o in models] == [False, True]
+    for o in models:
+        act, attr, err = (np.asarray(o[k]) for k in ("activation", "attribution", "error"))
+        assert act.shape == attr.shape == err.shape == (TINY.n_layer, 15) and o["n_prompts"] == 24
+        assert np.allclose(err, attr - act, atol=1e-9) and np.isfinite(act).all()
+        assert act[0, 10] == pytest.approx(1.0, abs=1e-6)  # resid_pre of layer 0 at S2 carries the whole change
+    imp = next(o for o in objs if "improvement" in o)["improvement"]
+    assert imp["vanilla"] == "demo:original" and imp["ln_free"] == "demo:ln-free" and math.isfinite(imp["mean"])
+
+
+def test_ioi_page_on_the_demo_models(in_home):
+    import test_app_support as S
+    from test_app_compare_pages import chart_by_title
+
+    at = S.new_app(in_home.parent / "runs", timeout=180)
+    for k, v in {"analysis.cache_dir": str(in_home.parent / "cache"), "analysis.models": ["demo:original",
+                                                                                        "demo:ln-free"],
+                 "ioi.n": 8}.items():
+        at.session_state[k] = v
+    S.open_page(at, "pages/ioi_patching.py")
+    assert not at.error, [e.value for e in at.error]
+    for title in ("activation patching", "attribution patching", "error (attribution - activation)"):
+        chart_by_title(at, title)
+    assert "improvement score, mean over layers" in {m.label for m in at.metric}

@@ -21,7 +21,8 @@ not be a multiple of 4 (the last group is cut).
 Models with a compact (demo) vocabulary: the templates and pools are restricted to those the
 vocabulary can write and the tokens mapped to compact ids (vocab_map.py); when no template is left
 (or fewer than two names, no place or no object) IOI is unavailable for that model (ValueError
-saying what is missing).
+saying what is missing). The demo suite's training split holds complete sentences written from these
+templates and pools (lnfree_core.demo.ioi_text), so the demo models can write every prompt.
 """
 
 from __future__ import annotations

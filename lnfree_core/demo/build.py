@@ -65,7 +65,8 @@ def overall_fraction(size: DemoSize, stage: str, done: int, total: int) -> float
 
 # Settings added after the first release, with the value that reproduces the earlier builds: they join a
 # stage's key only when set otherwise, so that suites built before they existed stay valid (not rebuilt).
-_LATER_SETTINGS = {"row_start_eot": False, "tie_embeddings": True, "pretrain_weight_decay": 0.01}
+_LATER_SETTINGS = {"row_start_eot": False, "tie_embeddings": True, "pretrain_weight_decay": 0.01,
+                   "ioi_sentences": 0}
 
 
 def _stage_params(size: DemoSize) -> dict[str, dict]:
@@ -75,7 +76,9 @@ def _stage_params(size: DemoSize) -> dict[str, dict]:
         return {k: d[k] for k in keys if k not in _LATER_SETTINGS or d[k] != _LATER_SETTINGS[k]}
 
     return {
-        "datasets": {**pick("prose_chars", "val_every", "pile_rows", "seq_len", "row_start_eot"),
+        "datasets": {**pick("prose_chars", "val_every", "pile_rows", "seq_len", "row_start_eot",
+                          "ioi_sentences"),
+                     **({"ioi_seed": size.seed} if size.ioi_sentences else {}),
                      "format": FORMAT_VERSION},
         "filter": pick("filter_keep"),
         "init": pick("n_layer", "n_embd", "n_head", "tie_embeddings", "seed"),

@@ -1,10 +1,12 @@
 """Build stages for the demo datasets: OWT-like train/validation and Pile-like sets, then the Pile-filtered set.
 
 ``make_datasets`` tokenizes the two corpora of :mod:`lnfree_core.demo.corpora`, holds out every
-``val_every``-th OWT-like document as validation, packs rows of ``seq_len`` tokens (each beginning
+``val_every``-th OWT-like document as validation, adds the IOI sentences of :mod:`.ioi_text` to the
+training documents only (spread among them), packs rows of ``seq_len`` tokens (each beginning
 with EOT when ``row_start_eot``: the models' attention sink, see :mod:`.tokens`), builds the
 compact vocabulary from all of them, and writes each dataset folder in compact ids with its
-``vocab_map.json`` and a ``dataset.json`` (what it is, sizes, corpus hashes).
+``vocab_map.json`` and a ``dataset.json`` (what it is, sizes, corpus hashes, the IOI text's count,
+SHA-256 and share of the training tokens).
 
 ``make_filtered`` runs the project's Pile-filtered builder (:func:`lnfree_core.data.build_filtered`)
 with reference = the OWT-like training split and target = the Pile-like set, on GPT-2 ids (so its
@@ -25,6 +27,8 @@ from lnfree_core.data.tokenizer import EOT_ID
 from lnfree_core.data.vocab_map import from_gpt2_ids, load_vocab_map, save_vocab_map, to_gpt2_ids
 
 from .corpora import describe_source, pile_documents, prose_documents
+from .ioi_text import describe as describe_ioi
+from .ioi_text import interleave, ioi_documents
 from .paths import demo_dataset_path, demo_root
 from .sizes import DemoSize
 from .tokens import build_vocab, pack_rows, read_rows, tokenize, unigram_entropy, write_rows
@@ -80,6 +84,13 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
     progress("datasets", est, est + 1)
     val_docs = [a for i, a in enumerate(prose_ids) if i % size.val_every == 0]
     train_docs = [a for i, a in enumerate(prose_ids) if i % size.val_every != 0]
+    ioi_docs = ioi_documents(size.ioi_sentences, seed=size.seed) if size.ioi_sentences else []
+    ioi_ids = tokenize([d.text for d in ioi_docs]) if ioi_docs else []
+    train_docs = interleave(train_docs, ioi_ids)  # IOI text in the training split only (.ioi_text)
+    ioi = describe_ioi(ioi_docs, size.ioi_sentences, size.seed)
+    ioi_tokens = int(sum(len(a) for a in ioi_ids))
+    ioi["tokens"] = ioi_tokens
+    ioi["share_of_train_stream"] = ioi_tokens / max(1, int(sum(len(a) for a in train_docs)))
     start = EOT_ID if size.row_start_eot else None  # GPT-2 id: the rows are compacted below
     train = pack_rows(train_docs, size.seq_len, start_token=start)
     val = pack_rows(val_docs, size.seq_len, start_token=start)
@@ -98,15 +109,16 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
     write_rows(owt / "validation.parquet", from_gpt2_ids(val, vocab))
     save_vocab_map(owt, vocab)
     _write_json(owt / "dataset.json", {
-        "name": "owt-demo", "kind": "OWT-like: Python standard library documentation (docstrings, pydoc topics)",
+        "name": "owt-demo", "kind": "OWT-like: Python standard library documentation (docstrings, pydoc topics)"
+                + (", plus IOI sentences in the train split" if ioi_docs else ""),
         "seq_len": size.seq_len, "row_start_eot": size.row_start_eot,
         "splits": {"train": len(train), "validation": len(val)},
         "tokens": {"train": int(train.size), "validation": int(val.size)}, "vocab_size": len(vocab),
         "unigram_entropy_train": H, "documents": len(prose), "validation_every": size.val_every,
-        "corpus_sha256": _hash_texts([d.text for d in prose]), "source": source,
+        "corpus_sha256": _hash_texts([d.text for d in prose]), "source": source, "ioi": ioi,
         "ids": "compact (see vocab_map.json)",
     })
-    _write_json(owt / "documents.json", [d.source for d in prose])
+    _write_json(owt / "documents.json", [d.source for d in prose] + [d.source for d in ioi_docs])
 
     pile_dir = demo_dataset_path("pile-demo", root)
     pile_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +135,7 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
     progress("datasets", est + 1, est + 1)
     return {"vocab_size": len(vocab), "eot_compact_id": int(len(vocab) - 1), "unigram_entropy": H,
             "train_sequences": len(train), "validation_sequences": len(val), "pile_sequences": len(pile_rows),
-            "prose_documents": len(prose), "pile_documents": len(pile), "source": source}
+            "prose_documents": len(prose), "pile_documents": len(pile), "source": source, "ioi": ioi}
 
 
 def make_filtered(root: str | Path, size: DemoSize, progress: Progress) -> dict:
