@@ -109,7 +109,7 @@ specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs(
 if any(s.startswith("demo:") for s in specs):
     st.caption("**Demo models** are too small and too briefly trained (3 layers x 128, 0.6M tokens) to have "
                "confidence neurons: on 32 x 128 pile-filtered-demo tokens, ablating the demo original's top-3 "
-               "neurons changes entropy by -0.09% (the paper's GPT-2 Medium: more than -3% for 0.1% of CE, and no "
+               "neurons changes entropy by less than 0.01% (the paper's GPT-2 Medium: more than -3% for 0.1% of CE, and no "
                "change LN-free), so their ablation charts show noise. GPT-2 from the Hub shows the paper's effect; "
                "`python -m lnfree_core demo findings` measures the demo's numbers.")
 NEURON_CHOICES = {"same": "the first model's top-k in every model (paper)", "own": "each model's own top-k"}

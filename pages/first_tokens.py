@@ -92,8 +92,8 @@ st.caption("In models with LayerNorm the first position's residual norm grows fa
 specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
 if any(s.startswith("demo:") for s in specs):
     st.caption("**Demo models** are too small and too briefly trained (3 layers x 128, 0.6M tokens) to show this: "
-               "on 32 x 128 pile-filtered-demo tokens the demo's original sinks in 0.3% of (layer, head) pairs by the per-head mean definition "
-               "(the paper's GPT-2: 55.3%, 45.3% once LN-free) and its first-token norm is 1.01-1.07x the other "
+               "on 32 x 128 pile-filtered-demo tokens the demo's original sinks in 3.8% of (layer, head, query) triples "
+               "(the paper's GPT-2: 55.3%, 45.3% once LN-free) and its first-token raw norm is 0.86-1.26x the other "
                "tokens' (the paper: close to 10x, about 1x LN-free), so their charts stay flat. GPT-2 from the Hub "
                "shows the paper's pattern; `python -m lnfree_core demo findings` measures the demo's numbers.")
 NORM_CHOICES = {"centred": "centred ||x - mean(x)|| (paper)", "raw": "raw ||x||"}
