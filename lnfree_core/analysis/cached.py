@@ -142,8 +142,22 @@ def _sizes(tokens: np.ndarray) -> dict:
 
 
 # ------------------------------------------------------------------ cross-entropy
+class EntryResult:
+    """What every cached result reads from its entry's meta: the model's label and whether it is LN-free."""
+
+    entry: CacheEntry
+
+    @property
+    def label(self) -> str:
+        return self.entry.meta["label"]
+
+    @property
+    def ln_free(self) -> bool:
+        return bool(self.entry.meta["ln_free"])
+
+
 @dataclass
-class CEResult:
+class CEResult(EntryResult):
     entry: CacheEntry
 
     @property
@@ -162,14 +176,6 @@ class CEResult:
     def tokens(self) -> np.ndarray:
         """The evaluated tokens [n, seq_len] (uint16 when every id fits, else int32)."""
         return self.entry.array("tokens")
-
-    @property
-    def label(self) -> str:
-        return self.entry.meta["label"]
-
-    @property
-    def ln_free(self) -> bool:
-        return bool(self.entry.meta["ln_free"])
 
     def to_json(self) -> dict:
         """{"model", "dataset", "tokens", "mean", "median", "p2.5-97.5", "p1-99", "p0.1-99.9"} (+ label, ln_free,

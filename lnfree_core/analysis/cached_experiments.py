@@ -16,7 +16,7 @@ import numpy as np
 
 from ..models import LoadedModel
 from .cache import DEFAULT_CACHE_DIR, CacheEntry
-from .cached import DataSpec, _sizes, _start
+from .cached import DataSpec, EntryResult, _sizes, _start
 from .ioi import DEFAULT_N_PROMPTS, DEFAULT_TEMPLATES
 from .runtime import Progress
 
@@ -61,7 +61,7 @@ class IOIData:
 
 
 @dataclass
-class IOIResult:
+class IOIResult(EntryResult):
     entry: CacheEntry
 
     @property
@@ -76,14 +76,6 @@ class IOIResult:
     def labels(self) -> list[str]:
         """A label per position ("0:While", "1:name1", ...)."""
         return list(self.entry.meta["labels"])
-
-    @property
-    def label(self) -> str:
-        return self.entry.meta["label"]
-
-    @property
-    def ln_free(self) -> bool:
-        return bool(self.entry.meta["ln_free"])
 
     def to_json(self) -> dict:
         m, p = self.entry.meta, self.patching
@@ -123,7 +115,7 @@ def ioi_eval(model: str | LoadedModel, *, n: int = DEFAULT_N_PROMPTS, seed: int 
 
 # ------------------------------------------------------------------ overconfidence
 @dataclass
-class OverconfidenceResult:
+class OverconfidenceResult(EntryResult):
     entry: CacheEntry
 
     @property
@@ -144,14 +136,6 @@ class OverconfidenceResult:
 
         cal = self.calibration
         return reliability(cal.confidence, cal.correct, n_bins)
-
-    @property
-    def label(self) -> str:
-        return self.entry.meta["label"]
-
-    @property
-    def ln_free(self) -> bool:
-        return bool(self.entry.meta["ln_free"])
 
     def to_json(self, n_bins: int = 15) -> dict:
         m = self.entry.meta
@@ -263,7 +247,7 @@ class BenchTask:
 
 
 @dataclass
-class BenchResult:
+class BenchResult(EntryResult):
     entry: CacheEntry
 
     @property
@@ -271,14 +255,6 @@ class BenchResult:
         from .benchmarks import TaskScore
 
         return TaskScore(**self.entry.meta["score"])
-
-    @property
-    def label(self) -> str:
-        return self.entry.meta["label"]
-
-    @property
-    def ln_free(self) -> bool:
-        return bool(self.entry.meta["ln_free"])
 
     def to_json(self) -> dict:
         m = self.entry.meta
