@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .schedule import HParams, Schedule, ScheduleError, check_hparam_types
+from .method.schedule import HParams, Schedule, ScheduleError, check_hparam_types
 
 RESUME_PLACEHOLDER = "(from config.yaml)"  # TrainConfig.model of a bare `train --resume --out RUN`
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -102,7 +102,7 @@ class TrainConfig:
 
         `context` (the model's position count): a preset's or auto's sequence length longer than it is
         cut to it (defaults follow the model); an explicit seq_len override longer than it is an error."""
-        from .presets import resolve_schedule
+        from .method.presets import resolve_schedule
 
         max_steps = self.overrides.get("max_steps")
         try:

@@ -30,8 +30,8 @@ def eps_trick_relative_error(std: float, eps: float = 1e12) -> float:
 @torch.no_grad()
 def measure_input_stds(model: nn.Module, tokens: torch.Tensor, batch_size: int = 4) -> dict[str, float]:
     """{block name: largest per-token std of the block's input} over `tokens` [n, seq] (FakeLN model)."""
-    from .adapters import adapter_for
-    from .fakeln import per_token_std
+    from .method.adapters import adapter_for
+    from .method.fakeln import per_token_std
 
     fakes = adapter_for(model).fakeln_modules(model)
     out = {name: 0.0 for name in fakes}

@@ -31,10 +31,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from transformers.models.gpt2 import modeling_gpt2  # noqa: F401,E402
 
-from .adapters import adapter_for
+from .method.adapters import adapter_for
 from .checkpoint import CheckpointError, load_model_weights, newest_good_checkpoint, resolve_step_spec
 from .hf_lock import HF_BUILD_LOCK
-from .surgery import fakeln_modules, is_ln_free, load_fakeln_state
+from .method.surgery import fakeln_modules, is_ln_free, load_fakeln_state
 
 _HF_LOAD_LOGGER = "transformers.modeling_utils"
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .aux_loss import aux_loss
+from .method.aux_loss import aux_loss
 from .checkpoint import (checkpoint_dirs_any, gather_state, load_optimizer, newest_good_checkpoint, read_checkpoint_meta,
                          remove_partial_checkpoints, save_checkpoint, set_aside_corrupt, shared_aliases)
 from .config import HPARAM_OVERRIDES, RESUME_PLACEHOLDER, ConfigError, TrainConfig
@@ -47,9 +47,9 @@ from .optim import lr_at, make_optimizer
 from .runlock import RunLocked, TrainerLock
 from .runlog import RunLog, atomic_write_json
 from .step_sync import AUX, BAD, GNORM, MAIN, Prefetcher, StepRecords, supports_found_inf
-from .surgery import fakeln_modules, fakeln_state, make_removable, remove_block
+from .method.surgery import fakeln_modules, fakeln_state, make_removable, remove_block
 from .throughput import Throughput, model_flops_per_token
-from .tracking import SigmaTracker
+from .method.tracking import SigmaTracker
 
 GRAD_SPIKE_ADVICE = (
     "Paper appendix B.1: a loss spike right after a removal event usually means the schedule is too "
@@ -162,7 +162,7 @@ def _apply_resume_changes(saved: TrainConfig, changes: dict) -> list[str]:
 
 
 def _same_schedule_file(path: str, saved: dict) -> bool:
-    from .schedule import Schedule, ScheduleError
+    from .method.schedule import Schedule, ScheduleError
 
     try:
         d = Schedule.load(path).to_dict() if Path(str(path)).is_file() else None
@@ -346,7 +346,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
                                              timeout=timedelta(minutes=60))
 
     torch.manual_seed(cfg.seed)
-    from .adapters import adapter_for
+    from .method.adapters import adapter_for
 
     try:
         loaded = load_model(cfg.model, device="cpu", attn_implementation=cfg.attn_implementation)
@@ -398,7 +398,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
     optimizer_meta = None
     if ckpt is not None:
         from .checkpoint import load_model_weights
-        from .surgery import load_fakeln_state
+        from .method.surgery import load_fakeln_state
 
         fake, state = read_checkpoint_meta(ckpt)
         load_model_weights(model, ckpt)

@@ -9,7 +9,7 @@ import streamlit as st
 
 import jobs
 from lnfree_core.data import list_datasets
-from lnfree_core.presets import HUB_IDS, preset
+from lnfree_core.method.presets import HUB_IDS, preset
 from lnfree_core.ui_data import (
     DEMO_BUILD,
     built_demo_datasets,

@@ -9,8 +9,8 @@ import streamlit as st
 
 import jobs
 from lnfree_core.config import ConfigError
-from lnfree_core.presets import HUB_IDS, preset, preset_names
-from lnfree_core.schedule import Schedule, ScheduleError
+from lnfree_core.method.presets import HUB_IDS, preset, preset_names
+from lnfree_core.method.schedule import Schedule, ScheduleError
 from lnfree_core.ui_data import (
     MODE_CHOICES,
     MetricsCache,

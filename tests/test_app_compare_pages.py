@@ -62,7 +62,7 @@ def build_suite(base: Path, *, train: bool = False, steps: int = 16) -> dict[str
 
     from _tiny import tiny_model
     from lnfree_core.checkpoint import write_checkpoint
-    from lnfree_core.surgery import fakeln_modules, fakeln_state, make_removable
+    from lnfree_core.method.surgery import fakeln_modules, fakeln_state, make_removable
 
     original = base / "models" / "original"
     data = _tokens_file(base / "data" / "tokens.jsonl")

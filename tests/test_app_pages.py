@@ -97,7 +97,7 @@ def test_schedule_chart_has_one_rule_per_removal_event(root, name, expected):
     chart = schedule_chart(at)
     (rules,) = S.layer_rows(chart, "rule")
     assert len(rules) == expected
-    from lnfree_core.presets import preset
+    from lnfree_core.method.presets import preset
 
     assert sorted(rules["step"]) == sorted(e.step for e in preset(name).events())
     assert set(rules["group"]) == {"LN_MLP", "LN_qk", "LN_v", "LN_f"}
@@ -150,7 +150,7 @@ def test_schedule_download_and_upload_round_trip(root):
     yaml_text = at.session_state["designed_schedule"]
     assert yaml_text["gaps"]["v"] == 5
 
-    from lnfree_core.schedule import Schedule
+    from lnfree_core.method.schedule import Schedule
     from lnfree_core.ui_data import schedule_to_text
 
     text = schedule_to_text(Schedule.from_dict(at.session_state["designed_schedule"]), "yaml")

@@ -13,8 +13,8 @@ import pytest
 
 from lnfree_core import ui_data as U
 from lnfree_core.config import ConfigError
-from lnfree_core.presets import preset
-from lnfree_core.schedule import HParams, ScheduleError, fit_schedule
+from lnfree_core.method.presets import preset
+from lnfree_core.method.schedule import HParams, ScheduleError, fit_schedule
 
 
 # ---------------------------------------------------------------------------------------- schedules

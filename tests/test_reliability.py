@@ -19,7 +19,7 @@ from lnfree_core.config import ConfigError, TrainConfig
 from lnfree_core.export import ExportError, export_model
 from lnfree_core.runlock import TrainerLock, lock_holder
 from lnfree_core.runlog import read_jsonl
-from lnfree_core.schedule import Schedule, ScheduleError
+from lnfree_core.method.schedule import Schedule, ScheduleError
 from lnfree_core.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -445,7 +445,7 @@ def test_model_card_provenance(finished_run, tmp_path):
     assert "base_model" not in front  # the base was a local folder: never published
     assert str(tmp_path) not in card
     from lnfree_core.models import load_model
-    from lnfree_core.surgery import fakeln_modules
+    from lnfree_core.method.surgery import fakeln_modules
 
     fake = load_model(str(finished_run)).model
     for name, m in fakeln_modules(fake).items():

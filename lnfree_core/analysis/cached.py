@@ -311,7 +311,7 @@ def confidence_eval(model: str | LoadedModel, data: DataSpec, *, top_k: int = 3,
     neurons: the last-layer neurons to ablate (and whose SVD cosines to report). None: this model's own
     top-k by CN score. The paper ablates the same neurons in every variant (they persist across them):
     pass the first model's `top` to the others (what the app and `analyze confidence` do by default)."""
-    from ..adapters import adapter_for
+    from ..method.adapters import adapter_for
     from .confidence import confidence_scores, unembed_svd
     from .neuron_ablation import ablate_neurons
 

@@ -77,7 +77,7 @@ def make_init(root: Path, size: DemoSize, progress: Progress) -> dict:
 
 
 def _schedule(size: DemoSize, steps: int, lr: float, min_lr: float, warmup: int, weight_decay: float = 0.01) -> dict:
-    from lnfree_core.schedule import HParams, fit_schedule
+    from lnfree_core.method.schedule import HParams, fit_schedule
 
     hp = HParams(micro_batch_size=size.batch_size, grad_accum_steps=1, seq_len=size.seq_len, lr=lr, min_lr=min_lr,
                  warmup_steps=warmup, max_steps=steps, weight_decay=weight_decay, aux_weight=size.aux_weight)

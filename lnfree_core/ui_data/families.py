@@ -1,7 +1,7 @@
 """The model families lnfree supports, what the paper did with each, and which family a model spec is.
 
 `FAMILY_TABLE` is the one place the app (Home) and the README's table take their rows from; the
-adapters themselves live in lnfree_core.adapters.
+adapters themselves live in lnfree_core.method.adapters.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from ..optim import lr_at
-from ..schedule import HParams, Schedule, ScheduleError
+from ..method.schedule import HParams, Schedule, ScheduleError
 
 
 GROUP_LABELS = {"mlp": "LN_MLP", "qk": "LN_qk", "v": "LN_v", "f": "LN_f",

@@ -33,7 +33,7 @@ def hub_reachable() -> bool:
 
 def model_layers(spec: str) -> int | None:
     """The layer count of a model spec when it is known without loading weights (else None)."""
-    from lnfree_core.presets import HUB_IDS, preset
+    from lnfree_core.method.presets import HUB_IDS, preset
 
     for name, hub_id in HUB_IDS.items():
         if spec in (name, hub_id):

@@ -55,7 +55,7 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
     not usable yet. Widget keys: `{key}.kind`, `{key}.hub`, `{key}.folder`, `{key}.run`, `{key}.demo`
     (give a key starting with 'pick.', 'train.' etc. to keep the choice across pages).
     """
-    from lnfree_core.presets import HUB_IDS
+    from lnfree_core.method.presets import HUB_IDS
     from lnfree_core.ui_data import family_hub_examples, model_family
 
     if "demo" in kinds and not hub_reachable() and demo_available():
