@@ -7,6 +7,8 @@ import importlib
 import importlib.util
 import sys
 
+import lnfree_core.demo  # noqa: F401  (plug-in: registers the demo: model and dataset names)
+
 # Each module defines register(subparsers); a command's handler returns the process exit code.
 COMMAND_MODULES = ["schedule", "train", "export", "data", "demo", "eval", "analyze", "bench", "push", "interop"]
 

@@ -21,6 +21,7 @@ Widgets drawn with **PERSIST keep their values when the user changes page and co
 
 from __future__ import annotations
 
+import lnfree_core.demo  # noqa: F401  (plug-in: registers the demo: names for pages run on their own)
 from lnfree_core.ui_data import GROUP_LABELS
 
 from .state import (
