@@ -272,7 +272,7 @@ def test_aux_loss_eq3_by_hand():
 
 
 def test_train_page_keep_steps_field_parses_into_the_run_config(tmp_path):
-    from lnfree_core.ui_data import launch_plan, parse_keep_steps
+    from pages._common.ui_data.runs import launch_plan, parse_keep_steps
 
     assert parse_keep_steps(" 300, 600 ") == [300, 600] and parse_keep_steps("") is None
     with pytest.raises(ValueError, match="comma-separated"):

@@ -348,7 +348,7 @@ def test_jobs_list_root_file_and_absurd_status_numbers(tmp_path):
     r = _cli("list", "--root", root, module="jobs")
     assert r.returncode == 0 and "weird" in r.stdout and "Traceback" not in r.stderr
     from jobs import list_runs
-    from lnfree_core.ui_data.runs import runs_frame
+    from pages._common.ui_data.runs import runs_frame
 
     frame = runs_frame(list_runs(root))
     assert list(frame["name"]) == ["weird"]

@@ -12,12 +12,17 @@ from typing import Any
 
 import pandas as pd
 
-from .background import BackgroundCommand
+from .background import BackgroundCommand, python_command
 
 
 DEMO_BUILD = BackgroundCommand(Path(os.environ.get("TMPDIR", "/tmp")) / f"lnfree-demo-build-{os.getuid()}.log")
 DEMO_CLI_MODULE = "lnfree_core.cli.demo"  # `python -m lnfree_core demo build|status`
 DEMO_MODULE = "lnfree_core.demo"
+
+
+def start_demo_build() -> None:
+    """Start `python -m lnfree_core demo build` in the background (DEMO_BUILD: one build at a time)."""
+    DEMO_BUILD.start(python_command("demo", "build"))
 
 
 def _has_module(name: str) -> bool:
@@ -86,22 +91,14 @@ def demo_catalog(root: str | os.PathLike | None = None) -> dict[str, dict[str, s
     return out
 
 
-def _catalog() -> dict[str, dict[str, str]]:
-    """demo_catalog() looked up on the lnfree_core.ui_data package, so that replacing it there (as the
-    tests do) is seen by every helper that uses it."""
-    from .. import ui_data
-
-    return ui_data.demo_catalog()
-
-
 def built_demo_models() -> list[str]:
     """`demo:NAME` specs of the demo-suite models that are built ([] without a demo suite)."""
-    return list(_catalog()["models"].values())
+    return list(demo_catalog()["models"].values())
 
 
 def built_demo_datasets() -> dict[str, str]:
     """{name: folder} of the demo-suite datasets that are built ({} without a demo suite)."""
-    return dict(_catalog()["datasets"])
+    return dict(demo_catalog()["datasets"])
 
 
 def demo_tables(status: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
@@ -133,7 +130,7 @@ def gpt2_id_mapper(model_spec: str | None, dataset: str | None = None) -> Callab
 
     if importlib.util.find_spec("lnfree_core.data.vocab_map") is None:
         return None
-    from ..data.vocab_map import load_vocab_map, to_gpt2_ids
+    from lnfree_core.data.vocab_map import load_vocab_map, to_gpt2_ids
 
     vmap = None
     for ref in (model_spec, dataset):
