@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .export import LOCAL_SOURCE_FILE
+from .rundir import read_status
 
 EXPORT_HINT = "make one with `python -m lnfree_core export RUN_DIR OUT_DIR`"
 TOKEN_HELP = ("set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens) "
@@ -350,10 +351,7 @@ def finished_runs(runs_root: str | Path) -> list[Path]:
         return []
     runs = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            state = json.loads((d / "status.json").read_text()).get("state")
-        except (OSError, ValueError, AttributeError):
-            continue
+        state = (read_status(d) or {}).get("state")
         if state == "finished" and (d / "checkpoints").is_dir():
             runs.append(d)
     return runs

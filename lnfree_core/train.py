@@ -45,7 +45,7 @@ from .data.model_fit import check_tokenizer_fit
 from .models import load_model
 from .optim import lr_at, make_optimizer
 from .runlock import RunLocked, TrainerLock
-from .runlog import RunLog, atomic_write_json
+from .rundir import STATUS_FILE, RunLog, read_status, write_status
 from .step_sync import AUX, BAD, GNORM, MAIN, Prefetcher, StepRecords, supports_found_inf
 from .method.surgery import fakeln_modules, fakeln_state, make_removable, remove_block
 from .throughput import Throughput, model_flops_per_token
@@ -275,20 +275,11 @@ def _fail_setup(out: Path, created: bool, reason: str, started: float) -> None:
         shutil.rmtree(out, ignore_errors=True)
         return
     if out.is_dir():
-        atomic_write_json(out / "status.json", {"state": "failed", "step": 0, "max_steps": None,
-                                                "pid": os.getpid(), "reason": reason, "updated": time.time(),
-                                                "started": started})
+        write_status(out, state="failed", step=0, max_steps=None, pid=os.getpid(), reason=reason, started=started)
 
 
 def _read_status(out: Path) -> dict:
-    import json
-
-    try:
-        st = json.loads((out / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(st, dict):
-        return {}
+    st = read_status(out) or {}
     return {k: v for k, v in st.items() if k in ("step", "max_steps") and isinstance(v, int)}
 
 
@@ -323,15 +314,14 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
     except ConfigError as e:
         # Refused before any work: a folder made by this call goes; an existing run is left as it was
         # (its status is not rewritten); a folder prepared by jobs/ (no status yet) says why.
-        if rank == 0 and (created or not (out / "status.json").exists()):
+        if rank == 0 and (created or not (out / STATUS_FILE).exists()):
             _fail_setup(out, created, str(e), started)
         raise
     if rank == 0:
         # From here on the folder is a listed run: "starting" until the first step, or failed with a reason.
         prev = _read_status(out) if resume else {}
-        atomic_write_json(out / "status.json", {"state": "starting", "step": prev.get("step", 0),
-                                                "max_steps": prev.get("max_steps"), "pid": os.getpid(),
-                                                "reason": None, "updated": time.time(), "started": started})
+        write_status(out, state="starting", step=prev.get("step", 0), max_steps=prev.get("max_steps"),
+                     pid=os.getpid(), reason=None, started=started)
     try:
         device = _pick_device(cfg.device, local_rank, world)
     except ConfigError as e:

@@ -14,7 +14,7 @@ import torch
 from lnfree_core.config import ConfigError, TrainConfig
 from lnfree_core.export import ExportError, export_model
 from lnfree_core.models import load_model
-from lnfree_core.runlog import read_jsonl
+from lnfree_core.rundir import read_jsonl
 from lnfree_core.method.surgery import fakeln_modules, live_blocks
 from lnfree_core.train import train
 

@@ -18,7 +18,7 @@ from lnfree_core.checkpoint import CKPT_DIR, verify_checkpoint
 from lnfree_core.config import ConfigError, TrainConfig
 from lnfree_core.export import ExportError, export_model
 from lnfree_core.runlock import TrainerLock, lock_holder
-from lnfree_core.runlog import read_jsonl
+from lnfree_core.rundir import read_jsonl
 from lnfree_core.method.schedule import Schedule, ScheduleError
 from lnfree_core.train import train
 
