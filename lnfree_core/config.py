@@ -7,6 +7,7 @@ device choice and guard settings. There are no environment switches.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -144,8 +145,6 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            import difflib
-
             hints = [f"{k!r} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, sorted(known), n=1))
                      else repr(k) for k in unknown]
             raise ConfigError(f"unknown config keys {', '.join(hints)}; known: {sorted(known)}")

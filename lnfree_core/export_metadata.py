@@ -25,6 +25,7 @@ back into removed FakeLN blocks with the true sigma_bar, gamma and beta (logits 
 from __future__ import annotations
 
 import json
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,6 @@ CONSISTENCY_RTOL = 1e-5
 
 def lnfree_version() -> str:
     """lnfree's version: the installed distribution's, else pyproject.toml's beside the package."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("lnfree")
     except PackageNotFoundError:

@@ -31,9 +31,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from transformers.models.gpt2 import modeling_gpt2  # noqa: F401,E402
 
-from .method.adapters import adapter_for
 from .checkpoint import CheckpointError, load_model_weights, newest_good_checkpoint, resolve_step_spec
+from .checkpoint import verify_checkpoint
 from .hf_lock import HF_BUILD_LOCK
+from .method.adapters import adapter_for
 from .method.surgery import fakeln_modules, is_ln_free, load_fakeln_state
 from .names import is_scheme_spec, resolve_model_name, split_scheme
 
@@ -127,8 +128,6 @@ def resolve_checkpoint(spec: str) -> Path | None:
     path_s, _, step = spec.partition("@")
     path = Path(path_s)
     if (path / "fakeln.json").exists() and (path / "model.safetensors").exists():
-        from .checkpoint import verify_checkpoint
-
         why = verify_checkpoint(path, hashes=False)
         if why:
             raise CheckpointError(f"checkpoint {path} is corrupt ({why}); use an earlier checkpoint of the run")

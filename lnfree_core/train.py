@@ -30,26 +30,28 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .method.aux_loss import aux_loss
-from .checkpoint import (checkpoint_dirs_any, gather_state, load_optimizer, newest_good_checkpoint, read_checkpoint_meta,
-                         remove_partial_checkpoints, save_checkpoint, set_aside_corrupt, shared_aliases)
+from .checkpoint import (checkpoint_dirs_any, gather_state, load_model_weights, load_optimizer, newest_good_checkpoint,
+                         read_checkpoint_meta, remove_partial_checkpoints, save_checkpoint, set_aside_corrupt,
+                         shared_aliases)
 from .config import HPARAM_OVERRIDES, RESUME_PLACEHOLDER, ConfigError, TrainConfig
-from .data.checks import DataModelMismatch, check_batch
+from .data.checks import DataModelMismatch, check_batch, check_dataset_fits
 from .data.model_fit import check_tokenizer_fit
+from .method.aux_loss import aux_loss
+from .method.surgery import fakeln_modules, fakeln_state, load_fakeln_state, make_removable, remove_block
+from .method.tracking import SigmaTracker
 from .models import load_model
 from .optim import lr_at, make_optimizer
-from .runlock import RunLocked, TrainerLock
 from .rundir import STATUS_FILE, RunLog, read_status, write_status
+from .runlock import RunLocked, TrainerLock
 from .step_sync import AUX, BAD, GNORM, MAIN, Prefetcher, StepRecords, supports_found_inf
-from .method.surgery import fakeln_modules, fakeln_state, make_removable, remove_block
 from .throughput import Throughput, model_flops_per_token
-from .method.tracking import SigmaTracker
 
 GRAD_SPIKE_ADVICE = (
     "Paper appendix B.1: a loss spike right after a removal event usually means the schedule is too "
@@ -178,8 +180,6 @@ def _same_source(a: str, b: str) -> bool:
 
 def _check_model_fits(cfg: TrainConfig, model, hp) -> None:
     """Data and sequence length against the model: a clear message now instead of an IndexError later."""
-    from .data.checks import DataModelMismatch, check_dataset_fits
-
     positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if positions is not None and hp.seq_len > int(positions):
         raise ConfigError(f"--seq-len {hp.seq_len} is longer than the model's {positions} positions: use "
@@ -329,8 +329,6 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
             _fail_setup(out, False, str(e), started)
         raise
     if world > 1 and not torch.distributed.is_initialized():
-        from datetime import timedelta
-
         # Generous timeout: ranks wait in a collective while rank 0 writes a large checkpoint.
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
                                              timeout=timedelta(minutes=60))
@@ -387,9 +385,6 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
                              "delete them once inspected)")
     optimizer_meta = None
     if ckpt is not None:
-        from .checkpoint import load_model_weights
-        from .method.surgery import load_fakeln_state
-
         fake, state = read_checkpoint_meta(ckpt)
         load_model_weights(model, ckpt)
         if fake:

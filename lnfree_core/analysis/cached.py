@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models import LoadedModel
+from ..models import LoadedModel, load_model
 from .cache import CACHE_VERSION, DEFAULT_CACHE_DIR, AnalysisCache, CacheEntry, model_identity, path_identity, tokens_identity
 from .ce_summary import CESummary, summarize_ce
-from .runtime import Progress, resolve_device, resolve_precision
+from .runtime import Progress, model_device, resolve_device, resolve_precision
 
 
 class EmptyDataError(ValueError):
@@ -85,8 +85,6 @@ class _Run:
     def loaded(self) -> LoadedModel:
         if isinstance(self.model, LoadedModel):
             return self.model
-        from ..models import load_model
-
         self.model = load_model(self.model, device=resolve_device(self.device))
         return self.model
 
@@ -108,8 +106,6 @@ class _Run:
 def _precision(model: str | LoadedModel, device: str, precision: str) -> str:
     """The resolved precision on the device the model will run on (a loaded model's own device)."""
     if isinstance(model, LoadedModel):
-        from .runtime import model_device
-
         return resolve_precision(precision, model_device(model.model))
     return resolve_precision(precision, resolve_device(device))
 

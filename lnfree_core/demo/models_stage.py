@@ -17,6 +17,7 @@ in the main thread: run the build there (the CLI does).
 
 from __future__ import annotations
 
+import signal
 import threading
 from pathlib import Path
 from typing import Callable
@@ -118,8 +119,6 @@ def run_training(stage: str, model: str, run_dir: Path, dataset: Path, mode: str
         stop.set()
         watcher.join()
     if result.state == "cancelled":
-        import signal
-
         signum = signal.SIGTERM if "SIGTERM" in (result.reason or "") else signal.SIGINT
         raise DemoBuildCancelled(f"demo stage {stage!r} cancelled at step {result.step}: {result.reason}; "
                                  "building again redoes this stage and keeps the finished ones", signum)

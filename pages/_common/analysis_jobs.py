@@ -4,6 +4,7 @@ dataset labels, GPT-2 token decoding).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,6 @@ class JobProgress:
 def run_jobs(jobs: Sequence[tuple[Any, str, Callable[[Callable[[int, int], None]], Any]]]) -> dict[Any, Any]:
     """Run analysis jobs [(key, label, fn(progress) -> result)] one after the other under one progress
     bar; a job that fails is reported (st.error) and left out. Returns {key: result}."""
-    import time
-
     bar = JobProgress(len(jobs))
     out: dict[Any, Any] = {}
     failures = []

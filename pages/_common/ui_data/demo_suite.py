@@ -5,6 +5,8 @@ and the mapping of its compact vocabulary to GPT-2 ids.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,8 +28,6 @@ def start_demo_build() -> None:
 
 
 def _has_module(name: str) -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
@@ -45,8 +45,6 @@ def demo_suite_state() -> dict[str, Any]:
     'available' is False when this install has no demo suite command (lnfree_core.cli.demo, which
     `python -m lnfree_core demo build` runs).
     """
-    import importlib
-
     if not _has_module(DEMO_CLI_MODULE):
         return {"available": False, "status": None, "error": None}
     try:
@@ -66,9 +64,6 @@ def demo_catalog(root: str | os.PathLike | None = None) -> dict[str, dict[str, s
     """What a *built* demo suite offers (lnfree_core.demo.paths; root: its default, ./lnfree_home/demo):
     {'models': {name: 'demo:name'}, 'datasets': {name: folder}}; both empty when this install has no
     demo suite or it is not built."""
-    import importlib
-    import importlib.util
-
     out: dict[str, dict[str, str]] = {"models": {}, "datasets": {}}
     try:
         if importlib.util.find_spec("lnfree_core.demo") is None or \
@@ -126,8 +121,6 @@ def demo_tables(status: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
 def gpt2_id_mapper(model_spec: str | None, dataset: str | None = None) -> Callable[[list[int]], list[int]] | None:
     """For a model (else a dataset) that uses a compact vocabulary (the demo suite's): a function mapping
     its token ids to GPT-2 ids (lnfree_core.data.vocab_map), for display; None when ids are GPT-2 ids."""
-    import importlib.util
-
     if importlib.util.find_spec("lnfree_core.data.vocab_map") is None:
         return None
     from lnfree_core.data.vocab_map import load_vocab_map, to_gpt2_ids
