@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models import LoadedModel, load_model
+from .. import models
+from ..models import LoadedModel
 from .cache import CACHE_VERSION, DEFAULT_CACHE_DIR, AnalysisCache, CacheEntry, model_identity, path_identity, tokens_identity
 from .ce_summary import CESummary, summarize_ce
 from .runtime import Progress, model_device, resolve_device, resolve_precision
@@ -85,7 +86,7 @@ class _Run:
     def loaded(self) -> LoadedModel:
         if isinstance(self.model, LoadedModel):
             return self.model
-        self.model = load_model(self.model, device=resolve_device(self.device))
+        self.model = models.load_model(self.model, device=resolve_device(self.device))  # looked up when called
         return self.model
 
     def inputs(self) -> tuple[LoadedModel, np.ndarray]:
