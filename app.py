@@ -15,6 +15,7 @@ if str(HERE) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+import lnfree_core.demo  # noqa: E402,F401  (plug-in: registers the demo: model and dataset names)
 from pages import _common as common  # noqa: E402
 
 # (section, page file relative to this file, title, icon)

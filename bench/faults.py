@@ -71,7 +71,7 @@ def popen(*args: str) -> subprocess.Popen:
 
 
 def losses(run: Path) -> dict[int, float]:
-    from lnfree_core.runlog import read_jsonl
+    from lnfree_core.rundir import read_jsonl
 
     return {r["step"]: r["loss"] for r in read_jsonl(run / "metrics.jsonl") if r.get("type") == "step"}
 

@@ -39,11 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from lnfree_core.aux_loss import aux_loss  # noqa: E402
+from lnfree_core.method.aux_loss import aux_loss  # noqa: E402
 from lnfree_core.optim import make_optimizer  # noqa: E402
-from lnfree_core.surgery import fakeln_modules, make_removable  # noqa: E402
+from lnfree_core.method.surgery import fakeln_modules, make_removable  # noqa: E402
 from lnfree_core.throughput import Throughput, model_flops_per_token  # noqa: E402
-from lnfree_core.tracking import SigmaTracker  # noqa: E402
+from lnfree_core.method.tracking import SigmaTracker  # noqa: E402
 
 GPU_SHAPE = dict(layers=12, width=768, heads=12, vocab=50257, batch=8, seq=1024, steps=10, warmup=3, eval_rounds=5,
                  trainer_steps=50)

@@ -37,10 +37,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lnfree_core.aux_loss import aux_loss  # noqa: E402
+from lnfree_core.method.aux_loss import aux_loss  # noqa: E402
 from lnfree_core.optim import make_optimizer  # noqa: E402
-from lnfree_core.surgery import fakeln_modules, make_removable  # noqa: E402
-from lnfree_core.tracking import SigmaTracker  # noqa: E402
+from lnfree_core.method.surgery import fakeln_modules, make_removable  # noqa: E402
+from lnfree_core.method.tracking import SigmaTracker  # noqa: E402
 
 
 def build(args, ln_free: bool, phase: str):

@@ -15,9 +15,11 @@ from .errors import (
     RunNotActiveError,
 )
 from .launch import DEFAULT_TRAINER, RunHandle, build_command, resume_run, start_run
-from .metrics import merge_resumed, read_metrics
 from .runs import resolve_run_dir, run_dir_for, validate_name
 from .status import DIED_REASON, STATES, RunStatus, list_runs, run_status
+
+# The run directory's metrics, read through its one owner (lnfree_core.rundir).
+from lnfree_core.rundir import merge_resumed, read_metrics  # noqa: E402
 
 __all__ = [
     "DEFAULT_TRAINER", "DIED_REASON", "STATES", "InvalidRunName", "JobError", "NotARunError", "RunActiveError",

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import RunActiveError, RunNotActiveError
-from .jobfile import last_launch, load_job
-from .proc import group_alive, pid_alive, signal_group, token_pids
-from .runs import STATUS_FILE, atomic_write_json, read_json, run_lock
-from .status import RunStatus, job_token, run_status
-
+from lnfree_core.rundir import last_launch, load_job, read_status, write_status
 from lnfree_core.runlock import lock_holder
+
+from .errors import RunActiveError, RunNotActiveError
+from .proc import group_alive, pid_alive, signal_group, token_pids
+from .runs import run_lock
+from .status import RunStatus, job_token, run_status
 
 _POLL_S = 0.05
 _KILL_WAIT_S = 10.0
@@ -63,7 +63,7 @@ def _stopper(run_dir: Path, st: RunStatus) -> tuple[Callable[[int], bool], Calla
 
 def _checkpointing(run_dir: Path | None) -> bool:
     """Whether the trainer says (status.json "checkpointing": true) that it is writing a checkpoint."""
-    status = read_json(run_dir / STATUS_FILE) if run_dir is not None else None
+    status = read_status(run_dir) if run_dir is not None else None
     return bool(status and status.get("checkpointing") is True)
 
 
@@ -87,7 +87,7 @@ def _wait_until_stopped(running: Callable[[], bool], timeout: float, run_dir: Pa
 def _unreported(run_dir: Path) -> dict[str, Any] | None:
     """status.json if the last launch never recorded an end (absent, older than the launch, or
     still "running"); None if the trainer wrote a final state itself."""
-    status = read_json(run_dir / STATUS_FILE)
+    status = read_status(run_dir)
     launch = last_launch(load_job(run_dir))
     if status is None:
         return {}
@@ -124,16 +124,14 @@ def cancel_run(run_dir: str | os.PathLike, timeout: float = 30.0,
                 if hard
                 else "the job stopped on SIGTERM without recording its cancellation"
             )
-            now = time.time()
-            atomic_write_json(rd / STATUS_FILE, {
-                "state": "cancelled",
-                "step": old.get("step") if isinstance(old.get("step"), int) else st.step,
-                "max_steps": old.get("max_steps") if isinstance(old.get("max_steps"), int) else (st.max_steps or 0),
-                "pid": st.pid,
-                "reason": f"cancelled: {how}; work since the last checkpoint is lost; resume to continue from it",
-                "updated": now,
-                "started": old.get("started") or st.started or now,
-            })
+            write_status(
+                rd, state="cancelled",
+                step=old.get("step") if isinstance(old.get("step"), int) else st.step,
+                max_steps=old.get("max_steps") if isinstance(old.get("max_steps"), int) else (st.max_steps or 0),
+                pid=st.pid,
+                reason=f"cancelled: {how}; work since the last checkpoint is lost; resume to continue from it",
+                started=old.get("started") or st.started or time.time(),
+            )
     return run_status(rd)
 
 

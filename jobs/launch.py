@@ -23,11 +23,11 @@ from typing import Any
 
 import yaml
 
+from lnfree_core.rundir import LOG_FILE, REQUEST_FILE, ensure_trailing_newline, load_job, write_job
+
 from .errors import JobError, NotARunError, RunActiveError, RunExistsError, RunFinishedError
-from .jobfile import load_job, record_exit, write_job
-from .metrics import ensure_trailing_newline
 from .proc import TOKEN_ENV, identity
-from .runs import LOG_FILE, REQUEST_FILE, resolve_run_dir, run_dir_for, run_lock
+from .runs import resolve_run_dir, run_dir_for, run_lock
 from .status import RunStatus, run_status
 
 DEFAULT_TRAINER: tuple[str, ...] = ("-m", "lnfree_core")
@@ -58,6 +58,16 @@ class RunHandle:
         except subprocess.TimeoutExpired as e:
             raise TimeoutError(f"run {self.name!r} still running after {timeout} s") from e
         return self.status()
+
+
+def record_exit(run_dir: str | os.PathLike, index: int, pid: int, returncode: int) -> None:
+    """Store the exit code of launch number `index` (if it is still the launch with `pid`)."""
+    with run_lock(run_dir):
+        job = load_job(run_dir)
+        if job is None or index >= len(job["history"]) or job["history"][index].get("pid") != pid:
+            return
+        job["history"][index]["returncode"] = returncode
+        write_job(run_dir, job)
 
 
 def build_command(

@@ -1,6 +1,7 @@
-"""Run names, run-directory paths and small file helpers shared by the job runner.
+"""Run names, run-directory paths and the launch lock of the job runner.
 
-A run lives in ROOT/NAME (see docs/CONTRACTS.md for the files inside). The runs root is always
+A run lives in ROOT/NAME (see docs/CONTRACTS.md for the files inside; lnfree_core.rundir reads and
+writes them). The runs root is always
 passed in explicitly; nothing here depends on the current directory except relative paths the
 caller gives.
 """
@@ -8,7 +9,6 @@ caller gives.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from pathlib import Path
@@ -16,19 +16,12 @@ from typing import Any, Iterator
 
 from .errors import InvalidRunName
 
+LOCK_FILE = ".jobs.lock"  # jobs/ serialises launches and job.json updates on it
+
 try:  # POSIX only; on other systems the lock below is a no-op.
     import fcntl
 except ImportError:  # pragma: no cover - not reached on Linux
     fcntl = None  # type: ignore[assignment]
-
-JOB_FILE = "job.json"
-REQUEST_FILE = "request.yaml"
-CONFIG_FILE = "config.yaml"
-STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "train.log"
-CHECKPOINTS_DIR = "checkpoints"
-LOCK_FILE = ".jobs.lock"
 
 MAX_NAME_LEN = 100
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -65,28 +58,6 @@ def resolve_run_dir(root_or_run_dir: str | os.PathLike, name: str | None = None)
     if name is not None:
         return run_dir_for(root_or_run_dir, name)
     return Path(os.path.abspath(root_or_run_dir))
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The JSON object in `path`, or None if the file is missing, unreadable or not an object."""
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def atomic_write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Write `data` to `path` via a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -15,12 +15,11 @@ from typing import Any
 import yaml
 
 from .errors import JobError, NotARunError
-from .jobfile import last_launch, load_job
-from .metrics import last_step_row
-from .proc import pid_alive, token_pids
-from .runs import LOG_FILE, REQUEST_FILE, STATUS_FILE, read_json, validate_name
-
+from lnfree_core.rundir import LOG_FILE, REQUEST_FILE, last_launch, last_step_row, load_job, read_status
 from lnfree_core.runlock import lock_holder
+
+from .proc import pid_alive, token_pids
+from .runs import validate_name
 
 STATES = ("queued", "starting", "running", "finished", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "starting", "running")
@@ -139,7 +138,7 @@ def run_status(run_dir: str | os.PathLike) -> RunStatus:
     """The status of the run in `run_dir` (raises NotARunError if it holds no run)."""
     rd = Path(os.path.abspath(run_dir))
     job = load_job(rd)
-    status = read_json(rd / STATUS_FILE)
+    status = read_status(rd)
     if job is None and status is None and not any((rd / m).exists() for m in RUN_MARKERS):
         raise NotARunError(f"{rd} is not a run directory (it has neither job.json nor status.json)")
     launch = last_launch(job)

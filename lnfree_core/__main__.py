@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 
-# Each module defines register(subparsers); a command's handler returns the process exit code.
-COMMAND_MODULES = ["schedule", "train", "export", "data", "demo", "eval", "analyze", "bench", "push", "interop"]
+import lnfree_core.demo  # noqa: F401  (plug-in: registers the demo: model and dataset names)
+
+# Each module defines register(subparsers); a command's handler returns the process exit code. The
+# command modules import torch/transformers inside their handlers, so `--help` stays fast.
+from .cli import analyze, bench, data, demo, eval as eval_cmd, export, interop, push, schedule, train
+
+COMMANDS = (schedule, train, export, data, demo, eval_cmd, analyze, bench, push, interop)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,11 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        modname = f"lnfree_core.cli.{name}"
-        if importlib.util.find_spec(modname) is None:
-            continue
-        importlib.import_module(modname).register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 

@@ -7,13 +7,14 @@ device choice and guard settings. There are no environment switches.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
-from .schedule import HParams, Schedule, ScheduleError, check_hparam_types
+from .method.schedule import HParams, Schedule, ScheduleError, check_hparam_types
 
 RESUME_PLACEHOLDER = "(from config.yaml)"  # TrainConfig.model of a bare `train --resume --out RUN`
 DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -102,7 +103,7 @@ class TrainConfig:
 
         `context` (the model's position count): a preset's or auto's sequence length longer than it is
         cut to it (defaults follow the model); an explicit seq_len override longer than it is an error."""
-        from .presets import resolve_schedule
+        from .method.presets import resolve_schedule
 
         max_steps = self.overrides.get("max_steps")
         try:
@@ -148,8 +149,6 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            import difflib
-
             hints = [f"{k!r} (did you mean {c[0]!r}?)" if (c := difflib.get_close_matches(k, sorted(known), n=1))
                      else repr(k) for k in unknown]
             raise ConfigError(f"unknown config keys {', '.join(hints)}; known: {sorted(known)}")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import yaml
 
-from .adapters import adapter_for
+from .method.adapters import adapter_for
 from .analysis.cache import DEFAULT_CACHE_DIR
 from .checkpoint import CheckpointError, verify_checkpoint
 from .export_metadata import build_metadata, write_metadata
@@ -21,7 +21,7 @@ from .export_precision import measure_input_stds, precision_summary, precision_w
 from .hf_lock import HF_BUILD_LOCK
 from .model_card import render_model_card, run_evaluations
 from .models import load_model
-from .surgery import fakeln_modules
+from .method.surgery import fakeln_modules
 
 log = logging.getLogger(__name__)
 PRECISION_SEQUENCES = 4  # evaluation sequences the export measures its input stds on

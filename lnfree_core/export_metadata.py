@@ -25,6 +25,7 @@ back into removed FakeLN blocks with the true sigma_bar, gamma and beta (logits 
 from __future__ import annotations
 
 import json
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,6 @@ CONSISTENCY_RTOL = 1e-5
 
 def lnfree_version() -> str:
     """lnfree's version: the installed distribution's, else pyproject.toml's beside the package."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("lnfree")
     except PackageNotFoundError:
@@ -85,7 +84,7 @@ def build_metadata(model: nn.Module, *, base_model: str | None = None, schedule:
     Generic over families: blocks are the adapter's FakeLN modules; two blocks whose gamma is the same
     Parameter (LN_qk and LN_v of a GPT-2 layer) share one "params" entry.
     """
-    from .adapters import adapter_for
+    from .method.adapters import adapter_for
 
     ad = adapter_for(model)
     fakes = ad.fakeln_modules(model)
@@ -164,7 +163,7 @@ def apply_metadata(model: nn.Module, meta: dict) -> None:
     Checks first that the metadata describes these weights (LN weight = gamma * sqrt(eps) / sigma_qk,
     LN bias = beta, per stock module); raises ValueError (nothing changed) when it does not.
     """
-    from .adapters import adapter_for
+    from .method.adapters import adapter_for
 
     mtype = getattr(model.config, "model_type", None)
     if meta.get("model_type") != mtype or mtype != "gpt2":

@@ -31,9 +31,9 @@ def eps_trick_relative_error(std: float, eps: float = 1e12) -> float:
 def measure_input_stds(model: nn.Module, tokens: torch.Tensor, batch_size: int = 4) -> dict[str, float]:
     """{block name: largest per-token std of the block's input} over `tokens` [n, seq] (FakeLN model).
     For an RMSNorm block the "std" is the root mean square sqrt(mean_h x_h^2), what RMSNorm adds eps to."""
-    from .adapters import adapter_for
-    from .fakeln import per_token_std
-    from .fakermsnorm import FakeRMSNorm, per_token_rms
+    from .method.adapters import adapter_for
+    from .method.fakeln import per_token_std
+    from .method.fakermsnorm import FakeRMSNorm, per_token_rms
 
     fakes = adapter_for(model).fakeln_modules(model)
     out = {name: 0.0 for name in fakes}

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from .runlog import read_jsonl
+from .rundir import METRICS_FILE, read_jsonl
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
 
@@ -82,7 +82,7 @@ def ce_rows_table(rows: list[dict]) -> str:
 
 
 def _training_summary(run_dir) -> dict:
-    rows = read_jsonl(run_dir / "metrics.jsonl") if run_dir else []
+    rows = read_jsonl(run_dir / METRICS_FILE) if run_dir else []
     steps = [r for r in rows if r.get("type") == "step"]
     removals = [r for r in rows if r.get("type") == "event" and r.get("kind") == "removal"]
     if not steps:

@@ -31,10 +31,12 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from transformers.models.gpt2 import modeling_gpt2  # noqa: F401,E402
 
-from .adapters import adapter_for
 from .checkpoint import CheckpointError, load_model_weights, newest_good_checkpoint, resolve_step_spec
+from .checkpoint import verify_checkpoint
 from .hf_lock import HF_BUILD_LOCK
-from .surgery import fakeln_modules, is_ln_free, load_fakeln_state
+from .method.adapters import adapter_for
+from .method.surgery import fakeln_modules, is_ln_free, load_fakeln_state
+from .names import is_scheme_spec, resolve_model_name, split_scheme
 
 _HF_LOAD_LOGGER = "transformers.modeling_utils"
 
@@ -126,8 +128,6 @@ def resolve_checkpoint(spec: str) -> Path | None:
     path_s, _, step = spec.partition("@")
     path = Path(path_s)
     if (path / "fakeln.json").exists() and (path / "model.safetensors").exists():
-        from .checkpoint import verify_checkpoint
-
         why = verify_checkpoint(path, hashes=False)
         if why:
             raise CheckpointError(f"checkpoint {path} is corrupt ({why}); use an earlier checkpoint of the run")
@@ -153,10 +153,8 @@ def model_context(spec: str) -> int | None:
     its config only (no weights); None when the config cannot be read here (then loading it fails too,
     with its own message)."""
     try:
-        if spec.startswith("demo:"):
-            from .demo.paths import demo_model_path
-
-            spec = str(demo_model_path(spec.split(":", 1)[1]))
+        if is_scheme_spec(spec):
+            spec = str(resolve_model_name(spec))
         ckpt = resolve_checkpoint(spec)
         where = str(ckpt) if ckpt is not None else spec
         kwargs = {}
@@ -209,12 +207,11 @@ def _load_model(spec: str, *, device: str | torch.device, dtype: torch.dtype | N
                 attn_implementation: str) -> LoadedModel:
     source = "hub"
     info: dict = {}
-    if spec.startswith("demo:"):
-        from .demo.paths import demo_model_path  # the demo suite knows its own layout
-
-        path = demo_model_path(spec.split(":", 1)[1])
+    parts = split_scheme(spec)
+    if parts is not None:  # a plug-in's name (demo:original): the plug-in knows its own layout
+        path = resolve_model_name(spec)
         loaded = load_model(str(path), device=device, dtype=dtype, attn_implementation=attn_implementation)
-        loaded.source, loaded.spec = "demo", spec
+        loaded.source, loaded.spec = parts[0], spec
         return loaded
     ckpt = resolve_checkpoint(spec)
     if ckpt is not None:

@@ -16,7 +16,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_fakeln_gain: bool 
     default does not, so a LN-free run and its vanilla control decay the same parameters.
     Parameters shared between modules (ln_1's gamma in LN_qk and LN_v, tied embeddings) appear once.
     """
-    from .fakeln import FakeLayerNorm
+    from .method.fakeln import FakeLayerNorm
 
     gains = {id(m.weight) for m in model.modules() if isinstance(m, FakeLayerNorm)} if decay_fakeln_gain else set()
     decay, no_decay = [], []

@@ -20,8 +20,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from .export import LOCAL_SOURCE_FILE
+from .export import LOCAL_SOURCE_FILE, ExportError, export_model
+from .rundir import read_status
 
 EXPORT_HINT = "make one with `python -m lnfree_core export RUN_DIR OUT_DIR`"
 TOKEN_HELP = ("set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens) "
@@ -123,8 +125,6 @@ def resolve_token(token: str | None = None) -> str:
 
 def _check_endpoint(endpoint: str) -> None:
     """PublishInputError unless `endpoint` is a plain http(s) base URL (no credentials in it)."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(endpoint)
         ok = parts.scheme in ("http", "https") and bool(parts.hostname) and "@" not in parts.netloc
@@ -304,8 +304,6 @@ def prepare_export(run_dir: str | Path, out_dir: str | Path, repo_id: str, *, ev
     only with `overwrite`; anything else (a run directory, a folder in or holding one, other files) is
     never replaced (PublishInputError; export.check_export_target decides).
     """
-    from .export import ExportError, export_model
-
     rid = validate_repo_id(repo_id)
     out = Path(out_dir)
     if reusable_export(run_dir, out, rid, eval_table_md):
@@ -350,10 +348,7 @@ def finished_runs(runs_root: str | Path) -> list[Path]:
         return []
     runs = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            state = json.loads((d / "status.json").read_text()).get("state")
-        except (OSError, ValueError, AttributeError):
-            continue
+        state = (read_status(d) or {}).get("state")
         if state == "finished" and (d / "checkpoints").is_dir():
             runs.append(d)
     return runs

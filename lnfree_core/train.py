@@ -30,26 +30,28 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .aux_loss import aux_loss
-from .checkpoint import (checkpoint_dirs_any, gather_state, load_optimizer, newest_good_checkpoint, read_checkpoint_meta,
-                         remove_partial_checkpoints, save_checkpoint, set_aside_corrupt, shared_aliases)
+from .checkpoint import (checkpoint_dirs_any, gather_state, load_model_weights, load_optimizer, newest_good_checkpoint,
+                         read_checkpoint_meta, remove_partial_checkpoints, save_checkpoint, set_aside_corrupt,
+                         shared_aliases)
 from .config import HPARAM_OVERRIDES, RESUME_PLACEHOLDER, ConfigError, TrainConfig
-from .data.checks import DataModelMismatch, check_batch
+from .data.checks import DataModelMismatch, check_batch, check_dataset_fits
 from .data.model_fit import check_tokenizer_fit
+from .method.aux_loss import aux_loss
+from .method.surgery import fakeln_modules, fakeln_state, load_fakeln_state, make_removable, remove_block
+from .method.tracking import SigmaTracker
 from .models import load_model
 from .optim import lr_at, make_optimizer
+from .rundir import STATUS_FILE, RunLog, read_status, write_status
 from .runlock import RunLocked, TrainerLock
-from .runlog import RunLog, atomic_write_json
 from .step_sync import AUX, BAD, GNORM, MAIN, Prefetcher, StepRecords, supports_found_inf
-from .surgery import fakeln_modules, fakeln_state, make_removable, remove_block
 from .throughput import Throughput, model_flops_per_token
-from .tracking import SigmaTracker
 
 GRAD_SPIKE_ADVICE = (
     "Paper appendix B.1: a loss spike right after a removal event usually means the schedule is too "
@@ -162,7 +164,7 @@ def _apply_resume_changes(saved: TrainConfig, changes: dict) -> list[str]:
 
 
 def _same_schedule_file(path: str, saved: dict) -> bool:
-    from .schedule import Schedule, ScheduleError
+    from .method.schedule import Schedule, ScheduleError
 
     try:
         d = Schedule.load(path).to_dict() if Path(str(path)).is_file() else None
@@ -178,8 +180,6 @@ def _same_source(a: str, b: str) -> bool:
 
 def _check_model_fits(cfg: TrainConfig, model, hp) -> None:
     """Data and sequence length against the model: a clear message now instead of an IndexError later."""
-    from .data.checks import DataModelMismatch, check_dataset_fits
-
     positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if positions is not None and hp.seq_len > int(positions):
         raise ConfigError(f"--seq-len {hp.seq_len} is longer than the model's {positions} positions: use "
@@ -275,20 +275,11 @@ def _fail_setup(out: Path, created: bool, reason: str, started: float) -> None:
         shutil.rmtree(out, ignore_errors=True)
         return
     if out.is_dir():
-        atomic_write_json(out / "status.json", {"state": "failed", "step": 0, "max_steps": None,
-                                                "pid": os.getpid(), "reason": reason, "updated": time.time(),
-                                                "started": started})
+        write_status(out, state="failed", step=0, max_steps=None, pid=os.getpid(), reason=reason, started=started)
 
 
 def _read_status(out: Path) -> dict:
-    import json
-
-    try:
-        st = json.loads((out / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(st, dict):
-        return {}
+    st = read_status(out) or {}
     return {k: v for k, v in st.items() if k in ("step", "max_steps") and isinstance(v, int)}
 
 
@@ -323,15 +314,14 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
     except ConfigError as e:
         # Refused before any work: a folder made by this call goes; an existing run is left as it was
         # (its status is not rewritten); a folder prepared by jobs/ (no status yet) says why.
-        if rank == 0 and (created or not (out / "status.json").exists()):
+        if rank == 0 and (created or not (out / STATUS_FILE).exists()):
             _fail_setup(out, created, str(e), started)
         raise
     if rank == 0:
         # From here on the folder is a listed run: "starting" until the first step, or failed with a reason.
         prev = _read_status(out) if resume else {}
-        atomic_write_json(out / "status.json", {"state": "starting", "step": prev.get("step", 0),
-                                                "max_steps": prev.get("max_steps"), "pid": os.getpid(),
-                                                "reason": None, "updated": time.time(), "started": started})
+        write_status(out, state="starting", step=prev.get("step", 0), max_steps=prev.get("max_steps"),
+                     pid=os.getpid(), reason=None, started=started)
     try:
         device = _pick_device(cfg.device, local_rank, world)
     except ConfigError as e:
@@ -339,14 +329,12 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
             _fail_setup(out, False, str(e), started)
         raise
     if world > 1 and not torch.distributed.is_initialized():
-        from datetime import timedelta
-
         # Generous timeout: ranks wait in a collective while rank 0 writes a large checkpoint.
         torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
                                              timeout=timedelta(minutes=60))
 
     torch.manual_seed(cfg.seed)
-    from .adapters import adapter_for
+    from .method.adapters import adapter_for
 
     try:
         loaded = load_model(cfg.model, device="cpu", attn_implementation=cfg.attn_implementation)
@@ -397,9 +385,6 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
                              "delete them once inspected)")
     optimizer_meta = None
     if ckpt is not None:
-        from .checkpoint import load_model_weights
-        from .surgery import load_fakeln_state
-
         fake, state = read_checkpoint_meta(ckpt)
         load_model_weights(model, ckpt)
         if fake:
@@ -450,19 +435,11 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
 
     old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
+    checkpointer = Checkpointer(out, model, optimizer, log, rank, fsdp, ln_free, device, aliases,
+                                keep=cfg.keep_checkpoints, protect=hp.keep_steps)
+
     def checkpoint(step: int) -> None:
-        if rank != 0 and not fsdp:
-            return
-        msd, osd = gather_state(model, optimizer)  # a collective under FSDP
-        if rank != 0:
-            return
-        log.status("running", step, checkpointing=True)  # a canceller waits for this to finish
-        save_checkpoint(out, step, model, msd, osd, fakeln_state(model) if ln_free else {}, {
-            "step": step, "epoch": feed.epoch, "pos": feed.pos, "tokens": tokens_seen,
-            "rng": _rng_state(device), "grad_norm_history": history[-50:],
-        }, aliases, keep=cfg.keep_checkpoints, protect=hp.keep_steps)
-        log.event("checkpoint", step, message=f"checkpoint at step {step}")
-        log.status("running", step)
+        checkpointer.save(step, epoch=feed.epoch, pos=feed.pos, tokens=tokens_seen, history=history)
 
     perf = Throughput(model_flops_per_token(model, hp.seq_len), device, world)
     # Deferred host reads need an optimizer that skips its update on a device flag (fused AdamW; not
@@ -489,44 +466,14 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
                 if failed is not None:
                     result = failed
                     break
-            for ev in due:
-                mod = fakeln_modules(model)[ev.name]
-                if mod.is_removed:
-                    continue
-                sigma = remove_block(model, ev.name)
-                if log:
-                    log.event("removal", done, block=ev.block, layer=ev.layer, sigma=sigma)
+            apply_removals(model, due, done, log)
             if due:
                 records.restart_clock()
             lr = lr_at(done, hp.lr, hp.min_lr, hp.warmup_steps, hp.max_steps)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            sums = torch.zeros(3, device=device)  # [main loss, aux loss] summed over micro-batches, stop flag
-            for micro in range(hp.grad_accum_steps):
-                x = feed.next()  # [batch, pos] (CPU; pinned on CUDA)
-                try:  # streamed data is checked as it comes
-                    check_batch(str(cfg.dataset), x, vocab)
-                except DataModelMismatch as e:
-                    raise ConfigError(f"{e} (found at step {done + 1}; nothing of this step was trained)") from None
-                x = x.to(device, non_blocking=True)
-                sync = micro == hp.grad_accum_steps - 1
-                if fsdp:
-                    model.set_requires_gradient_sync(sync)
-                ctx = ddp.no_sync() if (world > 1 and not fsdp and not sync) else contextlib.nullcontext()
-                with ctx:
-                    with _autocast(device, cfg.precision):
-                        # use_cache=False: a KV cache is useless in training, and its per-layer state
-                        # would guard (and recompile) every compiled block.
-                        main = ddp(input_ids=x, labels=training_labels(x, eot, hp.mask_eot_labels), use_cache=False).loss
-                    loss = main
-                    if ln_free and hp.aux_weight > 0:
-                        aux = aux_loss(fakeln_modules(model)["f"].last_std, x, eot, hp.aux_weight)
-                        loss = loss + aux
-                        sums[1] += aux.detach()
-                    (loss / hp.grad_accum_steps).backward()
-                sums[0] += main.detach()
-                if tracker:
-                    tracker.commit_micro_batch()
+            sums = accumulate_gradients(ddp, model, feed, cfg, hp, device, vocab=vocab, eot=eot, tracker=tracker,
+                                        ln_free=ln_free, fsdp=fsdp, world=world, step=done + 1)
             # A signal (cancel) seen by any rank stops every rank after this same step.
             if stop["signal"] is not None:
                 sums[2] = 1.0
@@ -601,6 +548,87 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
     if world > 1:
         torch.distributed.barrier()
     return result
+
+
+def apply_removals(model: torch.nn.Module, due: list, step: int, log: RunLog | None) -> None:
+    """The removal events due at `step`: each still-live block freezes sigma_bar := sigma_avg (eq. 2) and
+    becomes affine; each removal is logged with its sigma_bar. A block already removed is left alone."""
+    for ev in due:
+        if fakeln_modules(model)[ev.name].is_removed:
+            continue
+        sigma = remove_block(model, ev.name)
+        if log:
+            log.event("removal", step, block=ev.block, layer=ev.layer, sigma=sigma)
+
+
+def accumulate_gradients(ddp, model: torch.nn.Module, feed, cfg: TrainConfig, hp, device: torch.device, *,
+                         vocab: int, eot: int | None, tracker: SigmaTracker | None, ln_free: bool, fsdp: bool,
+                         world: int, step: int) -> torch.Tensor:
+    """Forward and backward of the grad_accum_steps micro-batches of optimizer step `step`.
+
+    loss = CE(x, training labels) + aux_loss (eq. 3, LN-free runs with aux_weight > 0), each micro-batch
+    scaled by 1 / grad_accum_steps; gradients are synchronised across ranks on the last micro-batch only.
+    Returns [main loss, aux loss, stop flag (0)] summed over the micro-batches, on the device (no host sync)."""
+    sums = torch.zeros(3, device=device)  # [main loss, aux loss] summed over micro-batches, stop flag
+    for micro in range(hp.grad_accum_steps):
+        x = feed.next()  # [batch, pos] (CPU; pinned on CUDA)
+        try:  # streamed data is checked as it comes
+            check_batch(str(cfg.dataset), x, vocab)
+        except DataModelMismatch as e:
+            raise ConfigError(f"{e} (found at step {step}; nothing of this step was trained)") from None
+        x = x.to(device, non_blocking=True)
+        sync = micro == hp.grad_accum_steps - 1
+        if fsdp:
+            model.set_requires_gradient_sync(sync)
+        ctx = ddp.no_sync() if (world > 1 and not fsdp and not sync) else contextlib.nullcontext()
+        with ctx:
+            with _autocast(device, cfg.precision):
+                # use_cache=False: a KV cache is useless in training, and its per-layer state
+                # would guard (and recompile) every compiled block.
+                main = ddp(input_ids=x, labels=training_labels(x, eot, hp.mask_eot_labels), use_cache=False).loss
+            loss = main
+            if ln_free and hp.aux_weight > 0:
+                aux = aux_loss(fakeln_modules(model)["f"].last_std, x, eot, hp.aux_weight)
+                loss = loss + aux
+                sums[1] += aux.detach()
+            (loss / hp.grad_accum_steps).backward()
+        sums[0] += main.detach()
+        if tracker:
+            tracker.commit_micro_batch()
+    return sums
+
+
+@dataclass
+class Checkpointer:
+    """Writes a run's checkpoints (checkpoint.py): model, optimizer, FakeLN state, RNG and where the data
+    stream stands. Under FSDP every rank takes part in gathering the state; only rank 0 writes, and says
+    in status.json that it is checkpointing (a canceller waits for it to finish)."""
+
+    out: Path
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    log: RunLog | None
+    rank: int
+    fsdp: bool
+    ln_free: bool
+    device: torch.device
+    aliases: dict
+    keep: int
+    protect: tuple = ()
+
+    def save(self, step: int, *, epoch: int, pos: int, tokens: int, history: list[float]) -> None:
+        if self.rank != 0 and not self.fsdp:
+            return
+        msd, osd = gather_state(self.model, self.optimizer)  # a collective under FSDP
+        if self.rank != 0:
+            return
+        self.log.status("running", step, checkpointing=True)  # a canceller waits for this to finish
+        save_checkpoint(self.out, step, self.model, msd, osd, fakeln_state(self.model) if self.ln_free else {}, {
+            "step": step, "epoch": epoch, "pos": pos, "tokens": tokens,
+            "rng": _rng_state(self.device), "grad_norm_history": history[-50:],
+        }, self.aliases, keep=self.keep, protect=self.protect)
+        self.log.event("checkpoint", step, message=f"checkpoint at step {step}")
+        self.log.status("running", step)
 
 
 def training_labels(x: torch.Tensor, eot: int | None, mask_eot: bool) -> torch.Tensor:

@@ -14,7 +14,7 @@ import streamlit as st
 
 from lnfree_core.analysis.cached import ce_eval
 from lnfree_core.data.owt_reference import OWT_SPLIT_NOTE
-from lnfree_core.ui_data import (
+from pages._common.ui_data.analysis_frames import (
     RANGE_STATS,
     SUMMARY_STATS,
     CERow,
@@ -29,9 +29,9 @@ from pages import _common as common
 common.page_setup()
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
 def histogram(entries: tuple[tuple[str, str, float], ...], bins: int) -> pd.DataFrame:
-    """loss_histogram of cached CE results, given as (label, cache entry folder, created time)."""
+    """loss_histogram of cached CE results, given as (label, cache entry folder, created time); read from
+    the analysis disk cache (memory-mapped) on each run, with no second cache on top of it."""
     return loss_histogram({label: np.load(f"{path}/losses.npy", mmap_mode="r") for label, path, _ in entries}, bins)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from lnfree_core.analysis.cached import confidence_eval
-from lnfree_core.ui_data import ablation_frames, cn_scatter_frame, svd_frame
+from pages._common.ui_data.analysis_frames import ablation_frames, cn_scatter_frame, svd_frame
 from pages import _common as common
 
 common.page_setup()

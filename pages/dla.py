@@ -10,7 +10,7 @@ import streamlit as st
 
 from lnfree_core.analysis.cached import dla_eval
 from lnfree_core.analysis.nmae import GRANULARITIES
-from lnfree_core.ui_data import nmae_head_frame, nmae_summary_frame
+from pages._common.ui_data.analysis_frames import nmae_head_frame, nmae_summary_frame
 from pages import _common as common
 
 common.page_setup()

@@ -11,7 +11,7 @@ import streamlit as st
 from lnfree_core.analysis.cached import first_token_eval
 from lnfree_core.analysis.first_token import SINK_THRESHOLDS
 from lnfree_core.analysis.sinks import DEFAULT_SINK_THRESHOLD
-from lnfree_core.ui_data import norm_profile_frame, sink_frames
+from pages._common.ui_data.analysis_frames import norm_profile_frame, sink_frames
 from pages import _common as common
 
 common.page_setup()

@@ -9,18 +9,17 @@ import streamlit as st
 
 import jobs
 from lnfree_core.data import list_datasets
-from lnfree_core.presets import HUB_IDS, preset
-from lnfree_core.ui_data import (
+from lnfree_core.method.presets import HUB_IDS, preset
+from pages._common.ui_data.demo_suite import (
     DEMO_BUILD,
     built_demo_datasets,
     built_demo_models,
     demo_suite_state,
     demo_tables,
-    families_frame as common_families_frame,
-    format_duration,
-    model_family,
-    python_command,
+    start_demo_build,
 )
+from pages._common.ui_data.families import families_frame as common_families_frame, model_family
+from pages._common.ui_data.runs import format_duration
 from pages import _common as common
 
 common.page_setup()
@@ -92,7 +91,7 @@ def demo_section() -> None:
     label = "Rebuild the demo suite (finished stages are reused)" if built else "Build the demo suite"
     if st.button(label, icon=":material/construction:", key="home_demo_build"):
         try:
-            DEMO_BUILD.start(python_command("demo", "build"))
+            start_demo_build()
         except (RuntimeError, OSError) as e:
             common.show_error(e, "Could not start the build: ")
         st.rerun()

@@ -23,7 +23,8 @@ from lnfree_core.analysis.outliers import (
     sequences_exceeding,
     token_losses,
 )
-from lnfree_core.ui_data import ranked_frame, token_frame, token_spans_html
+from pages._common.ui_data.analysis_frames import ranked_frame, token_frame
+from pages._common.ui_data.token_view import token_spans_html
 from pages import _common as common
 
 common.page_setup()

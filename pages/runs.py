@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 import jobs
-from lnfree_core.ui_data import run_request, runs_frame
+from pages._common.ui_data.runs import run_request, runs_frame
 from pages import _common as common
 
 common.page_setup()

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lnfree_core.presets import preset, preset_names
-from lnfree_core.schedule import GROUPS, HParams, Schedule, ScheduleError, ema_summary, fit_schedule
-from lnfree_core.ui_data import GROUP_LABELS, events_frame, lr_frame, schedule_from_text, schedule_summary, schedule_to_text
+from lnfree_core.method.presets import preset, preset_names
+from lnfree_core.method.schedule import GROUPS, HParams, Schedule, ScheduleError, ema_summary, fit_schedule
+from pages._common.ui_data.schedule_view import (
+    GROUP_LABELS,
+    events_frame,
+    lr_frame,
+    schedule_from_text,
+    schedule_summary,
+    schedule_to_text,
+)
 from pages import _common as common
 
 common.page_setup()

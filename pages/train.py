@@ -9,30 +9,30 @@ import streamlit as st
 
 import jobs
 from lnfree_core.config import ConfigError
-from lnfree_core.presets import HUB_IDS, preset, preset_names
-from lnfree_core.schedule import Schedule, ScheduleError
-from lnfree_core.ui_data import (
-    MODE_CHOICES,
+from lnfree_core.method.presets import HUB_IDS, preset, preset_names
+from lnfree_core.method.schedule import Schedule, ScheduleError
+from pages._common.ui_data.background import tail_lines
+from pages._common.ui_data.families import data_fit_problem
+from pages._common.ui_data.metrics import (
     MetricsCache,
-    data_fit_problem,
-    device_choices,
     downsample,
+    metric_long,
+    notable_events,
+    removal_frame,
+    sigma_frame,
+    step_frame,
+)
+from pages._common.ui_data.runs import (
+    MODE_CHOICES,
+    device_choices,
     eta_seconds,
     launch_plan,
     parse_keep_steps,
-    metric_long,
-    notable_events,
     partner_run,
     progress_text,
-    removal_frame,
-    schedule_from_text,
-    schedule_summary,
-    sigma_frame,
-    step_frame,
-    tail_lines,
-    throughput_caption,
-    throughput_info,
 )
+from pages._common.ui_data.schedule_view import schedule_from_text, schedule_summary
+from pages._common.ui_data.throughput_view import throughput_caption, throughput_info
 from pages import _common as common
 
 common.page_setup()

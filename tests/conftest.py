@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import lnfree_core.demo  # noqa: F401  (plug-in: registers the demo: model and dataset names, as the entry points do)
 from _tiny import tiny_model
 
 

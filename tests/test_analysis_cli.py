@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lnfree_core.__main__ import main
-from lnfree_core.adapters import adapter_for
+from lnfree_core.method.adapters import adapter_for
 from lnfree_core.analysis.confidence import confidence_scores
 from lnfree_core.models import load_model
 from test_analysis_support import make_ln_free, tiny_gpt2

@@ -196,7 +196,7 @@ def test_improvement_score_is_vanilla_minus_ln_free_layer_errors():
 def gpt2_vocab_models(tmp_path_factory):
     """A tiny GPT-2 over the full GPT-2 vocabulary (with LN) and its LN-free checkpoint."""
     from lnfree_core.checkpoint import write_checkpoint
-    from lnfree_core.surgery import fakeln_modules, fakeln_state, make_removable
+    from lnfree_core.method.surgery import fakeln_modules, fakeln_state, make_removable
 
     base = tmp_path_factory.mktemp("ioi-models")
     tiny_model(seed=5, vocab_size=50257).save_pretrained(str(base / "vanilla"))

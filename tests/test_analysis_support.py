@@ -39,7 +39,7 @@ def tiny_gpt2(seed: int = 0, n_layer: int = 2, n_embd: int = 32, n_head: int = 4
 
 def make_ln_free(model, sigma: float = 2.0, only: tuple[str, ...] | None = None):
     """FakeLN surgery, then remove every block (or only the named ones, e.g. ("f",)) with sigma_bar = sigma."""
-    from lnfree_core.surgery import fakeln_modules, make_removable
+    from lnfree_core.method.surgery import fakeln_modules, make_removable
 
     make_removable(model)
     for name, mod in fakeln_modules(model).items():

@@ -62,7 +62,7 @@ def build_suite(base: Path, *, train: bool = False, steps: int = 16) -> dict[str
 
     from _tiny import tiny_model
     from lnfree_core.checkpoint import write_checkpoint
-    from lnfree_core.surgery import fakeln_modules, fakeln_state, make_removable
+    from lnfree_core.method.surgery import fakeln_modules, fakeln_state, make_removable
 
     original = base / "models" / "original"
     data = _tokens_file(base / "data" / "tokens.jsonl")
@@ -457,7 +457,7 @@ def test_offline_defaults_are_the_demo_suite_and_tokens_decode_through_its_vocab
 # ---------------------------------------------------------------------------------------- UI-free helpers
 def test_token_spans_escape_text_and_show_control_characters():
     from lnfree_core.analysis.outliers import TokenLoss, escape
-    from lnfree_core.ui_data import display_token, token_spans_html
+    from pages._common.ui_data.token_view import display_token, token_spans_html
 
     rows = [TokenLoss(0, 27, "<b>", escape("<b>"), None), TokenLoss(1, 200, "\x0c", escape("\x0c"), 60.0),
             TokenLoss(2, 198, "\n", escape("\n"), 0.5), TokenLoss(3, 1, '"&', escape('"&'), 2.0)]
@@ -471,7 +471,7 @@ def test_token_spans_escape_text_and_show_control_characters():
 
 
 def test_loss_histogram_shares_and_log_bins():
-    from lnfree_core.ui_data import loss_histogram
+    from pages._common.ui_data.analysis_frames import loss_histogram
 
     h = loss_histogram({"a": np.array([0.0, 1e-3, 0.5, 2.0, np.inf]), "b": np.array([3.0, 30.0])}, bins=10)
     assert set(h["model"]) == {"a", "b"}
@@ -487,7 +487,7 @@ def test_loss_histogram_shares_and_log_bins():
 
 
 def test_model_labels_are_short_and_unique(tmp_path):
-    from lnfree_core.ui_data import model_kind, model_label, unique_labels
+    from pages._common.ui_data.model_specs import model_kind, model_label, unique_labels
 
     (tmp_path / "x" / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "y" / "run").mkdir(parents=True)

@@ -111,7 +111,7 @@ def test_runs_page_cancel(running):
 def test_home_builds_the_demo_suite_with_progress(tmp_path, monkeypatch):
     import sys
 
-    from lnfree_core import ui_data
+    from pages._common.ui_data import demo_suite as ui_data
 
     build = ui_data.BackgroundCommand(tmp_path / "build.log")
     monkeypatch.setattr(ui_data, "DEMO_BUILD", build)
@@ -139,7 +139,7 @@ def test_home_builds_the_demo_suite_with_progress(tmp_path, monkeypatch):
 def test_home_stops_a_demo_build(tmp_path, monkeypatch):
     import sys
 
-    from lnfree_core import ui_data
+    from pages._common.ui_data import demo_suite as ui_data
 
     build = ui_data.BackgroundCommand(tmp_path / "build.log")
     monkeypatch.setattr(ui_data, "DEMO_BUILD", build)

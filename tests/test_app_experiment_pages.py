@@ -25,7 +25,7 @@ def gpt2_vocab_pair(tmp_path_factory):
     FakeLN block removed)."""
     from _tiny import tiny_model
     from lnfree_core.checkpoint import write_checkpoint
-    from lnfree_core.surgery import fakeln_modules, fakeln_state, make_removable
+    from lnfree_core.method.surgery import fakeln_modules, fakeln_state, make_removable
 
     base = tmp_path_factory.mktemp("gpt2-vocab")
     tiny_model(seed=11, vocab_size=50257).save_pretrained(str(base / "original"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from _tiny_families import tiny_family_model
-from lnfree_core.adapters import ADAPTERS
-from lnfree_core.ui_data import FAMILY_TABLE, data_fit_problem, families_frame, model_family
+from lnfree_core.method.adapters import ADAPTERS
+from pages._common.ui_data.families import FAMILY_TABLE, data_fit_problem, families_frame, model_family
 
 
 def test_family_table_covers_every_adapter():

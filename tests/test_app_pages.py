@@ -97,7 +97,7 @@ def test_schedule_chart_has_one_rule_per_removal_event(root, name, expected):
     chart = schedule_chart(at)
     (rules,) = S.layer_rows(chart, "rule")
     assert len(rules) == expected
-    from lnfree_core.presets import preset
+    from lnfree_core.method.presets import preset
 
     assert sorted(rules["step"]) == sorted(e.step for e in preset(name).events())
     assert set(rules["group"]) == {"LN_MLP", "LN_qk", "LN_v", "LN_f"}
@@ -150,8 +150,8 @@ def test_schedule_download_and_upload_round_trip(root):
     yaml_text = at.session_state["designed_schedule"]
     assert yaml_text["gaps"]["v"] == 5
 
-    from lnfree_core.schedule import Schedule
-    from lnfree_core.ui_data import schedule_to_text
+    from lnfree_core.method.schedule import Schedule
+    from pages._common.ui_data.schedule_view import schedule_to_text
 
     text = schedule_to_text(Schedule.from_dict(at.session_state["designed_schedule"]), "yaml")
     at2 = S.open_page(S.new_app(root), "pages/schedule.py")
@@ -339,7 +339,7 @@ def fake_catalog(status):
 
 
 def test_home_shows_a_built_demo_suite(root, tmp_path, monkeypatch):
-    from lnfree_core import ui_data
+    from pages._common.ui_data import demo_suite as ui_data
 
     status = fake_demo_status(tmp_path)
     monkeypatch.setattr(ui_data, "demo_suite_state", lambda: {"available": True, "status": status, "error": None})
@@ -359,7 +359,7 @@ def test_home_shows_a_built_demo_suite(root, tmp_path, monkeypatch):
 
 
 def test_train_page_offers_built_demo_models_and_data(root, tmp_path, monkeypatch):
-    from lnfree_core import ui_data
+    from pages._common.ui_data import demo_suite as ui_data
 
     status = fake_demo_status(tmp_path)
     monkeypatch.setattr(ui_data, "demo_catalog", lambda root=None: fake_catalog(status))

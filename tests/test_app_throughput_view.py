@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from lnfree_core.ui_data import step_frame, throughput_caption, throughput_info
+from pages._common.ui_data.metrics import step_frame
+from pages._common.ui_data.throughput_view import throughput_caption, throughput_info
 
 
 def _rows(mfu):

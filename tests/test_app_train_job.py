@@ -75,7 +75,7 @@ def test_launch_a_tiny_pair_from_the_train_page_and_watch_it(tmp_path, tiny):
     (lines,) = S.layer_rows(by_title["main loss"], "line")
     for n in names:  # every step of both runs, on the same axes
         assert sorted(lines[lines["run"] == n]["step"]) == list(range(1, MAX_STEPS + 1))
-    from lnfree_core.schedule import fit_schedule
+    from lnfree_core.method.schedule import fit_schedule
 
     expected = sorted(e.step for e in fit_schedule(2, MAX_STEPS).events())
     (rules,) = S.layer_rows(by_title["main loss"], "rule")

@@ -11,11 +11,11 @@ import torch._dynamo
 import torch._dynamo.testing
 
 from _tiny import tiny_model
-from lnfree_core.adapters.gpt2 import SplitLNQKV
+from lnfree_core.method.adapters.gpt2 import SplitLNQKV
 from lnfree_core.config import TrainConfig
-from lnfree_core.fakeln import FakeLayerNorm
-from lnfree_core.runlog import read_jsonl
-from lnfree_core.surgery import live_blocks
+from lnfree_core.method.fakeln import FakeLayerNorm
+from lnfree_core.rundir import read_jsonl
+from lnfree_core.method.surgery import live_blocks
 from lnfree_core.train import train
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from lnfree_core.fakeln import FakeLayerNorm, _RemovedLNFunction, ln_divisor, per_token_std
-from lnfree_core.surgery import fakeln_modules, make_removable
-from lnfree_core.tracking import SigmaTracker
+from lnfree_core.method.fakeln import FakeLayerNorm, _RemovedLNFunction, ln_divisor, per_token_std
+from lnfree_core.method.surgery import fakeln_modules, make_removable
+from lnfree_core.method.tracking import SigmaTracker
 
 from _tiny import tiny_model
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from _tiny_families import VARIANTS, tiny_family_model
-from lnfree_core.adapters import adapter_for
-from lnfree_core.fakermsnorm import FakeRMSNorm
-from lnfree_core.surgery import fakeln_modules, make_removable, remove_block
+from lnfree_core.method.adapters import adapter_for
+from lnfree_core.method.fakermsnorm import FakeRMSNorm
+from lnfree_core.method.surgery import fakeln_modules, make_removable, remove_block
 
 TOKENS = torch.randint(0, 1024, (2, 24), generator=torch.Generator().manual_seed(1))
 
@@ -187,7 +187,7 @@ def test_export_refuses_partly_removed_and_out_of_range(family):
 
 def test_exact_range_of_the_huge_epsilon():
     """float32 has 24 significant bits: ulp(2^54) = 2^31, so m + 2^54 rounds to 2^54 for m < 2^30."""
-    from lnfree_core.adapters.stock_export import exact_below
+    from lnfree_core.method.adapters.stock_export import exact_below
 
     assert exact_below(2.0**54) == 2.0**30
     e = torch.tensor(2.0**54)
@@ -198,7 +198,7 @@ def test_qwen3_q_norm_and_k_norm_are_frozen_with_ln_qk():
     model = tiny_family_model("qwen3")
     make_removable(model)
     model.train()
-    from lnfree_core.tracking import SigmaTracker
+    from lnfree_core.method.tracking import SigmaTracker
 
     tr = SigmaTracker(model)
     model(TOKENS)

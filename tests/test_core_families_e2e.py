@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from _tiny_families import FAMILIES, tiny_family_model
-from lnfree_core.adapters import adapter_for
+from lnfree_core.method.adapters import adapter_for
 from lnfree_core.analysis.ce import per_token_ce
 from lnfree_core.analysis.confidence import confidence_scores, unembed_svd
 from lnfree_core.analysis.dla import head_attribution

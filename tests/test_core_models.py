@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from _tiny import tiny_model
-from lnfree_core.adapters.gpt2 import EXPORT_EPS
+from lnfree_core.method.adapters.gpt2 import EXPORT_EPS
 from lnfree_core.models import load_model
-from lnfree_core.surgery import fakeln_modules
+from lnfree_core.method.surgery import fakeln_modules
 
 
 def test_unknown_hub_model_offline_fails_fast_with_advice(monkeypatch):

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from _tiny import tiny_model
 from lnfree_core.checkpoint import write_checkpoint
-from lnfree_core.surgery import fakeln_modules, fakeln_state, make_removable
+from lnfree_core.method.surgery import fakeln_modules, fakeln_state, make_removable
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -30,7 +30,7 @@ def test_presets_reproduce_reference_per_call_ema(name, mb, ga):
     """The preset's per-step factor equals the reference's per-call momentum 0.9 ** (mb / 32) compounded
     over a step's calls (ln_1 twice per micro-batch), and replaying a sigma history gives the same value
     (constant within a step; tolerance 1e-12 relative)."""
-    from lnfree_core.presets import preset
+    from lnfree_core.method.presets import preset
 
     hp = preset(name).hparams
     assert (hp.micro_batch_size, hp.grad_accum_steps) == (mb, ga)
@@ -52,7 +52,7 @@ def test_presets_reproduce_reference_per_call_ema(name, mb, ga):
 def test_small_medium_presets_reproduce_reference_default_momentum():
     """Small/Medium: momentum 0.9 per call (the reference's default), gradient checkpointing re-running the
     blocks' LNs in the backward pass: per step 0.9 ** (ga * calls), calls = 2 (ln_2), 4 (ln_1), 1 (ln_f)."""
-    from lnfree_core.presets import preset
+    from lnfree_core.method.presets import preset
 
     for name, ga in (("gpt2", 16), ("gpt2-medium", 23)):
         hp = preset(name).hparams
@@ -61,7 +61,7 @@ def test_small_medium_presets_reproduce_reference_default_momentum():
 
 
 def _run_tracker(model, x: torch.Tensor, mb: int, ema, ema_tokens, n_steps: int = 3) -> dict[str, float]:
-    from lnfree_core.tracking import SigmaTracker
+    from lnfree_core.method.tracking import SigmaTracker
 
     tracker = SigmaTracker(model, ema, ema_tokens)
     model.train()
@@ -76,7 +76,7 @@ def _run_tracker(model, x: torch.Tensor, mb: int, ema, ema_tokens, n_steps: int 
 
 def _independent_sigma(model, x: torch.Tensor, ema: float, tokens_of) -> dict[str, float]:
     """sigma_{b,s} of every LN input from hooks on a plain model, eq. 2 per step, then the token EMA."""
-    from lnfree_core.adapters import adapter_for
+    from lnfree_core.method.adapters import adapter_for
 
     ad = adapter_for(model)
     blocks = ad.blocks(model)
@@ -107,7 +107,7 @@ def _independent_sigma(model, x: torch.Tensor, ema: float, tokens_of) -> dict[st
 def test_token_ema_is_independent_of_micro_batch_and_accumulation():
     """Same data, split as 8x1, 4x2 or 1x8 micro-batches per step: the same sigma_avg (token memory), equal
     to an independent computation from hooked LN inputs (tolerance 1e-5 relative, float32 sums)."""
-    from lnfree_core.surgery import make_removable
+    from lnfree_core.method.surgery import make_removable
 
     torch.manual_seed(1)
     x = torch.randint(0, 127, (3, 8, 16))  # [steps, rows, pos]
@@ -157,8 +157,8 @@ def test_schedule_show_states_per_step_factor_per_block_kind():
 
 # ---------------------------------------------------------------------------------------- presets
 def test_presets_carry_reference_training_settings():
-    from lnfree_core.presets import preset
-    from lnfree_core.schedule import HParams, Schedule
+    from lnfree_core.method.presets import preset
+    from lnfree_core.method.schedule import HParams, Schedule
 
     for name, release in (("gpt2", 300), ("gpt2-medium", 500), ("gpt2-large", 600), ("gpt2-xl", 800)):
         hp = preset(name).hparams
@@ -168,7 +168,7 @@ def test_presets_carry_reference_training_settings():
         back = Schedule.from_dict(preset(name).to_dict()).hparams
         assert back == hp
     assert HParams().weight_decay_fakeln_gain is False  # lnfree's default (README: Reproducing the paper)
-    from lnfree_core.schedule import fit_schedule
+    from lnfree_core.method.schedule import fit_schedule
 
     auto = fit_schedule(12, 300).hparams
     assert auto.mask_eot_labels is True and tuple(auto.adam_betas) == (0.9, 0.999)
@@ -201,9 +201,9 @@ def test_training_labels_mask_eot_targets_like_the_reference_collator():
 
 # ---------------------------------------------------------------------------------------- weight decay
 def test_weight_decay_on_fakeln_gain_is_a_setting():
-    from lnfree_core.fakeln import FakeLayerNorm
+    from lnfree_core.method.fakeln import FakeLayerNorm
     from lnfree_core.optim import param_groups
-    from lnfree_core.surgery import make_removable
+    from lnfree_core.method.surgery import make_removable
 
     m = tiny_model()
     make_removable(m)
@@ -264,7 +264,7 @@ def test_aux_loss_eq3_by_hand():
     """L_aux = lambda * mean_{b,s} (sigma - sigma_hat)^2 with sigma_hat the mean over positions s != 0 that
     are not EOT, detached; value and gradient 2 lambda (sigma - sigma_hat) / (B S) to 1e-6 relative (the
     loss is computed in float32)."""
-    from lnfree_core.aux_loss import aux_loss
+    from lnfree_core.method.aux_loss import aux_loss
 
     sig = torch.tensor([[5.0, 1.0, 2.0, 9.0], [7.0, 3.0, 4.0, 2.0]], dtype=torch.float64, requires_grad=True)
     ids = torch.tensor([[1, 2, 3, 50], [4, 50, 6, 7]])
@@ -285,7 +285,7 @@ def test_aux_loss_eq3_by_hand():
 
 
 def test_train_page_keep_steps_field_parses_into_the_run_config(tmp_path):
-    from lnfree_core.ui_data import launch_plan, parse_keep_steps
+    from pages._common.ui_data.runs import launch_plan, parse_keep_steps
 
     assert parse_keep_steps(" 300, 600 ") == [300, 600] and parse_keep_steps("") is None
     with pytest.raises(ValueError, match="comma-separated"):

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from lnfree_core.optim import lr_at
-from lnfree_core.presets import preset, preset_names, resolve_schedule
-from lnfree_core.schedule import Schedule, ScheduleError, fit_schedule
+from lnfree_core.method.presets import preset, preset_names, resolve_schedule
+from lnfree_core.method.schedule import Schedule, ScheduleError, fit_schedule
 
 # Table 4 of the paper: (first, second, last) removal step of each group, and LN^f.
 TABLE4 = {

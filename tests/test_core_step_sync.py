@@ -12,7 +12,7 @@ import torch
 
 import lnfree_core.train as tr
 from lnfree_core.config import TrainConfig
-from lnfree_core.runlog import read_jsonl
+from lnfree_core.rundir import read_jsonl
 from lnfree_core.step_sync import Prefetcher, supports_found_inf
 from lnfree_core.throughput import flops_per_token, matmul_params, peak_bf16_tflops
 

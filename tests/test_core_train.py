@@ -14,8 +14,8 @@ import torch
 from lnfree_core.config import ConfigError, TrainConfig
 from lnfree_core.export import ExportError, export_model
 from lnfree_core.models import load_model
-from lnfree_core.runlog import read_jsonl
-from lnfree_core.surgery import fakeln_modules, live_blocks
+from lnfree_core.rundir import read_jsonl
+from lnfree_core.method.surgery import fakeln_modules, live_blocks
 from lnfree_core.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_weight_decay_only_on_matrices_not_on_fakeln_or_layernorm_gamma():
     from _tiny import tiny_model
 
     from lnfree_core.optim import param_groups
-    from lnfree_core.surgery import make_removable
+    from lnfree_core.method.surgery import make_removable
 
     for surgery in (False, True):
         m = tiny_model()

@@ -118,7 +118,7 @@ def test_rebuild_reuses_everything_and_is_fast(built):
 
 def test_demo_models_load_by_name_ln_free_and_with_live_layernorm(in_home):
     from lnfree_core.models import load_model
-    from lnfree_core.surgery import fakeln_modules
+    from lnfree_core.method.surgery import fakeln_modules
 
     ln_free = load_model("demo:ln-free")
     assert ln_free.source == "demo" and ln_free.ln_free

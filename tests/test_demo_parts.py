@@ -132,7 +132,7 @@ def test_cli_progress_lines_end_with_the_overall_percentage():
     import io
 
     from lnfree_core.cli.demo import ProgressPrinter
-    from lnfree_core.ui_data import parse_progress
+    from pages._common.ui_data.background import parse_progress
 
     buf = io.StringIO()
     printer = ProgressPrinter(get_size("tiny"), interval=3600, stream=buf)

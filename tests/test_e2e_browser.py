@@ -82,7 +82,7 @@ def free_port() -> int:
 
 def demo_source() -> Path | None:
     """./lnfree_home/demo when a whole demo suite (three models, three datasets, the runs) is built there."""
-    from lnfree_core.ui_data import demo_catalog
+    from pages._common.ui_data.demo_suite import demo_catalog
 
     root = (Path.cwd() / "lnfree_home" / "demo").resolve()
     cat = demo_catalog(root)

@@ -20,7 +20,7 @@ from lnfree_core.export import export_model
 from lnfree_core.export_metadata import METADATA_FILE
 from lnfree_core.interop import fold_model, load_folded
 from lnfree_core.models import load_model
-from lnfree_core.surgery import fakeln_modules
+from lnfree_core.method.surgery import fakeln_modules
 
 TOL = 1e-4
 
@@ -96,7 +96,7 @@ def test_folded_residual_stream_is_the_real_one_centred(run, tokens):
 def test_fold_refuses_a_model_with_live_layernorms():
     from _tiny import tiny_model
 
-    from lnfree_core.adapters import adapter_for
+    from lnfree_core.method.adapters import adapter_for
 
     m = tiny_model()
     with pytest.raises(ValueError, match="no FakeLN blocks"):
@@ -269,7 +269,7 @@ def test_eps_trick_error_grows_as_std_squared_over_two_eps():
 def test_export_measures_input_stds_and_warns_near_the_limit(tmp_path, tiny_dataset):
     from _tiny import tiny_model
 
-    from lnfree_core.adapters import adapter_for
+    from lnfree_core.method.adapters import adapter_for
     from lnfree_core.export_precision import PRECISION_WARN_STD
 
     m = tiny_model()

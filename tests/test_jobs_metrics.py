@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
 
 from jobs import merge_resumed, read_metrics  # noqa: E402
-from jobs.metrics import ensure_trailing_newline, last_step_row  # noqa: E402
+from lnfree_core.rundir import ensure_trailing_newline, last_step_row  # noqa: E402
 
 
 def _line(**row) -> bytes:

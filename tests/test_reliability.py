@@ -18,8 +18,8 @@ from lnfree_core.checkpoint import CKPT_DIR, verify_checkpoint
 from lnfree_core.config import ConfigError, TrainConfig
 from lnfree_core.export import ExportError, export_model
 from lnfree_core.runlock import TrainerLock, lock_holder
-from lnfree_core.runlog import read_jsonl
-from lnfree_core.schedule import Schedule, ScheduleError
+from lnfree_core.rundir import read_jsonl
+from lnfree_core.method.schedule import Schedule, ScheduleError
 from lnfree_core.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -348,7 +348,7 @@ def test_jobs_list_root_file_and_absurd_status_numbers(tmp_path):
     r = _cli("list", "--root", root, module="jobs")
     assert r.returncode == 0 and "weird" in r.stdout and "Traceback" not in r.stderr
     from jobs import list_runs
-    from lnfree_core.ui_data.runs import runs_frame
+    from pages._common.ui_data.runs import runs_frame
 
     frame = runs_frame(list_runs(root))
     assert list(frame["name"]) == ["weird"]
@@ -445,7 +445,7 @@ def test_model_card_provenance(finished_run, tmp_path):
     assert "base_model" not in front  # the base was a local folder: never published
     assert str(tmp_path) not in card
     from lnfree_core.models import load_model
-    from lnfree_core.surgery import fakeln_modules
+    from lnfree_core.method.surgery import fakeln_modules
 
     fake = load_model(str(finished_run)).model
     for name, m in fakeln_modules(fake).items():

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..names import is_scheme_spec, resolve_model_name
+
 DEFAULT_CACHE_DIR = "./lnfree_cache"
 CACHE_VERSION = 3  # 2: CE and ablation logits from a float32 unembedding under bf16; 3: paper definitions
 # (sink counts per query, resid_pre/mid/post centred and raw norms, per-token ablation dCE, last-position DLA)
@@ -51,12 +53,10 @@ def model_identity(spec: str) -> dict:
     """What identifies the weights behind a model spec (see module docstring)."""
     from ..models import resolve_checkpoint
 
-    if spec.startswith("demo:"):
+    if is_scheme_spec(spec):
         try:
-            from ..demo.paths import demo_model_path
-
-            return {"spec": spec, "resolved": model_identity(str(demo_model_path(spec.split(":", 1)[1])))}
-        except (ImportError, FileNotFoundError, KeyError, ValueError):
+            return {"spec": spec, "resolved": model_identity(str(resolve_model_name(spec)))}
+        except (FileNotFoundError, KeyError, ValueError):
             return {"spec": spec}
     ckpt = resolve_checkpoint(spec)
     if ckpt is not None:

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import models
 from ..models import LoadedModel
 from .cache import CACHE_VERSION, DEFAULT_CACHE_DIR, AnalysisCache, CacheEntry, model_identity, path_identity, tokens_identity
 from .ce_summary import CESummary, summarize_ce
-from .runtime import Progress, resolve_device, resolve_precision
+from .runtime import Progress, model_device, resolve_device, resolve_precision
 
 
 class EmptyDataError(ValueError):
@@ -93,9 +94,7 @@ class _Run:
     def loaded(self) -> LoadedModel:
         if isinstance(self.model, LoadedModel):
             return self.model
-        from ..models import load_model
-
-        self.model = load_model(self.model, device=resolve_device(self.device))
+        self.model = models.load_model(self.model, device=resolve_device(self.device))  # looked up when called
         return self.model
 
     def inputs(self) -> tuple[LoadedModel, np.ndarray]:
@@ -113,8 +112,6 @@ class _Run:
 def _precision(model: str | LoadedModel, device: str, precision: str) -> str:
     """The resolved precision on the device the model will run on (a loaded model's own device)."""
     if isinstance(model, LoadedModel):
-        from .runtime import model_device
-
         return resolve_precision(precision, model_device(model.model))
     return resolve_precision(precision, resolve_device(device))
 
@@ -322,7 +319,7 @@ def confidence_eval(model: str | LoadedModel, data: DataSpec, *, top_k: int = 3,
     neurons: the last-layer neurons to ablate (and whose SVD cosines to report). None: this model's own
     top-k by CN score. The paper ablates the same neurons in every variant (they persist across them):
     pass the first model's `top` to the others (what the app and `analyze confidence` do by default)."""
-    from ..adapters import adapter_for
+    from ..method.adapters import adapter_for
     from .confidence import confidence_scores, unembed_svd
     from .neuron_ablation import ablate_neurons
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 
-from ..models import LoadedModel
-from .cache import DEFAULT_CACHE_DIR, CacheEntry
+from ..models import LoadedModel, resolve_checkpoint
+from .cache import DEFAULT_CACHE_DIR, CacheEntry, path_identity, tokens_identity
 from .cached import DataSpec, EntryResult, _sizes, _start
-from .ioi import DEFAULT_N_PROMPTS, DEFAULT_TEMPLATES
+from .ioi import DEFAULT_N_PROMPTS, DEFAULT_TEMPLATES, build_ioi_prompts
 from .runtime import Progress
 
 
@@ -40,8 +42,6 @@ class IOIData:
 
     def identity(self) -> dict:
         vmap = _vocab_map(self.spec)
-        from .cache import tokens_identity
-
         return {"dataset": "ioi", "n": self.n, "seed": self.seed, "templates": list(self.templates),
                 "vocab_map": None if vmap is None else tokens_identity(vmap[None, :])["tokens_sha256"]}
 
@@ -55,8 +55,6 @@ class IOIData:
                 f"(single-token names), and {self.spec} is a {model_type} model with another vocabulary")
 
     def load(self):
-        from .ioi import build_ioi_prompts
-
         return build_ioi_prompts(self.n, self.seed, templates=self.templates, vocab_map=_vocab_map(self.spec))
 
 
@@ -186,10 +184,7 @@ def ablation_gap(vanilla_ablation: dict, ln_free_calibration: dict) -> dict:
 def model_tokenizer(spec: str):
     """The tokenizer of a model spec: GPT-2's for compact-vocabulary (demo) models, a folder's own, a
     run's or checkpoint's base model's, else the Hub id's (the bundled GPT-2 BPE offline)."""
-    from pathlib import Path
-
     from ..data import load_gpt2_tokenizer
-    from ..models import resolve_checkpoint
 
     if spec.startswith("demo:") or _vocab_map(spec) is not None:
         return load_gpt2_tokenizer("gpt2")
@@ -227,10 +222,6 @@ class BenchTask:
         return self.task
 
     def identity(self) -> dict:
-        from importlib.metadata import PackageNotFoundError, version
-
-        from .cache import path_identity
-
         try:
             lm_eval_version = version("lm_eval")
         except PackageNotFoundError:

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import adapter_for
-from ..norm_kinds import is_rms_norm
+from ..method.adapters import adapter_for
+from ..method.norm_kinds import is_rms_norm
 
 
 def processed_weights(model: nn.Module, *, fold_ln: bool = True, center: bool = True

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import adapter_for
-from ..norm_kinds import apply_norm as _apply_norm, centre, norm_divisor
+from ..method.adapters import adapter_for
+from ..method.norm_kinds import apply_norm as _apply_norm, centre, norm_divisor
 from .hooks import first_input, hooks
 from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision
 

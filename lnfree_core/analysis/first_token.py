@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import adapter_for
+from ..method.adapters import adapter_for
 from .hooks import eager_attention, first_input, hooks
 from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..adapters import adapter_for
+from ..method.adapters import adapter_for
 
 
 def first_input(args: tuple, kwargs: dict) -> torch.Tensor:

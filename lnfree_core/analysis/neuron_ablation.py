@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import adapter_for
+from ..method.adapters import adapter_for
 from .ce import ce_and_entropy_from_logits
 from .hooks import first_input, hooks
 from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision, unembed_fp32

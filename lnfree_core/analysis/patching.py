@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import adapter_for
+from ..method.adapters import adapter_for
 from .hooks import first_input, hooks
 from .runtime import Progress, autocast, model_device, resolve_precision
 

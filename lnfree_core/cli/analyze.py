@@ -88,8 +88,6 @@ def register(sub) -> None:
 
 
 def _ints(text: str) -> list[int]:
-    import argparse
-
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:

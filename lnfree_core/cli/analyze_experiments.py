@@ -12,9 +12,8 @@ from __future__ import annotations
 import csv
 import sys
 
-from .eval import (DEFAULT_CACHE, UsageError, add_common_args, check_data_args, check_output_paths, data_spec,
-                   fit_args_seq_len,
-                   print_json, run_kwargs, user_errors)
+from .eval import (DEFAULT_CACHE_DIR, UsageError, add_common_args, check_data_args, check_output_paths, data_spec,
+                   fit_args_seq_len, print_json, run_kwargs, user_errors)
 
 
 def register_experiments(sub) -> None:
@@ -35,7 +34,7 @@ def register_experiments(sub) -> None:
                    help="(prompt, site) pairs patched in one forward pass (default: %(default)s)")
     i.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     i.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="(default: %(default)s)")
-    i.add_argument("--cache-dir", default=DEFAULT_CACHE, help="result cache directory (default: %(default)s)")
+    i.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="result cache directory (default: %(default)s)")
     i.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     i.add_argument("--refresh", action="store_true", help="recompute and overwrite cached results")
     i.add_argument("--json", action="store_true", help="one JSON object per model, then the improvement score")

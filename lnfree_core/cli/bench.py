@@ -17,7 +17,7 @@ import csv
 import sys
 from pathlib import Path
 
-from .eval import DEFAULT_CACHE, UsageError, check_output_paths, print_json, user_errors
+from .eval import DEFAULT_CACHE_DIR, UsageError, check_output_paths, print_json, user_errors
 
 
 def register(sub) -> None:
@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="(default: %(default)s)")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="result cache directory (default: %(default)s)")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="result cache directory (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--refresh", action="store_true", help="recompute and overwrite cached results")
     p.add_argument("--json", action="store_true", help="one JSON object per (model, task)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 
@@ -115,9 +117,6 @@ def _build(args) -> int:
 def _die_by(signum: int) -> None:
     """End the process by ``signum`` with its default action, so that the parent sees "killed by signal"
     (the app tells a stopped build from a failed one by that), as after an uncaught signal."""
-    import os
-    import signal
-
     sys.stdout.flush()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)

@@ -19,7 +19,7 @@ import json
 import math
 import sys
 
-DEFAULT_CACHE = "./lnfree_cache"
+from ..analysis.cache import DEFAULT_CACHE_DIR
 
 
 # ------------------------------------------------------------------ helpers shared with `analyze`
@@ -35,7 +35,7 @@ def add_common_args(p, *, n_default: int | None, seq_len_default: int, batch_def
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--precision", default=precision_default, choices=["auto", "fp32", "bf16"],
                    help="auto = bf16 autocast on CUDA, fp32 on CPU (default: %(default)s)")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE, help="result cache directory (default: %(default)s)")
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="result cache directory (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--refresh", action="store_true", help="recompute and overwrite cached results")
     p.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per line)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 
@@ -48,8 +49,6 @@ def _sigma(args) -> int:
 
 
 def _check(args) -> int:
-    import importlib.util
-
     import torch
 
     from ..interop import bridge_from_folded, fold_model, nnsight_from_folded

@@ -9,6 +9,7 @@ Exit codes: 0 pushed, 1 the push failed (network, permissions, Hub error), 2 bad
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 
 
@@ -33,8 +34,6 @@ def register(sub) -> None:
 def _read_token_stdin() -> str | None:
     """The token from the first line of stdin (a prompt without echo when stdin is a terminal)."""
     if sys.stdin.isatty():
-        import getpass
-
         return getpass.getpass("Hugging Face token: ").strip() or None
     return sys.stdin.readline().strip() or None
 

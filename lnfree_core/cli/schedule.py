@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ..presets import preset, preset_names, resolve_schedule
-from ..schedule import ScheduleError, ema_summary, fit_schedule
+from ..method.presets import preset, preset_names, resolve_schedule
+from ..method.schedule import ScheduleError, ema_summary, fit_schedule
 
 
 def register(sub) -> None:

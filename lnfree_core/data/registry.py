@@ -35,6 +35,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from ..names import resolve_dataset_name
+
 TOKENS_COLUMN = "input_ids"
 TEXT_COLUMN = "text"
 DATA_EXTENSIONS = {".parquet": "parquet", ".jsonl": "jsonl", ".txt": "txt"}
@@ -281,20 +283,13 @@ def _local_description(path: str, fmt: str, column: str) -> str:
     return f"local {fmt} data ({kind})"
 
 
-def _demo_dataset(text: str) -> DatasetSpec | None:
-    """A built demo-suite dataset by name (`pile-demo` or `demo:pile-demo`) under ./lnfree_home/demo."""
-    from ..demo.paths import DATASET_NAMES, demo_dataset_path
-
-    name = text[len("demo:"):] if text.startswith("demo:") else text
-    if name not in DATASET_NAMES:
-        return None
-    path = demo_dataset_path(name)
-    if not path.is_dir():
-        raise DatasetNotFoundError(
-            f"demo dataset {name!r} is not built at {path}; build it with `python -m lnfree_core demo build` "
-            "(run from this folder), or pass the dataset folder's path"
-        )
-    return _local_spec(str(path))
+def _plugin_dataset(text: str) -> DatasetSpec | None:
+    """A dataset a plug-in names (the demo suite: `pile-demo` or `demo:pile-demo`), see lnfree_core.names."""
+    try:
+        path = resolve_dataset_name(text)
+    except FileNotFoundError as e:  # a plug-in's name whose data is not built
+        raise DatasetNotFoundError(str(e)) from None
+    return None if path is None else _local_spec(str(path))
 
 
 def resolve_dataset(name_or_path: str | os.PathLike | DatasetSpec) -> DatasetSpec:
@@ -311,9 +306,9 @@ def resolve_dataset(name_or_path: str | os.PathLike | DatasetSpec) -> DatasetSpe
     path = os.path.expanduser(text)
     if os.path.exists(path):
         return _local_spec(path)
-    demo = _demo_dataset(text)
-    if demo is not None:
-        return demo
+    named = _plugin_dataset(text)
+    if named is not None:
+        return named
     known = ", ".join(s.name for s in list_datasets())
     raise DatasetNotFoundError(
         f"unknown dataset {text!r}: not a known name ({known}) and no such file or folder. Pass a known "

@@ -22,6 +22,7 @@ from typing import Iterable
 import numpy as np
 
 from lnfree_core.data.tokenizer import VOCAB_SIZE
+from lnfree_core.names import is_scheme_spec, resolve_model_name
 
 VOCAB_MAP_FILE = "vocab_map.json"
 _MAX_HOPS = 4  # run -> base model -> run -> ...: a bound against cycles
@@ -76,11 +77,9 @@ def _json_field(path: Path, key: str) -> str | None:
 def _find(spec: str, hops: int) -> np.ndarray | None:
     if hops > _MAX_HOPS:
         return None
-    if spec.startswith("demo:"):
-        from lnfree_core.demo.paths import demo_model_path
-
+    if is_scheme_spec(spec):
         try:
-            return _find(str(demo_model_path(spec.split(":", 1)[1])), hops + 1)
+            return _find(str(resolve_model_name(spec)), hops + 1)
         except (FileNotFoundError, ValueError):
             return None
     path = Path(spec.split("@", 1)[0] if not Path(spec).exists() else spec)

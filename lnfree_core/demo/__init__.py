@@ -18,12 +18,17 @@ as an argument (default ``./lnfree_home/demo``). Importing this package does not
 
 from __future__ import annotations
 
+from ..names import register_dataset_names, register_model_scheme
 from .paths import (DATASET_NAMES, DEFAULT_RELATIVE_ROOT, MODEL_NAMES, demo_dataset_path, demo_model_path,
-                    demo_root, demo_run_path)
+                    demo_root, demo_run_path, resolve_demo_dataset)
 from .sizes import SIZES, DemoSize, get_size
 from .status import demo_status, format_status
 
 status = demo_status  # what the app calls: status(root=None) -> dict
+
+# The plug-in: `demo:NAME` model specs and the demo dataset names resolve through the core's registry.
+register_model_scheme("demo", demo_model_path)
+register_dataset_names(resolve_demo_dataset)
 
 __all__ = [
     "DATASET_NAMES", "DEFAULT_RELATIVE_ROOT", "MODEL_NAMES", "SIZES", "DemoBuildCancelled", "DemoBuildError",

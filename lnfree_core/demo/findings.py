@@ -38,7 +38,7 @@ SINK_THRESHOLD = 0.3
 @torch.no_grad()
 def query_sink_rate(model: nn.Module, tokens, threshold: float = SINK_THRESHOLD, batch_size: int = 8) -> float:
     """Share of (sequence, layer, head, query q >= 1) with attention on position 0 above ``threshold``."""
-    from lnfree_core.adapters import adapter_for
+    from lnfree_core.method.adapters import adapter_for
     from lnfree_core.analysis.hooks import eager_attention, hooks
     from lnfree_core.analysis.runtime import as_tokens, iter_batches, model_device
 

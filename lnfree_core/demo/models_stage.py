@@ -17,7 +17,7 @@ in the main thread: run the build there (the CLI does).
 
 from __future__ import annotations
 
-import json
+import signal
 import threading
 from pathlib import Path
 from typing import Callable
@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 
 from lnfree_core.data.vocab_map import load_vocab_map, save_vocab_map
+from lnfree_core.rundir import METRICS_FILE, read_jsonl, read_status
 
 from .paths import demo_dataset_path, demo_model_path, demo_run_path, init_model_path
 from .sizes import DemoSize
@@ -77,7 +78,7 @@ def make_init(root: Path, size: DemoSize, progress: Progress) -> dict:
 
 
 def _schedule(size: DemoSize, steps: int, lr: float, min_lr: float, warmup: int, weight_decay: float = 0.01) -> dict:
-    from lnfree_core.schedule import HParams, fit_schedule
+    from lnfree_core.method.schedule import HParams, fit_schedule
 
     hp = HParams(micro_batch_size=size.batch_size, grad_accum_steps=1, seq_len=size.seq_len, lr=lr, min_lr=min_lr,
                  warmup_steps=warmup, max_steps=steps, weight_decay=weight_decay, aux_weight=size.aux_weight)
@@ -88,8 +89,8 @@ def _watch(run_dir: Path, stage: str, total: int, progress: Progress, stop: thre
     last = -1
     while not stop.wait(_POLL_S):
         try:
-            step = int(json.loads((run_dir / "status.json").read_text())["step"])
-        except (OSError, ValueError, KeyError, TypeError):
+            step = int((read_status(run_dir) or {})["step"])
+        except (ValueError, KeyError, TypeError):
             continue
         if step != last:
             last = step
@@ -118,8 +119,6 @@ def run_training(stage: str, model: str, run_dir: Path, dataset: Path, mode: str
         stop.set()
         watcher.join()
     if result.state == "cancelled":
-        import signal
-
         signum = signal.SIGTERM if "SIGTERM" in (result.reason or "") else signal.SIGINT
         raise DemoBuildCancelled(f"demo stage {stage!r} cancelled at step {result.step}: {result.reason}; "
                                  "building again redoes this stage and keeps the finished ones", signum)
@@ -132,7 +131,7 @@ def run_training(stage: str, model: str, run_dir: Path, dataset: Path, mode: str
 
 def _train_numbers(run_dir: Path) -> dict:
     """Final training loss (mean of the last 10 steps), steps and tokens/s from metrics.jsonl."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_jsonl(run_dir / METRICS_FILE)
     steps = [r for r in rows if r.get("type") == "step"]
     last = steps[-10:]
     tps = sorted(r["tokens_per_s"] for r in steps)

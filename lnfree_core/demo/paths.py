@@ -81,3 +81,19 @@ def stage_marker_path(stage: str, root: str | os.PathLike | None = None) -> Path
 
 def summary_path(root: str | os.PathLike | None = None) -> Path:
     return demo_root(root) / "summary.json"
+
+
+def resolve_demo_dataset(text: str) -> Path | None:
+    """The folder of a demo dataset named ``pile-demo`` or ``demo:pile-demo`` (None for other names),
+    for the core's dataset-name registry. Raises FileNotFoundError (saying how to build it) when the
+    name is a demo dataset that has not been built."""
+    name = text[len("demo:"):] if text.startswith("demo:") else text
+    if name not in DATASET_NAMES:
+        return None
+    path = demo_dataset_path(name)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"demo dataset {name!r} is not built at {path}; build it with `{BUILD_HINT}` "
+            "(run from this folder), or pass the dataset folder's path"
+        )
+    return path

@@ -48,8 +48,8 @@ def fold_gpt2(model: nn.Module) -> nn.Module:
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from ..adapters.gpt2 import SplitLNQKV
-    from ..fakeln import FakeLayerNorm
+    from ..method.adapters.gpt2 import SplitLNQKV
+    from ..method.fakeln import FakeLayerNorm
 
     base = model.transformer
     for layer, block in enumerate(base.h):

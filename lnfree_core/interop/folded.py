@@ -25,8 +25,8 @@ class FoldedModel:
 
 def fold_model(model: nn.Module) -> nn.Module:
     """A model with no normalisation and the same logits as LN-free FakeLN `model` (not modified)."""
-    from ..adapters import adapter_for
-    from ..surgery import fakeln_modules
+    from ..method.adapters import adapter_for
+    from ..method.surgery import fakeln_modules
 
     mods = fakeln_modules(model)
     if not mods or not all(m.is_removed for m in mods.values()):

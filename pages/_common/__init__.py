@@ -10,6 +10,8 @@ One module per subject:
   charts           Vega-Lite specs of the training charts; colours and sizing of the analysis charts
   analysis_inputs  the analysis pages' shared model set, dataset, data size and computation settings
   analysis_jobs    running analyses under one progress bar; dataset labels; GPT-2 token decoding
+  ui_data/         the Streamlit-free data behind the pages (frames, run tables, demo-suite views),
+                   imported from its modules (`from pages._common.ui_data.runs import runs_frame`)
 
 Session-state keys other pages rely on:
   runs_root          the runs root (sidebar text input in app.py; default ./runs)
@@ -21,7 +23,8 @@ Widgets drawn with **PERSIST keep their values when the user changes page and co
 
 from __future__ import annotations
 
-from lnfree_core.ui_data import GROUP_LABELS
+import lnfree_core.demo  # noqa: F401  (plug-in: registers the demo: names for pages run on their own)
+from pages._common.ui_data.schedule_view import GROUP_LABELS
 
 from .state import (
     ANALYSIS_SECTION, DEFAULT_RUNS_ROOT, PAGES_KEY, PERSIST, WORKBENCH_SECTION, for_page, inside_app, page_link, page_registered,

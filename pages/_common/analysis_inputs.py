@@ -17,13 +17,14 @@ from typing import Any
 
 import streamlit as st
 
+from lnfree_core.analysis.cache import DEFAULT_CACHE_DIR  # the CLI's --cache-dir default: both share results
+
 from .env import gpu_count, hub_reachable
 from .pickers import _runs, model_picker
 from .state import page_link, runs_root, seed, selected_runs
 
 
 MODELS_KEY = "analysis.models"
-DEFAULT_CACHE_DIR = "lnfree_cache"  # as the CLI's --cache-dir default, so both share results
 # 64 sequences: at 8 the demo's CE moved by 0.13 nats between 8 and 16 sequences and the LN-free gaps of two
 # datasets came out in the wrong order; 64 x 128 tokens takes about 25 s per model on 2 CPU cores for GPT-2
 # Small and about a second for a demo model (the page shows the compute time).
@@ -62,7 +63,8 @@ def _query_runs(root: Path) -> list[str]:
 
 def _base_models(run_dirs: Sequence[str]) -> list[str]:
     """The usable base models the runs were fine-tuned from (their request's `model`), deduplicated."""
-    from lnfree_core.ui_data import model_spec_problem, run_request
+    from pages._common.ui_data.model_specs import model_spec_problem
+    from pages._common.ui_data.runs import run_request
 
     out: list[str] = []
     for rd in run_dirs:
@@ -75,7 +77,7 @@ def _base_models(run_dirs: Sequence[str]) -> list[str]:
 def default_models() -> list[str]:
     """The model set a session starts with: the Runs page's selection (and the base models), else the
     paper's GPT-2 Small triple when the Hub answers, else the demo suite, else finished runs."""
-    from lnfree_core.ui_data import demo_catalog
+    from pages._common.ui_data.demo_suite import demo_catalog
 
     root = runs_root()
     picked = [str(root / n) for n in selected_runs() if (root / n / "checkpoints").is_dir()]
@@ -104,7 +106,8 @@ def model_set_picker(*, label: str = "Models", help: str | None = None) -> list[
     offers the model picker of the Train page); the selection persists across the analysis pages.
     Returns the usable specs (those with a problem are reported and left out).
     """
-    from lnfree_core.ui_data import demo_catalog, model_option_text, model_spec_problem
+    from pages._common.ui_data.demo_suite import demo_catalog
+    from pages._common.ui_data.model_specs import model_option_text, model_spec_problem
 
     root = runs_root()
     if MODELS_KEY not in st.session_state:
@@ -139,7 +142,7 @@ def model_set_picker(*, label: str = "Models", help: str | None = None) -> list[
 
 def model_labels(specs: Sequence[str]) -> dict[str, str]:
     """{spec: unique short label} for charts and tables."""
-    from lnfree_core.ui_data import unique_labels
+    from pages._common.ui_data.model_specs import unique_labels
 
     return unique_labels(specs)
 
@@ -147,7 +150,7 @@ def model_labels(specs: Sequence[str]) -> dict[str, str]:
 def _dataset_options() -> tuple[list[str], dict[str, str]]:
     """(dataset options, {option: text}): the demo suite's datasets, the registry's, in that order."""
     from lnfree_core.data import list_datasets
-    from lnfree_core.ui_data import demo_catalog
+    from pages._common.ui_data.demo_suite import demo_catalog
 
     texts = {path: f"demo: {name}" for name, path in demo_catalog()["datasets"].items()}
     texts.update({s.name: f"{s.name} (Hub)" for s in list_datasets()})
@@ -156,7 +159,7 @@ def _dataset_options() -> tuple[list[str], dict[str, str]]:
 
 def default_datasets(multi: bool) -> list[str]:
     """?dataset=, else the demo suite's datasets when the Hub does not answer, else the paper's."""
-    from lnfree_core.ui_data import demo_catalog
+    from pages._common.ui_data.demo_suite import demo_catalog
 
     q = st.query_params.get_all("dataset")
     if q:
@@ -216,7 +219,7 @@ def data_size_inputs(specs: Sequence[str] = (), *, n_default: int = DEFAULT_N_SE
                      seq_len_default: int = DEFAULT_SEQ_LEN) -> tuple[int, int, str | None]:
     """(sequences, tokens per sequence, split or None = the dataset's evaluation split); shared keys.
     The tokens per sequence start at `seq_len_default` or the shortest context of `specs`' models."""
-    from lnfree_core.ui_data import model_context
+    from pages._common.ui_data.model_specs import model_context
 
     contexts = {s: model_context(s) for s in specs}
     known = [c for c in contexts.values() if c]
@@ -280,7 +283,7 @@ def models_and_data(*, multi_data: bool = False, n_default: int = DEFAULT_N_SEQU
 def missing_inputs_hint(specs: Sequence[str], datasets: Sequence[str]) -> None:
     """What to do when a page has no model or no dataset to analyse: before the demo suite is built and
     with the Hub out of reach, point to the demo build (Home page or CLI) and to local folders and runs."""
-    from lnfree_core.ui_data import built_demo_models
+    from pages._common.ui_data.demo_suite import built_demo_models
 
     if specs and datasets:
         return

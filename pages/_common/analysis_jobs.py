@@ -4,6 +4,7 @@ dataset labels, GPT-2 token decoding).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ class JobProgress:
         self.slot = st.empty()
 
     def callback(self, job: int, label: str) -> Callable[[int, int], None]:
-        from lnfree_core.ui_data import job_fraction
+        from pages._common.ui_data.analysis_frames import job_fraction
 
         def report(done: int, total: int) -> None:
             self.slot.progress(job_fraction(job, self.n_jobs, done, total),
@@ -42,8 +43,6 @@ class JobProgress:
 def run_jobs(jobs: Sequence[tuple[Any, str, Callable[[Callable[[int, int], None]], Any]]]) -> dict[Any, Any]:
     """Run analysis jobs [(key, label, fn(progress) -> result)] one after the other under one progress
     bar; a job that fails is reported (st.error) and left out. Returns {key: result}."""
-    import time
-
     bar = JobProgress(len(jobs))
     out: dict[Any, Any] = {}
     failures = []
@@ -88,7 +87,7 @@ def evaluate_models(evaluate: Callable[..., Any], specs: Sequence[str], labels: 
 
 def dataset_label(dataset: str) -> str:
     """A short name for a dataset choice (registry or demo-suite name, or the file/folder name)."""
-    from lnfree_core.ui_data import demo_catalog
+    from pages._common.ui_data.demo_suite import demo_catalog
 
     for name, path in demo_catalog()["datasets"].items():
         if path == dataset:
@@ -98,7 +97,7 @@ def dataset_label(dataset: str) -> str:
 
 def dataset_labels(datasets: Sequence[str]) -> dict[str, str]:
     """{dataset choice: short unique name} ('x', 'x (2)' when two files share a name)."""
-    from lnfree_core.ui_data import unique_names
+    from pages._common.ui_data.model_specs import unique_names
 
     return unique_names(datasets, dataset_label)
 
@@ -128,6 +127,6 @@ def model_decoder(model_spec: str) -> Callable[[list[int]], str]:
 def gpt2_ids(model_spec: str | None = None, dataset: str | None = None) -> Callable[[Any], list[int]] | None:
     """A function mapping the token ids of `model_spec`'s (else `dataset`'s) compact vocabulary (the
     demo suite's) to GPT-2 ids, so pages show and decode GPT-2 ids; None when they are GPT-2 ids."""
-    from lnfree_core.ui_data import gpt2_id_mapper
+    from pages._common.ui_data.demo_suite import gpt2_id_mapper
 
     return gpt2_id_mapper(model_spec, dataset)

@@ -12,7 +12,7 @@ import streamlit as st
 
 def demo_available() -> bool:
     """Whether this install can load demo-suite models (`demo:NAME`)."""
-    from lnfree_core.ui_data import demo_models_available
+    from pages._common.ui_data.demo_suite import demo_models_available
 
     return demo_models_available()
 
@@ -33,7 +33,7 @@ def hub_reachable() -> bool:
 
 def model_layers(spec: str) -> int | None:
     """The layer count of a model spec when it is known without loading weights (else None)."""
-    from lnfree_core.presets import HUB_IDS, preset
+    from lnfree_core.method.presets import HUB_IDS, preset
 
     for name, hub_id in HUB_IDS.items():
         if spec in (name, hub_id):
@@ -59,9 +59,9 @@ def model_layers(spec: str) -> int | None:
 
 def model_context(spec: str | None) -> int | None:
     """How many positions a model spec takes (config n_positions), known without loading weights;
-    None when unknown (lnfree_core.ui_data.model_context)."""
+    None when unknown (pages._common.ui_data.model_context)."""
     if not spec:
         return None
-    from lnfree_core.ui_data import model_context as read
+    from pages._common.ui_data.model_specs import model_context as read
 
     return read(spec)

@@ -55,11 +55,11 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
     not usable yet. Widget keys: `{key}.kind`, `{key}.hub`, `{key}.folder`, `{key}.run`, `{key}.demo`
     (give a key starting with 'pick.', 'train.' etc. to keep the choice across pages).
     """
-    from lnfree_core.presets import HUB_IDS
-    from lnfree_core.ui_data import family_hub_examples, model_family
+    from lnfree_core.method.presets import HUB_IDS
+    from pages._common.ui_data.families import family_hub_examples, model_family
 
     if "demo" in kinds and not hub_reachable() and demo_available():
-        from lnfree_core.ui_data import built_demo_models
+        from pages._common.ui_data.demo_suite import built_demo_models
 
         if built_demo_models():  # offline: the demo models load; a Hub id would not
             seed(f"{key}.kind", "demo")
@@ -108,7 +108,7 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
         if not demo_available():
             st.info("Demo suite not available in this install.", icon=":material/info:")
             return None
-        from lnfree_core.ui_data import built_demo_models
+        from pages._common.ui_data.demo_suite import built_demo_models
 
         specs = built_demo_models()
         if not specs:
@@ -128,7 +128,7 @@ def dataset_picker(key: str, *, label: str = "Dataset") -> str | None:
     Widget keys: `{key}.name`, `{key}.path`.
     """
     from lnfree_core.data import DatasetNotFoundError, list_datasets, resolve_dataset
-    from lnfree_core.ui_data import built_demo_datasets
+    from pages._common.ui_data.demo_suite import built_demo_datasets
 
     specs = {s.name: s for s in list_datasets()}
     demo = built_demo_datasets()

@@ -5,6 +5,7 @@ that persist across pages, the registered pages and links to them, the Runs page
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,6 @@ WORKBENCH_SECTION, ANALYSIS_SECTION = "Workbench", "Analyse"  # app.py's section
 def _persist_kwargs() -> dict[str, str]:
     """Widget kwargs that keep a keyed widget's value across page changes (Streamlit >= 1.67's
     persist_state="session"); empty on older Streamlit, where values reset when the page changes."""
-    import inspect
-
     try:
         ok = "persist_state" in inspect.signature(st.number_input).parameters
     except (TypeError, ValueError):

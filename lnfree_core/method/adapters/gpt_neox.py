@@ -58,7 +58,7 @@ class SplitLNFusedQKV(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [batch, pos, d_model]
         if not self.ln_qk.is_removed and not self.ln_v.is_removed:
             y = self.ln_qk(x)  # both live: LN_qk(x) == LN_v(x), the stock fused projection
-            self.ln_v._pending = self.ln_qk._pending
+            self.ln_v.share_forward(self.ln_qk)
             return self.proj(y)  # [batch, pos, 3 * d_model]
         h, d = self.n_heads, self.d_model
         w_qk, b_qk, w_v, b_v = self.split_weights()

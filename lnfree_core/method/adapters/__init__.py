@@ -28,7 +28,7 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
     if model_type not in ADAPTERS:
         raise ValueError(
             f"lnfree has no adapter for model type {model_type!r}; supported: {sorted(ADAPTERS)}. "
-            "Add one in lnfree_core/adapters/ (see base.py)."
+            "Add one in lnfree_core/method/adapters/ (see base.py)."
         )
     return ADAPTERS[model_type]
 

@@ -5,6 +5,8 @@ and the mapping of its compact vocabulary to GPT-2 ids.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from .background import BackgroundCommand
+from .background import BackgroundCommand, python_command
 
 
 DEMO_BUILD = BackgroundCommand(Path(os.environ.get("TMPDIR", "/tmp")) / f"lnfree-demo-build-{os.getuid()}.log")
@@ -20,9 +22,12 @@ DEMO_CLI_MODULE = "lnfree_core.cli.demo"  # `python -m lnfree_core demo build|st
 DEMO_MODULE = "lnfree_core.demo"
 
 
-def _has_module(name: str) -> bool:
-    import importlib.util
+def start_demo_build() -> None:
+    """Start `python -m lnfree_core demo build` in the background (DEMO_BUILD: one build at a time)."""
+    DEMO_BUILD.start(python_command("demo", "build"))
 
+
+def _has_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
@@ -40,8 +45,6 @@ def demo_suite_state() -> dict[str, Any]:
     'available' is False when this install has no demo suite command (lnfree_core.cli.demo, which
     `python -m lnfree_core demo build` runs).
     """
-    import importlib
-
     if not _has_module(DEMO_CLI_MODULE):
         return {"available": False, "status": None, "error": None}
     try:
@@ -61,9 +64,6 @@ def demo_catalog(root: str | os.PathLike | None = None) -> dict[str, dict[str, s
     """What a *built* demo suite offers (lnfree_core.demo.paths; root: its default, ./lnfree_home/demo):
     {'models': {name: 'demo:name'}, 'datasets': {name: folder}}; both empty when this install has no
     demo suite or it is not built."""
-    import importlib
-    import importlib.util
-
     out: dict[str, dict[str, str]] = {"models": {}, "datasets": {}}
     try:
         if importlib.util.find_spec("lnfree_core.demo") is None or \
@@ -86,22 +86,14 @@ def demo_catalog(root: str | os.PathLike | None = None) -> dict[str, dict[str, s
     return out
 
 
-def _catalog() -> dict[str, dict[str, str]]:
-    """demo_catalog() looked up on the lnfree_core.ui_data package, so that replacing it there (as the
-    tests do) is seen by every helper that uses it."""
-    from .. import ui_data
-
-    return ui_data.demo_catalog()
-
-
 def built_demo_models() -> list[str]:
     """`demo:NAME` specs of the demo-suite models that are built ([] without a demo suite)."""
-    return list(_catalog()["models"].values())
+    return list(demo_catalog()["models"].values())
 
 
 def built_demo_datasets() -> dict[str, str]:
     """{name: folder} of the demo-suite datasets that are built ({} without a demo suite)."""
-    return dict(_catalog()["datasets"])
+    return dict(demo_catalog()["datasets"])
 
 
 def demo_tables(status: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
@@ -129,11 +121,9 @@ def demo_tables(status: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
 def gpt2_id_mapper(model_spec: str | None, dataset: str | None = None) -> Callable[[list[int]], list[int]] | None:
     """For a model (else a dataset) that uses a compact vocabulary (the demo suite's): a function mapping
     its token ids to GPT-2 ids (lnfree_core.data.vocab_map), for display; None when ids are GPT-2 ids."""
-    import importlib.util
-
     if importlib.util.find_spec("lnfree_core.data.vocab_map") is None:
         return None
-    from ..data.vocab_map import load_vocab_map, to_gpt2_ids
+    from lnfree_core.data.vocab_map import load_vocab_map, to_gpt2_ids
 
     vmap = None
     for ref in (model_spec, dataset):

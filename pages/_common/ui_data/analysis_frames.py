@@ -52,7 +52,7 @@ def ce_summary_frame(rows: Sequence[CERow]) -> pd.DataFrame:
 def stat_table(rows: Sequence[CERow], stat: str = "mean"):
     """Table 1 (lnfree_core.analysis.tables.ce_table) of `stat` ('mean' or 'median'): the lowest per
     group and dataset marked, LN-free gaps to it."""
-    from ..analysis.tables import TableEntry, ce_table
+    from lnfree_core.analysis.tables import TableEntry, ce_table
 
     if stat not in ("mean", "median"):
         raise ValueError(f"stat must be 'mean' or 'median' for Table 1, got {stat!r}")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..config import TrainConfig
+from lnfree_core.config import TrainConfig
 from .metrics import to_float
 
 

@@ -1,7 +1,7 @@
 """The model families lnfree supports, what the paper did with each, and which family a model spec is.
 
 `FAMILY_TABLE` is the one place the app (Home) and the README's table take their rows from; the
-adapters themselves live in lnfree_core.adapters.
+adapters themselves live in lnfree_core.method.adapters.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def data_fit_problem(model_spec: str | None, dataset: str | None) -> str | None:
         model_type = next((r["model_type"] for r in FAMILY_TABLE if model_spec in r["examples"]), None)
     if model_type in (None, "gpt2") or model_type not in _BY_TYPE:
         return None
-    from ..data.model_fit import check_tokenizer_fit
+    from lnfree_core.data.model_fit import check_tokenizer_fit
 
     try:
         check_tokenizer_fit(model_type, dataset)

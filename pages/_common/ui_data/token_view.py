@@ -4,6 +4,7 @@ control characters made visible.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -49,8 +50,6 @@ def token_spans_html(rows: Sequence[Any], values: Sequence[float | None], *, vma
     coloured by `values` (None: uncoloured): red by log(1 + loss) up to `vmax`, or, when `diverging`,
     blue (< 0) / red (> 0) by |value| / vmax. Hovering shows position, id, escaped text and value.
     The token at position `highlight` is outlined, the `context` positions underlined."""
-    import html
-
     ctx = {int(p) for p in context}
     spans = []
     for r, v in zip(rows, values):

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lnfree_core.rundir import merge_resumed, read_metrics
+
 from .schedule_view import GROUP_LABELS, group_of
 
 
@@ -156,8 +158,6 @@ class MetricsCache:
 
     def update(self) -> list[dict[str, Any]]:
         """Read what was appended since the last call; returns the run's effective history (resumes merged)."""
-        from jobs import merge_resumed, read_metrics
-
         new, offset = read_metrics(self.run_dir, self.offset)
         if offset < self.offset:  # the file was replaced: start over
             self.rows = []

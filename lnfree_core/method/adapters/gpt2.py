@@ -50,7 +50,7 @@ class SplitLNQKV(nn.Module):
         if not self.ln_qk.is_removed and not self.ln_v.is_removed:
             # Both paths live: LN_qk(x) == LN_v(x), one normalisation and the stock fused projection.
             y = self.ln_qk(x)  # [batch, pos, d_model]
-            self.ln_v._pending = self.ln_qk._pending
+            self.ln_v.share_forward(self.ln_qk)
             return self.proj(y)  # [batch, pos, 3 * d_model]
         d = self.d_model
         w, b = self.proj.weight, self.proj.bias  # [d, 3d], [3d]
@@ -73,8 +73,8 @@ class SplitLNQKV(nn.Module):
         y_qk = (xc / torch.where(qk_ln.removed, qk_ln.sigma, std) * gamma + beta).reshape(-1, d)  # [batch * pos, d]
         y_v = (xc / torch.where(v_ln.removed, v_ln.sigma, std) * gamma + beta).reshape(-1, d)
         if self.training:
-            sd = std.detach()
-            qk_ln._pending = v_ln._pending = (sd.sum(dtype=torch.float32), sd.numel())
+            qk_ln.record_forward(std.detach())
+            v_ln.share_forward(qk_ln)
         w, b = self.proj.weight, self.proj.bias  # [d, 3d], [3d]
         if not torch.is_autocast_enabled():
             y_qk, y_v = y_qk.to(x.dtype), y_v.to(x.dtype)
@@ -220,7 +220,7 @@ class GPT2Adapter(ModelAdapter):
         dst.bias.copy_(src.bias.float())
 
     def to_folded(self, model: nn.Module) -> nn.Module:
-        from ..interop.fold_gpt2 import fold_gpt2  # local: the interop package is optional to the trainer
+        from ...interop.fold_gpt2 import fold_gpt2  # local: the interop package is optional to the trainer
 
         return fold_gpt2(model)
 

@@ -19,7 +19,7 @@ P = I - 1/H the centering projection.
 Life cycle of one block (see `FakeLayerNorm`):
   * live: computes exactly LayerNorm (1) with the model's eps, and during training records the
     per-token std of every call so that `sigma_avg` can be tracked once per optimizer step
-    (`commit_micro_batch` / `update_sigma_avg`, driven by `lnfree_core.tracking.SigmaTracker`);
+    (`commit_micro_batch` / `update_sigma_avg`, driven by `lnfree_core.method.tracking.SigmaTracker`);
   * removed: at its removal event sigma_bar := sigma_avg is frozen; from then on the block is the
     affine map (2) and records nothing.
 
@@ -130,8 +130,7 @@ class FakeLayerNorm(nn.Module):
             # Exact LayerNorm (1); the fused kernel also returns 1 / sigma_{b,s}, so tracking is free.
             y, _, rstd = torch.native_layer_norm(x32, (x32.shape[-1],), self.weight.float(), self.bias.float(), self.eps)
             if self.training:
-                std = 1.0 / rstd.detach()  # [batch, pos, 1]
-                self._pending = (std.sum(dtype=torch.float32), std.numel())
+                self.record_forward(1.0 / rstd.detach())  # sigma_{b,s}: [batch, pos, 1]
         return y if torch.is_autocast_enabled() else y.to(out_dtype)
 
     def _forward_traced(self, x: torch.Tensor) -> torch.Tensor:  # x: [batch, pos, d_model]
@@ -144,11 +143,21 @@ class FakeLayerNorm(nn.Module):
             self.last_std = std.squeeze(-1)  # [batch, pos]
         y = xc / torch.where(self.removed, self.sigma, std) * self.weight.float() + self.bias.float()
         if self.training:
-            sd = std.detach()
-            self._pending = (sd.sum(dtype=torch.float32), sd.numel())
+            self.record_forward(std.detach())
         return y if torch.is_autocast_enabled() else y.to(out_dtype)
 
     # ------------------------------------------------------------------ statistics
+    def record_forward(self, std: torch.Tensor) -> None:
+        """Record the per-token sigma_{b,s} ([..., 1], detached) of this training forward: its sum
+        (on the device) and count, to be added to the step by `commit_micro_batch`. Written, not
+        accumulated, so a recomputation under gradient checkpointing does not count twice."""
+        self._pending = (std.sum(dtype=torch.float32), std.numel())
+
+    def share_forward(self, other: "FakeLayerNorm") -> None:
+        """Record the statistics `other` recorded for its last forward (the two blocks normalised the
+        same input with the same sigma_{b,s}: LN_qk and LN_v while both are live)."""
+        self._pending = other._pending
+
     def commit_micro_batch(self) -> None:
         """Add the statistics of the last training forward to the current optimizer step."""
         if self._removed_py:  # a compiled forward also measures removed blocks: nothing to track

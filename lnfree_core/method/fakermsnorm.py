@@ -51,8 +51,7 @@ class FakeRMSNorm(FakeLayerNorm):
             rstd = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # [..., 1]
             y = x32 * rstd * w
             if self.training:
-                std = 1.0 / rstd.detach()  # [..., 1]
-                self._pending = (std.sum(dtype=torch.float32), std.numel())
+                self.record_forward(1.0 / rstd.detach())  # sigma_{b,s}: [..., 1]
         return y if torch.is_autocast_enabled() else y.to(out_dtype)
 
     def divisor(self, x: torch.Tensor) -> torch.Tensor:

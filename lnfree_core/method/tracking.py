@@ -65,16 +65,17 @@ class SigmaTracker:
         live = [m for m in self.modules.values() if not m.is_removed]
         if not live:
             return
-        committed = [m for m in live if m._step_count]
+        per_block = [m.step_statistics() for m in live]  # (device sum, host count) per block
+        committed = [s for s, n in per_block if n]
         if not committed:
             for m in live:
                 m.reset_step()
             return
-        device = committed[0]._step_sum.device
+        device = committed[0].device
         zero = torch.zeros((), device=device)
-        sums = torch.stack([m._step_sum.float() if m._step_count else zero for m in live])  # [n_live]
+        sums = torch.stack([s.float() if n else zero for s, n in per_block])  # [n_live]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            counts = torch.tensor([float(m._step_count) for m in live])  # [n_live], host
+            counts = torch.tensor([float(n) for _, n in per_block])  # [n_live], host
             stats = torch.stack([sums, counts.to(device, non_blocking=True)], dim=1)  # [n_live, 2]
             if torch.distributed.get_backend() == "nccl" and device.type != "cuda":
                 stats = stats.cuda()
@@ -83,8 +84,7 @@ class SigmaTracker:
                 # a device count: the mean and the token-memory factor are computed on the device
                 m.update_sigma_avg(s, n, step_factor(self.ema, self.ema_tokens, block_kind(m.name), n))
             return
-        for m, s in zip(live, sums):
-            n = m._step_count
+        for m, s, (_, n) in zip(live, sums, per_block):
             m.update_sigma_avg(s, n, step_factor(self.ema, self.ema_tokens, block_kind(m.name), n))
 
     def sigma_vector(self) -> torch.Tensor:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..optim import lr_at
-from ..schedule import HParams, Schedule, ScheduleError
+from lnfree_core.optim import lr_at
+from lnfree_core.method.schedule import HParams, Schedule, ScheduleError
 
 
 GROUP_LABELS = {"mlp": "LN_MLP", "qk": "LN_qk", "v": "LN_v", "f": "LN_f",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .demo_suite import _catalog
+from . import demo_suite  # demo_catalog looked up at call time (the tests replace it there)
 
 
 def model_kind(spec: str) -> str:
@@ -70,7 +70,7 @@ def model_context(spec: str) -> int | None:
     cfgs: list[Path] = []
     if kind == "demo":
         try:
-            from ..demo.paths import demo_model_path
+            from lnfree_core.demo.paths import demo_model_path
 
             return model_context(str(demo_model_path(spec.split(":", 1)[1])))
         except Exception:  # no demo suite, or not built
@@ -116,7 +116,7 @@ def model_spec_problem(spec: str, hub_ok: bool) -> str | None:
     """Why a model spec cannot be loaded as it stands (None when it looks usable); nothing is loaded."""
     kind = model_kind(spec)
     if kind == "demo":
-        return None if spec.split(":", 1)[1] in _catalog()["models"] else \
+        return None if spec.split(":", 1)[1] in demo_suite.demo_catalog()["models"] else \
             f"`{spec}`: the demo suite is not built here (Home page: Build the demo suite)."
     if kind == "hub":
         if hub_ok:
@@ -133,7 +133,7 @@ def model_spec_problem(spec: str, hub_ok: bool) -> str | None:
     if not path.exists():
         return f"`{path}` does not exist."
     if kind == "run":
-        from ..checkpoint import latest_checkpoint
+        from lnfree_core.checkpoint import latest_checkpoint
 
         if step:
             ok = (path / "checkpoints" / f"step_{int(step) if step.isdigit() else -1:08d}").is_dir()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -101,8 +102,6 @@ class BackgroundCommand:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM the command's process group (SIGKILL after `timeout` s); its exit code."""
-        import signal
-
         if not self.running:
             return self.returncode
         try:

@@ -11,6 +11,7 @@ so s >= 1. Groups must not overlap: each group starts after the previous group's
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -268,8 +269,6 @@ class Schedule:
 
 def _unknown_keys(where: str, d: dict, known) -> None:
     """Raise ScheduleError naming the first unknown key of `d`, with the closest known one."""
-    import difflib
-
     for key in d:
         if key not in known:
             close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.5)
