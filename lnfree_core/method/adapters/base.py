@@ -10,6 +10,10 @@ from torch import nn
 from ..fakeln import FakeLayerNorm
 
 
+class FoldingUnsupportedError(ValueError):
+    """The family's adapter has no folded (normalisation-free) form."""
+
+
 class ModelAdapter(ABC):
     """Architecture-specific operations for LN removal on one model family.
 
@@ -53,7 +57,9 @@ class ModelAdapter(ABC):
         """A model of the family with no normalisation module computing the same logits as LN-free
         `model`: each removed block's gamma / sigma_bar folded into the weights that read it, beta into
         their biases, and every weight that writes to the residual stream centred (lnfree_core.interop)."""
-        raise NotImplementedError(f"folding the normalisation away is not implemented for {self.model_type}")
+        raise FoldingUnsupportedError(
+            f"folding the normalisation away is written for GPT-2 models only; for this {self.model_type} model use "
+            "the FakeLN/FakeRMSNorm form (lnfree_core.models.load_model) or its stock export with transformers")
 
     # Accessors used by the analyses -------------------------------------------------------------
     @abstractmethod
