@@ -147,4 +147,12 @@ def delete_run(run_dir: str | os.PathLike) -> None:
     holder = lock_holder(rd)
     if holder is not None:  # a trainer started between the two checks
         raise RunActiveError(f"run {st.name!r} is being trained (pid {holder}); cancel it before deleting it")
+    for attempt in range(5):  # the launcher's watcher may still rename its last job.json into place
+        try:
+            shutil.rmtree(rd)
+            return
+        except FileNotFoundError:  # a file listed by rmtree was renamed away meanwhile: list again
+            if not rd.exists():
+                return
+            time.sleep(0.05 * (attempt + 1))
     shutil.rmtree(rd)

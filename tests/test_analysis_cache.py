@@ -39,7 +39,8 @@ def test_ce_eval_caches_and_hits_without_loading(model_dir, tmp_path, monkeypatc
     cache = tmp_path / "cache"
     res = ce_eval(str(model_dir), data, cache_dir=cache, device="cpu", batch_size=2)
     ref = per_token_ce(models.load_model(str(model_dir)).model, toks).numpy()
-    np.testing.assert_array_equal(res.losses, ref)
+    # another batch size blocks the matmuls differently: float32 results may differ in the last bit
+    np.testing.assert_allclose(res.losses, ref, rtol=2e-7, atol=0)
     np.testing.assert_array_equal(res.tokens, toks)
     assert res.tokens.dtype == np.uint16 and res.losses.dtype == np.float32
     assert res.summary.mean == pytest.approx(ref.astype(np.float64).mean())
