@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from ..fakeln import FakeLayerNorm
 from .base import ModelAdapter
-from .stock_export import check_exact, copy_matching, fresh_stock, norm_weight, split_fakes
+from .stock_export import LinearHeads, check_exact, copy_matching, fresh_stock, norm_weight, split_fakes
 
 # LN(x) ~ (x - mu) / sqrt(eps) * w + b with eps = 2^54 (not GPT-2's 1e12): fl32(var + 2^54) == 2^54 for
 # var < 2^30 (std < 32768) and rsqrt(2^54) = 2^-27 exactly, so the stock norm is exact over a wide range
@@ -69,7 +69,7 @@ class SplitLNFusedQKV(nn.Module):
         return out.view(*lead, 3 * d)
 
 
-class GPTNeoXAdapter(ModelAdapter):
+class GPTNeoXAdapter(LinearHeads, ModelAdapter):
     model_type = "gpt_neox"
     family = "GPT-NeoX"
 
@@ -201,19 +201,12 @@ class GPTNeoXAdapter(ModelAdapter):
         return fakes
 
     # ------------------------------------------------------------------ analysis accessors
-    def n_heads(self, model: nn.Module) -> int:
-        return int(model.config.num_attention_heads)
-
     def attention(self, model: nn.Module, layer: int) -> nn.Module:
         return self._base(model).layers[layer].attention  # forward returns (output, probs | None)
 
     def attn_out_proj(self, model: nn.Module, layer: int) -> nn.Module:
         return self._base(model).layers[layer].attention.dense  # nn.Linear, input z [batch, pos, H * d_head]
 
-    def attn_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
-        w = self.attn_out_proj(model, layer).weight  # nn.Linear: [d_model, H * d_head]
-        h = self.n_heads(model)
-        return w.T.reshape(h, w.shape[1] // h, w.shape[0])  # [H, d_head, d_model]
 
     def mlp_out_proj(self, model: nn.Module, layer: int) -> nn.Module:
         return self._base(model).layers[layer].mlp.dense_4h_to_h  # input act(dense_h_to_4h(x)) [batch, pos, d_mlp]

@@ -31,7 +31,7 @@ from torch import nn
 from ..fakeln import FakeLayerNorm
 from ..fakermsnorm import FakeRMSNorm
 from .base import ModelAdapter
-from .stock_export import check_exact, copy_matching, fresh_stock, norm_weight, split_fakes
+from .stock_export import LinearHeads, check_exact, copy_matching, fresh_stock, norm_weight, split_fakes
 
 EXPORT_EPS = float(2**54)
 LNFREE_EPS_THRESHOLD = 1e6
@@ -68,7 +68,7 @@ class NormedLinear(nn.Module):
         return self.proj(self.block(x))
 
 
-class LlamaAdapter(ModelAdapter):
+class LlamaAdapter(LinearHeads, ModelAdapter):
     model_type = "llama"
     family = "Llama"
 
@@ -210,19 +210,12 @@ class LlamaAdapter(ModelAdapter):
         return fakes
 
     # ------------------------------------------------------------------ analysis accessors
-    def n_heads(self, model: nn.Module) -> int:
-        return int(model.config.num_attention_heads)
-
     def attention(self, model: nn.Module, layer: int) -> nn.Module:
         return self._base(model).layers[layer].self_attn  # forward returns (output, probs | None)
 
     def attn_out_proj(self, model: nn.Module, layer: int) -> nn.Module:
         return self._base(model).layers[layer].self_attn.o_proj  # nn.Linear, input z [batch, pos, H * d_head]
 
-    def attn_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
-        w = self.attn_out_proj(model, layer).weight  # [d_model, H * d_head]
-        h = self.n_heads(model)
-        return w.T.reshape(h, w.shape[1] // h, w.shape[0])  # [H, d_head, d_model]
 
     def mlp_out_proj(self, model: nn.Module, layer: int) -> nn.Module:
         return self._base(model).layers[layer].mlp.down_proj  # input silu(gate(x)) * up(x) [batch, pos, d_mlp]

@@ -75,3 +75,15 @@ def copy_matching(src_sd: dict, dst_sd: dict, skip) -> None:
     for key, dst in dst_sd.items():
         if not skip(key) and key in src_sd:
             dst.copy_(src_sd[key].float())
+
+
+class LinearHeads:
+    """Head accessors of the families whose attention output is an nn.Linear (GPT-NeoX, Llama, Qwen)."""
+
+    def n_heads(self, model: nn.Module) -> int:
+        return int(model.config.num_attention_heads)
+
+    def attn_out_weight(self, model: nn.Module, layer: int) -> torch.Tensor:
+        w = self.attn_out_proj(model, layer).weight  # nn.Linear: [d_model, H * d_head]
+        h = self.n_heads(model)
+        return w.T.reshape(h, w.shape[1] // h, w.shape[0])  # [H, d_head, d_model]
