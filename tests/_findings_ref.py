@@ -13,9 +13,10 @@ def reference_findings(model: torch.nn.Module, x: torch.Tensor) -> dict:
     """Sink rate, first-token norm ratio and confidence-neuron ablation of a GPT-2 on tokens x [n, T],
     computed here from their definitions (not with lnfree's analysis helpers).
 
-    * sink rate: share of (sequence, layer, head, query q >= 1) with A[q, 0] > 0.3 (paper, section 5.3);
-    * norm ratio at residual point l: mean_i ||x_{i,l,0}|| / mean_{i, t>=1} ||x_{i,l,t}||, over the inputs
-      of each block and of the final norm; the largest over the points;
+    * sink rate: share of (sequence, layer, head, query q) with A[q, 0] > 0.3, query 0 included (paper,
+      section 5.3, as the authors' code counts it);
+    * norm ratio at residual point l: mean_i ||c(x_{i,l,0})|| / mean_{i, t>=1} ||c(x_{i,l,t})||, with the centred
+      vector c(x) = x - mean_d(x) (Fig. 3), over the inputs of each block and of the final norm; the largest;
     * ablation: the 3 last-layer neurons with the highest ||w_out,i|| / Var_t(cos(w_out,i, u_t)) (eq. 11-12,
       W_U and w_out mean-centred, final-norm gain folded in) are set to their mean activation over all
       positions together; relative change of mean CE and of mean entropy over the n (T - 1) predictions.
@@ -35,10 +36,10 @@ def reference_findings(model: torch.nn.Module, x: torch.Tensor) -> dict:
     out = model(input_ids=x, output_attentions=True)
     for h in handles:
         h.remove()
-    a0 = torch.stack([a[:, :, 1:, 0] for a in out.attentions], 1)  # [n, L, H, T - 1]
+    a0 = torch.stack([a[:, :, :, 0] for a in out.attentions], 1)  # [n, L, H, T]
     sink = float((a0 > SINK_THRESHOLD).double().mean())
-    ratios = [float(resid[l].norm(dim=-1)[:, 0].mean() / resid[l].norm(dim=-1)[:, 1:].mean())
-              for l in range(n_layer + 1)]
+    norms = {l: (r - r.mean(dim=-1, keepdim=True)).norm(dim=-1) for l, r in resid.items()}  # [n, T]
+    ratios = [float(norms[l][:, 0].mean() / norms[l][:, 1:].mean()) for l in range(n_layer + 1)]
 
     # confidence neurons of the last MLP (GPT-2 Conv1D c_proj: weight [d_mlp, d_model])
     w_out = blocks[-1].mlp.c_proj.weight.double()

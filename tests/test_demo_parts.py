@@ -273,3 +273,23 @@ def test_later_settings_join_the_stage_keys_only_when_changed():
                                                 pretrain_weight_decay=0.1))
     assert changed["datasets"]["row_start_eot"] is True and changed["init"]["tie_embeddings"] is False
     assert changed["pretrain"]["pretrain_weight_decay"] == 0.1
+
+
+def test_repeat_documents_are_a_training_span_twice_then_eot_and_seeded():
+    from lnfree_core.demo.repeats import MAX_LEN, MIN_LEN, repeat_documents
+
+    rng = np.random.default_rng(1)
+    docs = [np.append(rng.integers(0, 50000, size=n), EOT_ID).astype(np.int32) for n in (10, 60, 200, 47)]
+    reps = repeat_documents(docs, 40, seed=3)
+    assert len(reps) == 40
+    for r in reps:
+        length = (len(r) - 1) // 2
+        assert MIN_LEN <= length <= MAX_LEN and r[-1] == EOT_ID and len(r) == 2 * length + 1
+        assert np.array_equal(r[:length], r[length:2 * length])
+        # the span is consecutive tokens of a document long enough (60 or 200 tokens; 10 and 47 are too short)
+        assert any(any(np.array_equal(d[s:s + length], r[:length]) for s in range(len(d) - length))
+                   for d in docs[1:3])
+    assert all(np.array_equal(a, b) for a, b in zip(reps, repeat_documents(docs, 40, seed=3)))
+    assert not all(np.array_equal(a, b) for a, b in zip(reps, repeat_documents(docs, 40, seed=4)))
+    with pytest.raises(ValueError, match="no training document has 48 tokens"):
+        repeat_documents(docs[:1], 1, seed=0)

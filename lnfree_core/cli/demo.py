@@ -43,6 +43,20 @@ def register(sub) -> None:
     f.add_argument("--json", action="store_true", help="print JSON")
     f.set_defaults(func=_findings)
 
+    o = dsub.add_parser("pretrain-original", help="pretrain the demo's shipped original again (about an hour on 2 cores)",
+                        description="Rebuild lnfree_core/demo/original (lnfree_core.demo.original): make the demo "
+                                    "datasets and the seeded initial model in a work folder, pretrain with lnfree's "
+                                    "trainer and the full size's recipe, and write config.json, model.safetensors "
+                                    "and recipe.json (settings, data SHA-256, training numbers) to --out. Stages "
+                                    "already finished in the work folder are reused.")
+    o.add_argument("--out", metavar="DIR", required=True,
+                   help="folder to write (lnfree_core/demo/original replaces the shipped one)")
+    o.add_argument("--work", metavar="DIR", default=None,
+                   help="demo root for the datasets and the run (default ./lnfree_home/demo-original-work)")
+    o.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: all cores if idle at the start, else 1)")
+    o.set_defaults(func=_pretrain_original)
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
@@ -111,6 +125,33 @@ def _build(args) -> int:
         print(f"  [{'ok' if ok else 'NOT MET'}] {text}")
     for name, m in summary["models"].items():
         print(f"  {m['spec']:<14} {m['path']}")
+    return 0
+
+
+def _pretrain_original(args) -> int:
+    from lnfree_core.demo import get_size
+    from lnfree_core.demo.build import DemoBuildCancelled, DemoBuildError, rebuild_original
+
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
+    out = os.path.abspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        print(f"error: --out {out} is a file; give a folder", file=sys.stderr)
+        return 2
+    size = get_size("full")
+    try:
+        recipe = rebuild_original(out, args.work, size, progress=ProgressPrinter(size), threads=args.threads)
+    except DemoBuildCancelled as e:
+        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        _die_by(e.signum)
+        return 128 + int(e.signum)
+    except (DemoBuildError, OSError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    t = recipe["training"]
+    print(f"pretrained original written to {out}: {t['steps']} steps, final training loss "
+          f"{t['final_train_loss']:.3f}, weights sha256 {recipe['weights_sha256'][:16]}")
     return 0
 
 

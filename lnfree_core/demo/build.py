@@ -20,6 +20,7 @@ trains); :func:`overall_fraction` turns it into the build's overall fraction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -30,6 +31,7 @@ from .cpu import choose_threads, torch_threads
 from .datasets_stage import make_datasets, make_filtered
 from .evaluate import mean_ce
 from .models_stage import DemoBuildCancelled, DemoBuildError, make_finetune, make_init, make_original
+from .original import write_shipped
 from .paths import (DATASET_NAMES, MODEL_NAMES, demo_dataset_path, demo_model_path, demo_root, demo_run_path,
                     init_model_path, summary_path)
 from .sizes import DemoSize, get_size
@@ -39,8 +41,10 @@ Progress = Callable[[str, int, int], None]
 FORMAT_VERSION = 1  # bump when a stage's output format changes: every stage is then redone
 MIN_UNIGRAM_MARGIN = 1.0  # nats: "far below the unigram entropy"
 MAX_LN_FREE_GAP = 0.15  # nats: LN-free validation CE minus vanilla's
+DEFAULT_WORK = Path("lnfree_home") / "demo-original-work"  # rebuild_original's default work root
 
-__all__ = ["DemoBuildCancelled", "DemoBuildError", "STAGES", "build_demo", "overall_fraction", "stage_weights"]
+__all__ = ["DemoBuildCancelled", "DemoBuildError", "STAGES", "build_demo", "overall_fraction", "rebuild_original",
+           "stage_weights"]
 
 
 def stage_weights(size: DemoSize) -> dict[str, float]:
@@ -66,7 +70,7 @@ def overall_fraction(size: DemoSize, stage: str, done: int, total: int) -> float
 # Settings added after the first release, with the value that reproduces the earlier builds: they join a
 # stage's key only when set otherwise, so that suites built before they existed stay valid (not rebuilt).
 _LATER_SETTINGS = {"row_start_eot": False, "tie_embeddings": True, "pretrain_weight_decay": 0.01,
-                   "ioi_sentences": 0}
+                   "ioi_sentences": 0, "original": "pretrain", "repeat_spans": 0}
 
 
 def _stage_params(size: DemoSize) -> dict[str, dict]:
@@ -77,13 +81,13 @@ def _stage_params(size: DemoSize) -> dict[str, dict]:
 
     return {
         "datasets": {**pick("prose_chars", "val_every", "pile_rows", "seq_len", "row_start_eot",
-                          "ioi_sentences"),
+                          "ioi_sentences", "repeat_spans"),
                      **({"ioi_seed": size.seed} if size.ioi_sentences else {}),
                      "format": FORMAT_VERSION},
         "filter": pick("filter_keep"),
         "init": pick("n_layer", "n_embd", "n_head", "tie_embeddings", "seed"),
         "pretrain": pick("pretrain_steps", "pretrain_lr", "pretrain_min_lr", "pretrain_warmup",
-                         "pretrain_weight_decay", "batch_size"),
+                         "pretrain_weight_decay", "batch_size", "original"),
         "vanilla": pick("finetune_steps", "finetune_lr", "finetune_min_lr", "finetune_warmup", "aux_weight"),
         "ln-free": pick("finetune_steps", "finetune_lr", "finetune_min_lr", "finetune_warmup", "aux_weight"),
         "evaluate": pick("eval_rows"),
@@ -222,9 +226,18 @@ def build_demo(root: str | os.PathLike | None = None, size: str | DemoSize = "fu
 
 def _build(root: Path, size: str | DemoSize, progress: Progress | None, n_threads: int) -> dict:
     size = get_size(size) if isinstance(size, str) else size
+    t_start = time.perf_counter()
+    records = _run_stages(root, size, progress, n_threads)
+    summary = _summary(root, size, records, time.perf_counter() - t_start)
+    _write_summary(root, summary)
+    return summary
+
+
+def _run_stages(root: Path, size: DemoSize, progress: Progress | None, n_threads: int,
+                until: str | None = None) -> dict[str, dict]:
+    """Run (or reuse) the stages in order, up to and including ``until`` (None: all); their records."""
     report = progress or (lambda stage, done, total: None)
     root.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
     makers = {
         "datasets": lambda: make_datasets(root, size, report),
         "filter": lambda: make_filtered(root, size, report),
@@ -249,6 +262,24 @@ def _build(root: Path, size: str | DemoSize, progress: Progress | None, n_thread
         else:
             report(stage.name, 1, 1)
         records[stage.name] = rec
-    summary = _summary(root, size, records, time.perf_counter() - t_start)
-    _write_summary(root, summary)
-    return summary
+        if stage.name == until:
+            break
+    return records
+
+
+def rebuild_original(out: str | os.PathLike, work: str | os.PathLike | None = None, size: str | DemoSize = "full",
+                     progress: Progress | None = None, threads: int | None = None) -> dict:
+    """Pretrain the shipped original again (:mod:`.original`) and write its folder ``out``; returns its recipe.
+
+    Runs the build's ``datasets``, ``filter``, ``init`` and ``pretrain`` stages for ``size`` with
+    ``original="pretrain"`` in the demo root ``work`` (default ``./lnfree_home/demo-original-work``; finished
+    stages are reused; a stopped pretraining starts again), then writes ``config.json``,
+    ``model.safetensors`` and ``recipe.json`` (settings, data SHA-256, training numbers) to ``out``.
+    """
+    sz = get_size(size) if isinstance(size, str) else size
+    sz = dataclasses.replace(sz, original="pretrain")
+    work = demo_root(work if work is not None else Path.cwd() / DEFAULT_WORK)
+    n_threads = choose_threads(threads)
+    with torch_threads(n_threads):
+        records = _run_stages(work, sz, progress, n_threads, until="pretrain")
+    return write_shipped(out, demo_model_path("original", work), work, sz, records["pretrain"]["result"])

@@ -30,6 +30,8 @@ from .corpora import describe_source, pile_documents, prose_documents
 from .ioi_text import describe as describe_ioi
 from .ioi_text import interleave, ioi_documents
 from .paths import demo_dataset_path, demo_root
+from .repeats import describe as describe_repeats
+from .repeats import repeat_documents
 from .sizes import DemoSize
 from .tokens import build_vocab, pack_rows, read_rows, tokenize, unigram_entropy, write_rows
 
@@ -87,6 +89,9 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
     ioi_docs = ioi_documents(size.ioi_sentences, seed=size.seed) if size.ioi_sentences else []
     ioi_ids = tokenize([d.text for d in ioi_docs]) if ioi_docs else []
     train_docs = interleave(train_docs, ioi_ids)  # IOI text in the training split only (.ioi_text)
+    reps = repeat_documents(train_docs, size.repeat_spans, seed=size.seed) if size.repeat_spans else []
+    train_docs = interleave(train_docs, reps)  # repeated spans, also training split only (.repeats)
+    repeats = describe_repeats(reps, size.repeat_spans, size.seed, int(sum(len(a) for a in train_docs)))
     ioi = describe_ioi(ioi_docs, size.ioi_sentences, size.seed)
     ioi_tokens = int(sum(len(a) for a in ioi_ids))
     ioi["tokens"] = ioi_tokens
@@ -115,7 +120,7 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
         "splits": {"train": len(train), "validation": len(val)},
         "tokens": {"train": int(train.size), "validation": int(val.size)}, "vocab_size": len(vocab),
         "unigram_entropy_train": H, "documents": len(prose), "validation_every": size.val_every,
-        "corpus_sha256": _hash_texts([d.text for d in prose]), "source": source, "ioi": ioi,
+        "corpus_sha256": _hash_texts([d.text for d in prose]), "source": source, "ioi": ioi, "repeats": repeats,
         "ids": "compact (see vocab_map.json)",
     })
     _write_json(owt / "documents.json", [d.source for d in prose] + [d.source for d in ioi_docs])

@@ -27,6 +27,7 @@ import torch
 from lnfree_core.data.vocab_map import load_vocab_map, save_vocab_map
 from lnfree_core.rundir import METRICS_FILE, read_jsonl, read_status
 
+from .original import install_shipped, use_or_warn
 from .paths import demo_dataset_path, demo_model_path, demo_run_path, init_model_path
 from .sizes import DemoSize
 
@@ -141,9 +142,14 @@ def _train_numbers(run_dir: Path) -> dict:
 
 
 def make_original(root: Path, size: DemoSize, progress: Progress) -> dict:
-    """Pretrain from ``work/init`` (vanilla mode) and save the result as ``models/original``."""
+    """``models/original``: the shipped pretrained model when ``size.original == "shipped"`` and it serves this
+    build's data (:mod:`.original`), else pretrained here from ``work/init`` (vanilla mode)."""
     from lnfree_core.models import load_model
 
+    if size.original == "shipped" and use_or_warn(root, size):
+        numbers = install_shipped(root)
+        progress("pretrain", size.pretrain_steps, size.pretrain_steps)
+        return numbers
     run_dir = demo_run_path("original", root)
     sched = _schedule(size, size.pretrain_steps, size.pretrain_lr, size.pretrain_min_lr, size.pretrain_warmup,
                       size.pretrain_weight_decay)
@@ -156,7 +162,7 @@ def make_original(root: Path, size: DemoSize, progress: Progress) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     loaded.model.save_pretrained(str(out))
     save_vocab_map(out, vocab)
-    return numbers
+    return {**numbers, "source": "pretrained here"}
 
 
 def make_finetune(root: Path, size: DemoSize, name: str, progress: Progress) -> dict:

@@ -75,6 +75,17 @@ class DemoSize:
     # IOI sentences (lnfree_core.demo.ioi_text) added to the OWT-like training split: every IOI prompt token
     # is then in the compact vocabulary, so the IOI patching experiment (section 5.2) runs on the demo
     ioi_sentences: int = 0
+    # documents "span span EOT" added to the training split (lnfree_core.demo.repeats): they reward induction
+    # heads, whose attention parks on position 0 where the current token has no earlier copy (attention sinks)
+    repeat_spans: int = 0
+    # where models/original comes from: "pretrain" (the build pretrains it from work/init with the settings
+    # above) or "shipped" (lnfree_core/demo/original: pretrained with the same settings by the project, used
+    # when it was trained on this build's data, else pretrained here; see lnfree_core.demo.original)
+    original: str = "pretrain"
+
+    def __post_init__(self):
+        if self.original not in ("pretrain", "shipped"):
+            raise ValueError(f"DemoSize.original is 'pretrain' or 'shipped', not {self.original!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -43,12 +43,15 @@ class Stage:
         return stage_marker_path(self.name, self.root)
 
     def load(self) -> dict | None:
-        """The marker's record if the stage is finished with this key and all outputs exist, else None."""
+        """The marker's record if the stage is finished with this key and every output it made exists, else None.
+
+        The outputs checked are those the marker lists: the ones that existed when the stage finished (the
+        pretrain stage makes no run directory when it installs the shipped original)."""
         try:
             rec = json.loads(self.marker.read_text())
         except (OSError, ValueError):
             return None
-        if rec.get("key") != self.key or not all(p.exists() for p in self.outputs):
+        if rec.get("key") != self.key or not all(Path(p).exists() for p in rec.get("outputs", self.outputs)):
             return None
         return rec
 
@@ -64,7 +67,7 @@ class Stage:
     def finish(self, result: dict, seconds: float) -> dict:
         """Write the marker (atomically) with the stage's result; returns the record."""
         rec = {"stage": self.name, "key": self.key, "finished": time.time(), "seconds": round(seconds, 3),
-               "outputs": [str(p) for p in self.outputs], "result": result}
+               "outputs": [str(p) for p in self.outputs if p.exists()], "result": result}
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.marker.with_name(f".{self.marker.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(rec, indent=1))
