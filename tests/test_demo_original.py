@@ -114,3 +114,19 @@ def test_cli_pretrain_original_rejects_bad_input_before_any_work(tmp_path, capsy
     assert "is a file" in capsys.readouterr().err
     assert main(["demo", "pretrain-original", "--out", str(tmp_path / "o"), "--threads", "0"]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_the_shipped_original_is_the_full_sizes_model_and_matches_its_recipe():
+    """The file in the repository: its SHA-256, size limit, config and recipe agree with SIZES['full']."""
+    full = get_size("full")
+    recipe = orig.read_recipe()
+    assert full.original == "shipped" and recipe is not None
+    assert recipe["settings"] == {k: getattr(full, k) for k in orig.RECIPE_FIELDS}
+    weights = orig.SHIPPED_DIR / "model.safetensors"
+    assert orig.file_sha256(weights) == recipe["weights_sha256"]
+    assert weights.stat().st_size < 25 * 2 ** 20
+    cfg = json.loads((orig.SHIPPED_DIR / "config.json").read_text())
+    assert (cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["n_positions"]) == (
+        full.n_layer, full.n_embd, full.n_head, full.seq_len)
+    assert cfg["vocab_size"] == recipe["data"]["vocab_size"] and cfg["tie_word_embeddings"] == full.tie_embeddings
+    assert recipe["training"]["steps"] == full.pretrain_steps

@@ -259,20 +259,23 @@ def test_die_by_ends_the_process_by_the_signal():
 
 
 def test_later_settings_join_the_stage_keys_only_when_changed():
-    """Suites built before row_start_eot / tie_embeddings / pretrain_weight_decay existed keep their keys."""
+    """Suites built before row_start_eot / tie_embeddings / pretrain_weight_decay / repeat_spans / original
+    existed keep their keys: a setting at its earlier value is left out of the stage's parameters."""
     import dataclasses
 
-    from lnfree_core.demo.build import _stage_params
+    from lnfree_core.demo.build import _LATER_SETTINGS, _stage_params
     from lnfree_core.demo.sizes import get_size
 
-    full = get_size("full")
-    params = _stage_params(full)
-    assert "row_start_eot" not in params["datasets"] and "tie_embeddings" not in params["init"]
-    assert "pretrain_weight_decay" not in params["pretrain"]
-    changed = _stage_params(dataclasses.replace(full, row_start_eot=True, tie_embeddings=False,
-                                                pretrain_weight_decay=0.1))
+    earlier = dataclasses.replace(get_size("full"), **_LATER_SETTINGS)
+    params = _stage_params(earlier)
+    assert set(_LATER_SETTINGS) == {"row_start_eot", "tie_embeddings", "pretrain_weight_decay", "ioi_sentences",
+                                    "original", "repeat_spans"}
+    assert not any(k in p for p in params.values() for k in _LATER_SETTINGS)
+    changed = _stage_params(dataclasses.replace(earlier, row_start_eot=True, tie_embeddings=False,
+                                                pretrain_weight_decay=0.1, repeat_spans=5, original="shipped"))
     assert changed["datasets"]["row_start_eot"] is True and changed["init"]["tie_embeddings"] is False
-    assert changed["pretrain"]["pretrain_weight_decay"] == 0.1
+    assert changed["pretrain"]["pretrain_weight_decay"] == 0.1 and changed["datasets"]["repeat_spans"] == 5
+    assert changed["pretrain"]["original"] == "shipped"
 
 
 def test_repeat_documents_are_a_training_span_twice_then_eot_and_seeded():

@@ -50,10 +50,13 @@ __all__ = ["DemoBuildCancelled", "DemoBuildError", "STAGES", "build_demo", "over
 def stage_weights(size: DemoSize) -> dict[str, float]:
     """Each stage's share of the build's work (sums to 1), from token counts; for overall progress."""
     train_tok = size.batch_size * size.seq_len
-    w = {"pretrain": size.pretrain_steps * train_tok, "vanilla": size.finetune_steps * train_tok,
+    pretrain = 0 if size.original == "shipped" else size.pretrain_steps * train_tok  # shipped: a file copy
+    w = {"pretrain": pretrain, "vanilla": size.finetune_steps * train_tok,
          "ln-free": 1.15 * size.finetune_steps * train_tok, "evaluate": 3 * 3 * size.eval_rows * size.seq_len / 3}
     work = sum(w.values())
     w.update(datasets=0.06 * work, filter=0.01 * work, init=0.002 * work)
+    if size.original == "shipped":
+        w["pretrain"] = 0.002 * work
     total = sum(w.values())
     return {s: w[s] / total for s in STAGES}
 

@@ -101,12 +101,12 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(
-        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, row_start_eot=False,
-        eval_rows=160, filter_keep=160, n_layer=3, n_embd=128, n_head=4,
-        tie_embeddings=True, pretrain_steps=300, pretrain_lr=3e-3, pretrain_min_lr=3e-4, pretrain_warmup=20,
-        pretrain_weight_decay=0.01,
+        name="full", prose_chars=None, val_every=20, pile_rows=3_000, seq_len=128, row_start_eot=True,
+        eval_rows=160, filter_keep=160, n_layer=6, n_embd=128, n_head=8,
+        tie_embeddings=False, pretrain_steps=2_500, pretrain_lr=6e-3, pretrain_min_lr=6e-4, pretrain_warmup=100,
+        pretrain_weight_decay=0.3,
         finetune_steps=90, finetune_lr=1e-3, finetune_min_lr=3e-4, finetune_warmup=8, aux_weight=0.1,
-        batch_size=16, ioi_sentences=1000,
+        batch_size=16, ioi_sentences=1000, repeat_spans=2_500, original="shipped",
     ),
     "tiny": DemoSize(
         name="tiny", prose_chars=120_000, val_every=8, pile_rows=480, seq_len=32, row_start_eot=True,
