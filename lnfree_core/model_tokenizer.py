@@ -46,13 +46,17 @@ def _model_type_and_sources(spec: str) -> tuple[str | None, list[str]]:
             cfg_path = Path(found) if isinstance(found, str) else None
         except Exception:
             cfg_path = None
-    model_type = None
-    if cfg_path is not None:
-        try:
-            model_type = json.loads(cfg_path.read_text()).get("model_type")
-        except (OSError, ValueError):
-            model_type = None
-    return model_type, sources
+    return config_model_type(cfg_path), sources
+
+
+def config_model_type(cfg_path: Path | None) -> str | None:
+    """The `model_type` of a config.json, or None (no path, an unreadable file, no such key)."""
+    if cfg_path is None:
+        return None
+    try:
+        return json.loads(cfg_path.read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
 
 
 def model_tokenizer(spec: str):

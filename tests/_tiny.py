@@ -18,3 +18,17 @@ def tiny_model(seed=0, **kw):
 
     torch.manual_seed(seed)
     return GPT2LMHeadModel(tiny_config(**kw)).eval()
+
+
+def save_gpt2_vocab_pair(original, run, seed: int) -> None:
+    """A tiny GPT-2 over the full GPT-2 vocabulary (50257) saved as a model folder at `original`, and the same
+    weights with every FakeLN block removed at sigma_bar = 0.5 as checkpoint step 1 of the run folder `run`."""
+    from lnfree_core.checkpoint import write_checkpoint
+    from lnfree_core.method.surgery import fakeln_modules, fakeln_state, make_removable
+
+    tiny_model(seed=seed, vocab_size=50257).save_pretrained(str(original))
+    free = tiny_model(seed=seed, vocab_size=50257)
+    make_removable(free)
+    for m in fakeln_modules(free).values():
+        m.remove(0.5)
+    write_checkpoint(run, 1, free, None, fakeln_state(free), {"step": 1})

@@ -60,8 +60,9 @@ def test_svd_against_numpy():
         assert res.cosines[k] @ res.cosines[k] == pytest.approx(1.0)  # U is an orthonormal basis
 
 
-def _full_forward_ablation(model, toks, neurons, means):
-    """Mean CE and entropy with neurons' activations replaced by `means` in a full forward pass."""
+def _ablated_logits(model, toks, neurons, means):
+    """(tokens [n, T], logits [n, T-1, vocab] float64) of a full forward pass with neurons' activations replaced
+    by `means` (a pre-hook on the last MLP's output projection)."""
     proj = model.transformer.h[-1].mlp.c_proj
 
     def pre(module, args):
@@ -77,6 +78,12 @@ def _full_forward_ablation(model, toks, neurons, means):
             logits = model(x).logits[:, :-1].double()
     finally:
         h.remove()
+    return x, logits
+
+
+def _full_forward_ablation(model, toks, neurons, means):
+    """Mean CE and entropy with neurons' activations replaced by `means` in a full forward pass."""
+    x, logits = _ablated_logits(model, toks, neurons, means)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
     p = torch.softmax(logits, -1)
     return float(ce), float(-(p * p.log()).sum(-1).mean())
@@ -84,21 +91,8 @@ def _full_forward_ablation(model, toks, neurons, means):
 
 def _token_ce(model, toks, neurons, means):
     """Per-token CE [n, T-1] (float64) with neurons' activations replaced by `means`, full forward pass."""
-    proj = model.transformer.h[-1].mlp.c_proj
-
-    def pre(module, args):
-        a = args[0].clone()
-        for i in neurons:
-            a[..., i] = means[i]
-        return (a,)
-
-    h = proj.register_forward_pre_hook(pre)
-    try:
-        with torch.no_grad():
-            x = torch.as_tensor(toks)
-            logp = torch.log_softmax(model(x).logits[:, :-1].double(), -1)
-    finally:
-        h.remove()
+    x, logits = _ablated_logits(model, toks, neurons, means)
+    logp = torch.log_softmax(logits, -1)
     return -logp.gather(-1, x[:, 1:, None]).squeeze(-1).numpy()
 
 

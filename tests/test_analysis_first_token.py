@@ -71,14 +71,20 @@ def test_norms_against_a_plain_loop(ln_free):
     np.testing.assert_allclose(raw["first"], ref["fr"][:, [1, 4]].mean(0), rtol=1e-5)
 
 
-def test_attention_to_first_token_against_hf_eager_outputs():
-    model = tiny_gpt2(seed=4)
+def _stats_and_eager_attentions(toks, batch_size, **model_kw):
+    """first_token_stats of a tiny GPT-2 (SDPA), and the attention patterns L x [n, H, q, k] that HF's eager
+    attention returns for a copy of the same model."""
+    model = tiny_gpt2(**model_kw)
     ref_model = copy.deepcopy(model)
     ref_model.set_attn_implementation("eager")
-    toks = tokens(n=3, seq_len=10, seed=5)
-    st = first_token_stats(model, toks, batch_size=2)
+    st = first_token_stats(model, toks, batch_size=batch_size)
     with torch.no_grad():
-        att = ref_model(torch.as_tensor(toks), output_attentions=True).attentions  # L x [b, H, q, k]
+        att = ref_model(torch.as_tensor(toks), output_attentions=True).attentions
+    return st, att
+
+
+def test_attention_to_first_token_against_hf_eager_outputs():
+    st, att = _stats_and_eager_attentions(tokens(n=3, seq_len=10, seed=5), 2, seed=4)  # att: L x [b, H, q, k]
     ref = np.zeros((3, 2, 4))
     for i in range(3):
         for l in range(2):
@@ -101,13 +107,7 @@ def test_sink_rate_per_layer_head_query_against_hf_attentions():
     from lnfree_core.analysis.first_token import SINK_THRESHOLDS
     from lnfree_core.analysis.sinks import sink_rate_from_counts
 
-    model = tiny_gpt2(seed=4, ln_scale=3.0)
-    ref_model = copy.deepcopy(model)
-    ref_model.set_attn_implementation("eager")
-    toks = tokens(n=19, seq_len=10, seed=6)
-    st = first_token_stats(model, toks, batch_size=4)
-    with torch.no_grad():
-        att = ref_model(torch.as_tensor(toks), output_attentions=True).attentions  # L x [n, H, q, k]
+    st, att = _stats_and_eager_attentions(tokens(n=19, seq_len=10, seed=6), 4, seed=4, ln_scale=3.0)
     a0 = np.stack([a[:, :, :, 0].double().numpy() for a in att], axis=1)  # [n, L, H, q]
     for tau in (0.3, 0.15):
         per_seq = (a0 > tau).reshape(19, -1).mean(axis=1)  # every (l, h, q), query 0 included

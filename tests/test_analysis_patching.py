@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from _tiny import tiny_model
+from _tiny import save_gpt2_vocab_pair, tiny_model
 
 
 # ------------------------------------------------------------------ the prompt set
@@ -195,16 +195,8 @@ def test_improvement_score_is_vanilla_minus_ln_free_layer_errors():
 @pytest.fixture(scope="module")
 def gpt2_vocab_models(tmp_path_factory):
     """A tiny GPT-2 over the full GPT-2 vocabulary (with LN) and its LN-free checkpoint."""
-    from lnfree_core.checkpoint import write_checkpoint
-    from lnfree_core.method.surgery import fakeln_modules, fakeln_state, make_removable
-
     base = tmp_path_factory.mktemp("ioi-models")
-    tiny_model(seed=5, vocab_size=50257).save_pretrained(str(base / "vanilla"))
-    free = tiny_model(seed=5, vocab_size=50257)
-    make_removable(free)
-    for m in fakeln_modules(free).values():
-        m.remove(0.5)
-    write_checkpoint(base / "runs" / "free", 1, free, None, fakeln_state(free), {"step": 1})
+    save_gpt2_vocab_pair(base / "vanilla", base / "runs" / "free", seed=5)
     return str(base / "vanilla"), str(base / "runs" / "free")
 
 

@@ -125,12 +125,16 @@ def _ln_keys(ln_names: list[str], blocks: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory):
-    base = tmp_path_factory.mktemp("compare-suite")
+def cached_suite(base: Path) -> dict[str, Path]:
+    """build_suite(base) with an analysis cache folder of its own ("cache")."""
     out = build_suite(base)
     out["cache"] = base / "cache"
     return out
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    return cached_suite(tmp_path_factory.mktemp("compare-suite"))
 
 
 def specs(suite) -> list[str]:

@@ -8,32 +8,21 @@ import json
 import pytest
 
 import test_app_support as S
-from test_app_compare_pages import N_SEQ, SEQ_LEN, build_suite, by_columns, chart_by_title
+from _tiny import save_gpt2_vocab_pair
+from test_app_compare_pages import N_SEQ, SEQ_LEN, by_columns, cached_suite, chart_by_title
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    base = tmp_path_factory.mktemp("experiments-suite")
-    out = build_suite(base)
-    out["cache"] = base / "cache"
-    return out
+    return cached_suite(tmp_path_factory.mktemp("experiments-suite"))
 
 
 @pytest.fixture(scope="module")
 def gpt2_vocab_pair(tmp_path_factory):
     """A tiny GPT-2 over the full GPT-2 vocabulary (a folder) and its LN-free copy (a run checkpoint, every
     FakeLN block removed)."""
-    from _tiny import tiny_model
-    from lnfree_core.checkpoint import write_checkpoint
-    from lnfree_core.method.surgery import fakeln_modules, fakeln_state, make_removable
-
     base = tmp_path_factory.mktemp("gpt2-vocab")
-    tiny_model(seed=11, vocab_size=50257).save_pretrained(str(base / "original"))
-    free = tiny_model(seed=11, vocab_size=50257)
-    make_removable(free)
-    for m in fakeln_modules(free).values():
-        m.remove(0.5)
-    write_checkpoint(base / "runs" / "tiny-lnfree", 1, free, None, fakeln_state(free), {"step": 1})
+    save_gpt2_vocab_pair(base / "original", base / "runs" / "tiny-lnfree", seed=11)
     return {"original": base / "original", "lnfree": base / "runs" / "tiny-lnfree", "runs": base / "runs",
             "cache": base / "cache"}
 

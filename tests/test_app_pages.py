@@ -288,20 +288,10 @@ def test_runs_page_links_to_analysis_pages_only_when_registered(root, monkeypatc
 
 
 def test_train_page_refuses_to_launch_over_an_existing_run(root, tmp_path):
-    from transformers import GPT2Config
-
-    folder = tmp_path / "m"
-    GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100).save_pretrained(folder)
-    (folder / "model.safetensors").write_bytes(b"")
-    data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"input_ids": list(range(64))}) + "\n")
+    folder, data = S.write_train_inputs(tmp_path, n_layer=2)
     S.write_fake_run(root, "dup-vanilla", mode="vanilla")
     at = S.open_page(S.new_app(root), "pages/train.py")
-    at.text_input(key="train.name").set_value("dup")
-    at.radio(key="train.model.kind").set_value("folder").run()
-    at.text_input(key="train.model.folder").set_value(str(folder))
-    at.selectbox(key="train.data.name").set_value("local").run()
-    at.text_input(key="train.data.path").set_value(str(data))
+    S.fill_train_form(at, "dup", folder, data)
     at.radio(key="train.sched_src").set_value("auto")
     at.radio(key="train.mode").set_value("pair").run()
     at.button(key="train_launch").click().run()
@@ -378,28 +368,19 @@ def test_train_page_offers_built_demo_models_and_data(root, tmp_path, monkeypatc
 
 def test_train_page_launches_on_several_gpus_with_torchrun(root, tmp_path, monkeypatch):
     import jobs
-    from transformers import GPT2Config
 
     from pages import _common
 
     monkeypatch.setattr(_common, "gpu_count", lambda: 2)
     launched = []
     monkeypatch.setattr(jobs, "start_run", lambda r, name, cfg, nproc=1, **kw: launched.append((name, cfg, nproc)))
-    folder = tmp_path / "m"
-    GPT2Config(n_layer=12, n_embd=32, n_head=2, vocab_size=100).save_pretrained(folder)
-    (folder / "model.safetensors").write_bytes(b"")
-    data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"input_ids": list(range(64))}) + "\n")
+    folder, data = S.write_train_inputs(tmp_path, n_layer=12)
     at = S.open_page(S.new_app(root), "pages/train.py")
     device = at.selectbox(key="train.device")
     assert device.options == ["CPU", "GPU 0 (cuda:0)", "GPU 1 (cuda:1)", "2 GPUs (torchrun, DDP)",
                               "2 GPUs (torchrun, FSDP: sharded weights)"]
     assert device.value == "GPU 0 (cuda:0)"  # a GPU by default when there is one
-    at.text_input(key="train.name").set_value("big")
-    at.radio(key="train.model.kind").set_value("folder").run()
-    at.text_input(key="train.model.folder").set_value(str(folder))
-    at.selectbox(key="train.data.name").set_value("local").run()
-    at.text_input(key="train.data.path").set_value(str(data))
+    S.fill_train_form(at, "big", folder, data)
     at.radio(key="train.mode").set_value("pair")
     at.selectbox(key="train.device").set_value("2 GPUs (torchrun, FSDP: sharded weights)")
     at.number_input(key="train.ov.max_steps").set_value(400).run()

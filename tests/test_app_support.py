@@ -58,6 +58,28 @@ def open_page(at, page: str):
     return at
 
 
+def fill_train_form(at, name: str, model_folder, data_path) -> None:
+    """On the Train page: the run name, a local model folder and a local data file (the start of every launch)."""
+    at.text_input(key="train.name").set_value(name)
+    at.radio(key="train.model.kind").set_value("folder").run()
+    at.text_input(key="train.model.folder").set_value(str(model_folder))
+    at.selectbox(key="train.data.name").set_value("local").run()
+    at.text_input(key="train.data.path").set_value(str(data_path))
+
+
+def write_train_inputs(tmp_path: Path, n_layer: int) -> tuple[Path, Path]:
+    """(a GPT-2 model folder with a config of n_layer layers and empty weights, a jsonl of one token row) for
+    Train page tests that never start the trainer."""
+    from transformers import GPT2Config
+
+    folder = tmp_path / "m"
+    GPT2Config(n_layer=n_layer, n_embd=32, n_head=2, vocab_size=100).save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"input_ids": list(range(64))}) + "\n")
+    return folder, data
+
+
 def charts(at) -> list:
     """The Vega-Lite chart elements (st.altair_chart) on the page, in order."""
     return list(at.get("arrow_vega_lite_chart")) + [n for n in _walk(at.main) if n.type == "vega_lite_chart"]

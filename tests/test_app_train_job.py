@@ -43,11 +43,7 @@ def test_launch_a_tiny_pair_from_the_train_page_and_watch_it(tmp_path, tiny):
     model, data = tiny
     root = tmp_path / "runs"
     at = S.open_page(S.new_app(root, timeout=60), "pages/train.py")
-    at.text_input(key="train.name").set_value("tiny")
-    at.radio(key="train.model.kind").set_value("folder").run()
-    at.text_input(key="train.model.folder").set_value(str(model))
-    at.selectbox(key="train.data.name").set_value("local").run()
-    at.text_input(key="train.data.path").set_value(str(data))
+    S.fill_train_form(at, "tiny", model, data)
     at.radio(key="train.sched_src").set_value("auto")
     at.radio(key="train.mode").set_value("pair")
     at.selectbox(key="train.device").set_value("CPU")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import lnfree_core.train as tr
+from _train_crash import train_crashing_at
 from lnfree_core.config import TrainConfig
 from lnfree_core.rundir import read_jsonl
 from lnfree_core.step_sync import Prefetcher, supports_found_inf
@@ -55,19 +56,7 @@ def test_deferred_reads_log_every_step_and_resume_exactly(fused_adamw, tiny_mode
     assert rows[-1]["eta_s"] == 0
     # The same run crashed at step 13 (last checkpoint at 12) and resumed repeats it exactly.
     part = tmp_path / "part"
-    real_lr = tr.lr_at
-
-    def crash(step, *a):
-        if step == 13:
-            raise KeyboardInterrupt("simulated crash")
-        return real_lr(step, *a)
-
-    tr.lr_at = crash
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            tr.train(_cfg(tiny_model_dir, tiny_dataset, part, log_every=3))
-    finally:
-        tr.lr_at = real_lr
+    train_crashing_at(_cfg(tiny_model_dir, tiny_dataset, part, log_every=3), step=13)
     assert tr.train(TrainConfig(model="x", out=str(part)), resume=True).state == "finished"
     lf = [r["loss"] for r in rows]
     lp = {r["step"]: r["loss"] for r in _steps(part)}  # resumed rows replace the crashed run's last ones

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _train_crash import train_crashing_at
 from lnfree_core.config import ConfigError, TrainConfig
 from lnfree_core.export import ExportError, export_model
 from lnfree_core.models import load_model
@@ -72,21 +73,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_model_dir, ti
     part = tmp_path / "part"
     cfg = _cfg(tiny_model_dir, tiny_dataset, part, overrides={"max_steps": 20}, save_every=4)
     cfg_stop = TrainConfig(**{**cfg.to_dict(), "overrides": {**cfg.overrides}})
-    import lnfree_core.train as tr
-
-    real_lr = tr.lr_at
-
-    def stop_after_12(step, *a):
-        if step == 13:
-            raise KeyboardInterrupt("simulated crash")
-        return real_lr(step, *a)
-
-    tr.lr_at = stop_after_12
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg_stop)
-    finally:
-        tr.lr_at = real_lr
+    train_crashing_at(cfg_stop, step=13)
     assert json.loads((part / "status.json").read_text())["state"] == "failed"
     assert _losses(part) == pytest.approx(_losses(full)[:13], rel=1e-6)  # same seed, same data: same history
     res = train(TrainConfig(model="x", out=str(part)), resume=True)

@@ -82,24 +82,19 @@ def test_folder_rules(tmp_path):
     assert spec.split_names == ["train"] and spec.column == "text"
     assert [p.rsplit("/", 1)[1] for p in spec.split("train").files] == ["a.txt", "b.txt"]
 
-    mixed = tmp_path / "mixed"
-    mixed.mkdir()
-    (mixed / "train.txt").write_text("a")
-    (mixed / "notes.txt").write_text("b")
-    with pytest.raises(ValueError, match="mixes split files"):
-        resolve_dataset(str(mixed))
 
-    formats = tmp_path / "formats"
-    formats.mkdir()
-    (formats / "a.txt").write_text("a")
-    (formats / "b.jsonl").write_text('{"text": "b"}\n')
-    with pytest.raises(ValueError, match="several formats"):
-        resolve_dataset(str(formats))
-
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(ValueError, match="no data files"):
-        resolve_dataset(str(empty))
+@pytest.mark.parametrize("files,error", [
+    ({"train.txt": "a", "notes.txt": "b"}, "mixes split files"),
+    ({"a.txt": "a", "b.jsonl": '{"text": "b"}\n'}, "several formats"),
+    ({}, "no data files"),
+], ids=["mixed", "formats", "empty"])
+def test_folder_rules_refuse(tmp_path, files, error):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    with pytest.raises(ValueError, match=error):
+        resolve_dataset(str(folder))
 
 
 def test_save_to_disk_folders(tmp_path):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision, tf32_matmuls
+from .runtime import Progress, analysis_inputs, autocast, iter_batches, tf32_matmuls
 
 CHUNK_ELEMENTS = 2**25  # logits per chunk (128 MiB in float32): 667 positions of a 50,257-token vocabulary
 
@@ -61,9 +61,7 @@ def per_token_ce(model: nn.Module, tokens, *, batch_size: int = 8, precision: st
     The model runs on its own device; `precision` is "auto" (bf16 autocast on CUDA, fp32 on CPU),
     "fp32" or "bf16". `progress(done, total)` counts sequences.
     """
-    tokens = as_tokens(tokens)
-    device = model_device(model)
-    prec = resolve_precision(precision, device)
+    tokens, device, prec = analysis_inputs(model, tokens, precision)
     model.eval()
     n, seq_len = tokens.shape
     out = torch.empty((n, seq_len - 1), dtype=torch.float32, device=device)  # [n, seq_len - 1]

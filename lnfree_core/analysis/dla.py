@@ -41,7 +41,7 @@ from torch import nn
 from ..method.adapters import adapter_for
 from ..method.norm_kinds import apply_norm as _apply_norm, centre, norm_divisor
 from .hooks import first_input, hooks
-from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision
+from .runtime import Progress, analysis_inputs, autocast, iter_batches
 
 
 @dataclass
@@ -65,9 +65,7 @@ def apply_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def head_attribution(model: nn.Module, tokens, *, batch_size: int = 4, precision: str = "fp32",
                      center_unembed: bool = False, progress: Progress | None = None) -> HeadAttribution:
     """DLA and DE (eq. 4, 5) of every attention head for the correct next token, per sequence."""
-    tokens = as_tokens(tokens)
-    device = model_device(model)
-    prec = resolve_precision(precision, device)
+    tokens, device, prec = analysis_inputs(model, tokens, precision)
     ad = adapter_for(model)
     n_layers, n_heads = ad.n_layers(model), ad.n_heads(model)
     n, seq_len = tokens.shape

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..method.adapters import adapter_for
 from .hooks import eager_attention, first_input, hooks
-from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision
+from .runtime import Progress, analysis_inputs, autocast, iter_batches
 
 # Thresholds tau at which sink counts are kept (0.05 .. 0.95): the paper's 0.3 and its neighbours,
 # so that the threshold can change without a new forward pass.
@@ -83,9 +83,7 @@ def first_token_stats(model: nn.Module, tokens, *, batch_size: int = 4, precisio
                       attention: bool = True, progress: Progress | None = None) -> FirstTokenStats:
     """Residual norms at position 0 vs the rest at every resid_pre/mid/post point, and (attention=True)
     attention to the first token: head means over queries > 0 and sink counts per threshold."""
-    tokens = as_tokens(tokens)
-    device = model_device(model)
-    prec = resolve_precision(precision, device)
+    tokens, device, prec = analysis_inputs(model, tokens, precision)
     ad = adapter_for(model)
     n_layers, n_heads = ad.n_layers(model), ad.n_heads(model)
     n, seq_len = tokens.shape

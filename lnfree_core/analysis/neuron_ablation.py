@@ -36,7 +36,7 @@ from torch import nn
 from ..method.adapters import adapter_for
 from .ce import ce_and_entropy_from_logits
 from .hooks import first_input, hooks
-from .runtime import Progress, as_tokens, autocast, iter_batches, model_device, resolve_precision, unembed_fp32
+from .runtime import Progress, analysis_inputs, autocast, iter_batches, unembed_fp32
 
 
 def _last_layer(model: nn.Module) -> int:
@@ -51,9 +51,7 @@ def _offset(progress: Progress | None, offset: int, total: int) -> Progress | No
 def mean_activations(model: nn.Module, tokens, *, batch_size: int = 4, precision: str = "fp32",
                      progress: Progress | None = None) -> torch.Tensor:
     """m [d_mlp]: each last-layer neuron's activation averaged over every position of every sequence."""
-    tokens = as_tokens(tokens)
-    device = model_device(model)
-    prec = resolve_precision(precision, device)
+    tokens, device, prec = analysis_inputs(model, tokens, precision)
     proj = adapter_for(model).mlp_out_proj(model, _last_layer(model))
     acc: dict[str, torch.Tensor] = {}
 
@@ -125,11 +123,9 @@ def ablate_neurons(model: nn.Module, tokens, neurons: list[int], *, means: torch
                    batch_size: int = 4, precision: str = "fp32", progress: Progress | None = None) -> AblationResult:
     """Mean-ablate last-layer neurons singly and cumulatively (module docstring); `means` from
     `mean_activations` (computed here when None, as the first of two passes)."""
-    tokens = as_tokens(tokens)
+    tokens, device, prec = analysis_inputs(model, tokens, precision)
     neurons = [int(i) for i in neurons]
     n = tokens.shape[0]
-    device = model_device(model)
-    prec = resolve_precision(precision, device)
     ad = adapter_for(model)
     last = _last_layer(model)
     passes = 2 if means is None else 1

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .runtime import Progress, as_tokens, fp32_logits, iter_batches, model_device, resolve_precision
+from .runtime import Progress, analysis_inputs, fp32_logits, iter_batches
 
 DEFAULT_BINS = 15
 
@@ -46,9 +46,7 @@ class TokenCalibration:
 def token_calibration(model: nn.Module, tokens, *, batch_size: int = 8, precision: str = "auto",
                       progress: Progress | None = None) -> TokenCalibration:
     """CE, entropy, top-token confidence and correctness of every next-token prediction (module docstring)."""
-    tokens = as_tokens(tokens)
-    device = model_device(model)
-    prec = resolve_precision(precision, device)
+    tokens, device, prec = analysis_inputs(model, tokens, precision)
     model.eval()
     n, T = tokens.shape
     out = {k: torch.empty((n, T - 1), dtype=torch.float32, device=device) for k in ("ce", "entropy", "confidence")}

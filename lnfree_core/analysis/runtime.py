@@ -59,6 +59,14 @@ def as_tokens(tokens) -> torch.Tensor:
     return t.to("cpu", torch.int64)
 
 
+def analysis_inputs(model: nn.Module, tokens, precision: str) -> tuple[torch.Tensor, torch.device, str]:
+    """What every analysis pass starts from: (the tokens checked by `as_tokens`, the model's device, the
+    precision resolved for that device)."""
+    tokens = as_tokens(tokens)
+    device = model_device(model)
+    return tokens, device, resolve_precision(precision, device)
+
+
 def iter_batches(tokens: torch.Tensor, batch_size: int, device: torch.device,
                  progress: Progress | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (start, stop, x) with x = tokens[start:stop] on `device` as int64 [batch, seq_len].

@@ -107,53 +107,48 @@ class DatasetSpec:
         raise ValueError(f"dataset {self.name!r} has no split {name!r}; splits: {', '.join(self.split_names)}")
 
 
+def _gpt2_token_rows(name: str, hub_id: str, splits: tuple[SplitSpec, ...], aliases: tuple[str, ...],
+                     **fields) -> DatasetSpec:
+    """A Hub dataset of the paper: GPT-2 token ids in rows of 1024 (`input_ids`), found by its Hub id too."""
+    return DatasetSpec(name=name, source="hub", format="hub", column=TOKENS_COLUMN, hub_id=hub_id, splits=splits,
+                       row_len=1024, aliases=(*aliases, hub_id), **fields)
+
+
 KNOWN_DATASETS: dict[str, DatasetSpec] = {
-    "owt": DatasetSpec(
-        name="owt",
-        source="hub",
-        format="hub",
-        column=TOKENS_COLUMN,
-        hub_id="apollo-research/Skylion007-openwebtext-tokenizer-gpt2",
+    "owt": _gpt2_token_rows(
+        "owt",
+        "apollo-research/Skylion007-openwebtext-tokenizer-gpt2",
         splits=(
             SplitSpec("train", hub_split="train", start=OWT_VALIDATION_ROWS),
             SplitSpec("validation", hub_split="train", start=0, stop=OWT_VALIDATION_ROWS,
                       n_rows=OWT_VALIDATION_ROWS),
         ),
-        row_len=1024,
         eval_split="validation",
         description="OpenWebText (Skylion007) pre-tokenized with GPT-2: the fine-tuning data. "
                     "Validation = the first 4,400 rows of the Hub's train split; train = the rest.",
         size="~9B tokens in rows of 1024; validation 4,400 x 1024 = 4.5M tokens",
-        aliases=("openwebtext", "apollo-research/Skylion007-openwebtext-tokenizer-gpt2"),
+        aliases=("openwebtext",),
     ),
-    "pile": DatasetSpec(
-        name="pile",
-        source="hub",
-        format="hub",
-        column=TOKENS_COLUMN,
-        hub_id="apollo-research/monology-pile-uncopyrighted-tokenizer-gpt2",
+    "pile": _gpt2_token_rows(
+        "pile",
+        "apollo-research/monology-pile-uncopyrighted-tokenizer-gpt2",
         splits=(SplitSpec("train", hub_split="train"),),
-        row_len=1024,
         eval_split="train",
         eval_sequences=10_000,
         description="The Pile (monology/pile-uncopyrighted) pre-tokenized with GPT-2; evaluation "
                     "uses its first 10,000 sequences (Table 1).",
         size="evaluation: 10,000 x 1024 = 10.2M tokens (the Hub split is far larger)",
-        aliases=("the-pile", "pile-apollo", "apollo-research/monology-pile-uncopyrighted-tokenizer-gpt2"),
+        aliases=("the-pile", "pile-apollo"),
     ),
-    "pile-filtered": DatasetSpec(
-        name="pile-filtered",
-        source="hub",
-        format="hub",
-        column=TOKENS_COLUMN,
-        hub_id="lucabaroni/apollo-pile-filtered-10k",
+    "pile-filtered": _gpt2_token_rows(
+        "pile-filtered",
+        "lucabaroni/apollo-pile-filtered-10k",
         splits=(SplitSpec("train", hub_split="train", n_rows=10_000),),
-        row_len=1024,
         eval_split="train",
         description="The Pile-filtered (appendix E): Pile sequences containing no token that is "
                     "absent from OpenWebText (control characters, tabs, ...).",
         size="10,000 x 1024 = 10.2M tokens",
-        aliases=("pile_filtered", "pile-apollo-luca", "lucabaroni/apollo-pile-filtered-10k"),
+        aliases=("pile_filtered", "pile-apollo-luca"),
     ),
 }
 

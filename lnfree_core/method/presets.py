@@ -3,7 +3,8 @@ the released models were trained by the authors' code, and one for Pythia-70M (a
 paper is silent the choice is stated at the table row).
 
 Each preset's group starts follow from the start of LN_MLP and the gaps:
-start_qk = start_mlp + L * gap_mlp, start_v = start_qk + L * gap_qk, start_f = start_v + L * gap_v.
+start_qk = start_mlp + L * gap_mlp, start_v = start_qk + L * gap_qk, start_f = start_v + L * gap_v
+(schedule.back_to_back_starts).
 
 sigma_avg averaging. The paper names an EMA for Large/XL (B.1) without its factor. The reference code
 updates an EMA at every LayerNorm *call* with momentum m per call of a micro-batch of mb sequences of
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .schedule import HParams, Schedule, ScheduleError, fit_schedule
+from .schedule import HParams, Schedule, ScheduleError, back_to_back_starts, fit_schedule
 
 # name: (n_layers, micro batch, grad accum, lr, min lr, aux weight, grad ckpt, warmup, max steps,
 #        start mlp, gap mlp, gap qk, gap v, release step)
@@ -80,9 +81,7 @@ def preset(name: str) -> Schedule:
     if name not in _TABLE3:
         raise ScheduleError(f"unknown schedule preset {name!r}; known presets: {', '.join(_TABLE3)} (or 'auto')")
     L, mb, ga, lr, min_lr, aux, ckpt, warmup, max_steps, s_mlp, g_mlp, g_qk, g_v, release = _TABLE3[name]
-    s_qk = s_mlp + L * g_mlp
-    s_v = s_qk + L * g_qk
-    s_f = s_v + L * g_v
+    gaps = {"mlp": g_mlp, "qk": g_qk, "v": g_v}
     hp = HParams(
         micro_batch_size=mb,
         grad_accum_steps=ga,
@@ -101,14 +100,8 @@ def preset(name: str) -> Schedule:
         weight_decay_fakeln_gain=True,
         keep_steps=[release],
     )
-    return Schedule(
-        n_layers=L,
-        starts={"mlp": s_mlp, "qk": s_qk, "v": s_v, "f": s_f},
-        gaps={"mlp": g_mlp, "qk": g_qk, "v": g_v},
-        hparams=hp,
-        name=name,
-        base_model=name,
-    ).validate()
+    return Schedule(n_layers=L, starts=back_to_back_starts(L, s_mlp, gaps), gaps=gaps, hparams=hp, name=name,
+                    base_model=name).validate()
 
 
 def resolve_schedule(name_or_file: str, n_layers: int | None = None, max_steps: int | None = None) -> Schedule:

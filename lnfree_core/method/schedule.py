@@ -350,6 +350,14 @@ def _validate_ema_tokens(hp: HParams) -> None:
                             f"one, got {t!r}")
 
 
+def back_to_back_starts(n_layers: int, start_mlp: int, gaps: dict[str, int]) -> dict[str, int]:
+    """Group starts when LN_MLP, LN_qk, LN_v and LN^f follow one another without a pause (the paper's schedules):
+    start_qk = start_mlp + L * gap_mlp, start_v = start_qk + L * gap_qk, start_f = start_v + L * gap_v."""
+    qk = start_mlp + n_layers * gaps["mlp"]
+    v = qk + n_layers * gaps["qk"]
+    return {"mlp": start_mlp, "qk": qk, "v": v, "f": v + n_layers * gaps["v"]}
+
+
 def fit_schedule(n_layers: int, max_steps: int, hparams: HParams | None = None, name: str = "auto") -> Schedule:
     """Fit the paper's proportions into `n_layers` and `max_steps` (what `--schedule auto` does).
 
@@ -366,10 +374,9 @@ def fit_schedule(n_layers: int, max_steps: int, hparams: HParams | None = None, 
     unit = (end - start) / (7 * n_layers)
     g_mlp = g_qk = max(1, math.floor(2 * unit))
     g_v = max(1, math.floor(3 * unit))
-    qk = start + n_layers * g_mlp
-    v = qk + n_layers * g_qk
-    f = v + n_layers * g_v
-    if f >= max_steps:
+    gaps = {"mlp": g_mlp, "qk": g_qk, "v": g_v}
+    starts = back_to_back_starts(n_layers, start, gaps)
+    if starts["f"] >= max_steps:
         need = 1 + 3 * n_layers + 1 + 1
         raise ScheduleError(
             f"{max_steps} steps are too few to remove the LNs of {n_layers} layers one at a time: "
@@ -378,10 +385,4 @@ def fit_schedule(n_layers: int, max_steps: int, hparams: HParams | None = None, 
     hp = HParams(**asdict(hparams)) if hparams is not None else HParams(mask_eot_labels=True)
     hp.max_steps = max_steps
     hp.warmup_steps = min(hp.warmup_steps, max(0, round(0.08 * max_steps)))
-    return Schedule(
-        n_layers=n_layers,
-        starts={"mlp": start, "qk": qk, "v": v, "f": f},
-        gaps={"mlp": g_mlp, "qk": g_qk, "v": g_v},
-        hparams=hp,
-        name=name,
-    )
+    return Schedule(n_layers=n_layers, starts=starts, gaps=gaps, hparams=hp, name=name)

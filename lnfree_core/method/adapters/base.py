@@ -14,6 +14,26 @@ class FoldingUnsupportedError(ValueError):
     """The family's adapter has no folded (normalisation-free) form."""
 
 
+def blocks_by_kind(layers: list[nn.Module], getters, final: nn.Module, extra=None) -> dict[str, FakeLayerNorm]:
+    """The installed FakeLN blocks by name, in the order of `ModelAdapter.fakeln_modules`: kind by kind in the
+    order of `getters` ("<kind>.<layer>"), then each layer's `extra` blocks, then the final norm ("f").
+
+    getters: (kind, get) pairs, get(layer module) -> the module holding that kind's block (a stock norm or
+    None where the surgery has not run; those are left out). extra(layer, layer module) -> {name: block}."""
+    out: dict[str, FakeLayerNorm] = {}
+    for kind, get in getters:
+        for layer, block in enumerate(layers):
+            m = get(block)
+            if isinstance(m, FakeLayerNorm):
+                out[f"{kind}.{layer}"] = m
+    if extra is not None:
+        for layer, block in enumerate(layers):
+            out.update(extra(layer, block))
+    if isinstance(final, FakeLayerNorm):
+        out["f"] = final
+    return out
+
+
 class ModelAdapter(ABC):
     """Architecture-specific operations for LN removal on one model family.
 
@@ -52,6 +72,14 @@ class ModelAdapter(ABC):
     @abstractmethod
     def from_stock_lnfree(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
         """Install FakeLN blocks into a Hub LN-free export, all removed, with the same function."""
+
+    def install_removed(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
+        """Install the blocks and freeze every one at sigma_bar = 1: the last step of `from_stock_lnfree`,
+        once the stock norms' weights hold gamma / sigma_bar."""
+        fakes = self.install(model)
+        for m in fakes.values():
+            m.remove(1.0)
+        return fakes
 
     def to_folded(self, model: nn.Module) -> nn.Module:
         """A model of the family with no normalisation module computing the same logits as LN-free

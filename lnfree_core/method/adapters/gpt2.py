@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..fakeln import FakeLayerNorm, centred_and_std
-from .base import ModelAdapter
+from .base import ModelAdapter, blocks_by_kind
+from .stock_export import split_fakes
 
 # The Hub's LN-free GPT-2 exports disable LN with a huge epsilon: LN(x) ~ (x - mu) / sqrt(eps) * w + b.
 EXPORT_EPS = 1e12
@@ -127,20 +128,11 @@ class GPT2Adapter(ModelAdapter):
 
     def fakeln_modules(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
         base = self._base(model)
-        out: dict[str, FakeLayerNorm] = {}
-        blocks = list(base.h)
-        for kind, get in (
+        return blocks_by_kind(list(base.h), (
             ("mlp", lambda b: b.ln_2),
             ("qk", lambda b: getattr(b.attn.c_attn, "ln_qk", None)),
             ("v", lambda b: getattr(b.attn.c_attn, "ln_v", None)),
-        ):
-            for layer, block in enumerate(blocks):
-                m = get(block)
-                if isinstance(m, FakeLayerNorm):
-                    out[f"{kind}.{layer}"] = m
-        if isinstance(base.ln_f, FakeLayerNorm):
-            out["f"] = base.ln_f
-        return out
+        ), base.ln_f)
 
     # ------------------------------------------------------------------ export
     def to_stock(self, model: nn.Module, allow_live: bool = False) -> nn.Module:
@@ -159,21 +151,7 @@ class GPT2Adapter(ModelAdapter):
             stock = type(model)(config)
             stock.load_state_dict(model.state_dict())
             return stock.float()
-        removed = [n for n, m in fakes.items() if m.is_removed]
-        live = [n for n, m in fakes.items() if not m.is_removed]
-        if live and removed:
-            raise ValueError(
-                f"cannot export a partly LN-free model as a stock GPT-2: {len(removed)} blocks removed, "
-                f"{len(live)} live (e.g. {live[:3]}). A stock GPT-2 has one LayerNorm epsilon for all its "
-                "LayerNorms. Export a run whose schedule has finished, or an earlier checkpoint with no "
-                "removed block."
-            )
-        if live and not allow_live:
-            raise ValueError(
-                "this model still has all its LayerNorms live (no FakeLN block was removed): exporting it "
-                "would publish an ordinary fine-tuned GPT-2. Pass allow_live=True (CLI: --allow-live) "
-                "if that is what you want."
-            )
+        removed = split_fakes(model, fakes, "GPT-2", allow_live)
         from transformers import GPT2Config, GPT2LMHeadModel  # local: keep the adapter import-light
 
         cfg = GPT2Config.from_dict(config.to_dict())
@@ -208,8 +186,8 @@ class GPT2Adapter(ModelAdapter):
                 db.ln_1.bias.copy_(beta)
                 db.attn.c_attn.weight.copy_(w)
                 db.attn.c_attn.bias.copy_(b)
-                self._copy_norm(sb.ln_2, db.ln_2, bool(removed))
-            self._copy_norm(src_base.ln_f, dst_base.ln_f, bool(removed))
+                self._copy_norm(sb.ln_2, db.ln_2, removed)
+            self._copy_norm(src_base.ln_f, dst_base.ln_f, removed)
         stock.tie_weights()
         return stock
 
@@ -244,10 +222,7 @@ class GPT2Adapter(ModelAdapter):
                 for ln in (block.ln_1, block.ln_2):
                     ln.weight.div_(ln.eps**0.5)
             base.ln_f.weight.div_(base.ln_f.eps**0.5)
-        fakes = self.install(model)
-        for m in fakes.values():
-            m.remove(1.0)
-        return fakes
+        return self.install_removed(model)
 
     # ------------------------------------------------------------------ analysis accessors
     def n_heads(self, model: nn.Module) -> int:

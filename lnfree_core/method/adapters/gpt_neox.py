@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..fakeln import FakeLayerNorm
-from .base import ModelAdapter
+from .base import ModelAdapter, blocks_by_kind
 from .stock_export import LinearHeads, check_exact, copy_matching, fresh_stock, norm_weight, split_fakes
 
 # LN(x) ~ (x - mu) / sqrt(eps) * w + b with eps = 2^54 (not GPT-2's 1e12): fl32(var + 2^54) == 2^54 for
@@ -112,20 +112,11 @@ class GPTNeoXAdapter(LinearHeads, ModelAdapter):
 
     def fakeln_modules(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
         base = self._base(model)
-        out: dict[str, FakeLayerNorm] = {}
-        layers = list(base.layers)
-        for kind, get in (
+        return blocks_by_kind(list(base.layers), (
             ("mlp", lambda b: b.post_attention_layernorm),
             ("qk", lambda b: getattr(b.attention.query_key_value, "ln_qk", None)),
             ("v", lambda b: getattr(b.attention.query_key_value, "ln_v", None)),
-        ):
-            for layer, block in enumerate(layers):
-                m = get(block)
-                if isinstance(m, FakeLayerNorm):
-                    out[f"{kind}.{layer}"] = m
-        if isinstance(base.final_layer_norm, FakeLayerNorm):
-            out["f"] = base.final_layer_norm
-        return out
+        ), base.final_layer_norm)
 
     # ------------------------------------------------------------------ export
     def to_stock(self, model: nn.Module, allow_live: bool = False) -> nn.Module:
@@ -195,10 +186,7 @@ class GPTNeoXAdapter(LinearHeads, ModelAdapter):
                 for ln in (block.input_layernorm, block.post_attention_layernorm):
                     ln.weight.div_(ln.eps**0.5)
             base.final_layer_norm.weight.div_(base.final_layer_norm.eps**0.5)
-        fakes = self.install(model)
-        for m in fakes.values():
-            m.remove(1.0)
-        return fakes
+        return self.install_removed(model)
 
     # ------------------------------------------------------------------ analysis accessors
     def attention(self, model: nn.Module, layer: int) -> nn.Module:

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..fakeln import FakeLayerNorm
 from ..fakermsnorm import FakeRMSNorm
-from .base import ModelAdapter
+from .base import ModelAdapter, blocks_by_kind
 from .stock_export import LinearHeads, check_exact, copy_matching, fresh_stock, norm_weight, split_fakes
 
 EXPORT_EPS = float(2**54)
@@ -125,22 +125,11 @@ class LlamaAdapter(LinearHeads, ModelAdapter):
 
     def fakeln_modules(self, model: nn.Module) -> dict[str, FakeLayerNorm]:
         base = self._base(model)
-        out: dict[str, FakeLayerNorm] = {}
-        layers = list(base.layers)
-        for kind, get in (
+        return blocks_by_kind(list(base.layers), (
             ("mlp", lambda b: b.post_attention_layernorm),
             ("qk", lambda b: getattr(b.self_attn.q_proj, "block", None)),
             ("v", lambda b: getattr(b.self_attn.v_proj, "block", None)),
-        ):
-            for layer, block in enumerate(layers):
-                m = get(block)
-                if isinstance(m, FakeLayerNorm):
-                    out[f"{kind}.{layer}"] = m
-        for layer, block in enumerate(layers):
-            out.update(self._extra_modules(layer, block.self_attn))
-        if isinstance(base.norm, FakeLayerNorm):
-            out["f"] = base.norm
-        return out
+        ), base.norm, extra=lambda layer, b: self._extra_modules(layer, b.self_attn))
 
     # ------------------------------------------------------------------ export
     def _stock_norm_keys(self, key: str) -> bool:
@@ -204,10 +193,7 @@ class LlamaAdapter(LinearHeads, ModelAdapter):
         with torch.no_grad():
             for norm in self._stock_norms(model):
                 norm.weight.div_(_eps(norm) ** 0.5)
-        fakes = self.install(model)
-        for m in fakes.values():
-            m.remove(1.0)
-        return fakes
+        return self.install_removed(model)
 
     # ------------------------------------------------------------------ analysis accessors
     def attention(self, model: nn.Module, layer: int) -> nn.Module:

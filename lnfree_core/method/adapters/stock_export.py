@@ -1,4 +1,5 @@
-"""Shared steps of the exact stock export for the adapters of GPT-NeoX and the RMSNorm families.
+"""Shared steps of the exact stock export for the adapters of GPT-NeoX and the RMSNorm families (and the
+refusal of partly removed or live models, which GPT-2's export shares).
 
 A removed block N(x) = c(x) / sigma_bar * gamma (+ beta) is written as a stock norm of the family with
 a huge epsilon E and weight gamma * sqrt(E) / sigma_bar: the stock divisor sqrt(m(x) + E), with m the

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lnfree_core.model_tokenizer import config_model_type
+
 # model_type, family, normalisation, example Hub ids, paper status, verified here
 FAMILY_TABLE: list[dict] = [
     {"model_type": "gpt2", "family": "GPT-2", "norm": "LayerNorm",
@@ -103,12 +105,7 @@ def data_fit_problem(model_spec: str | None, dataset: str | None) -> str | None:
     if not model_spec or not dataset:
         return None
     cfg = _config_path(model_spec) if not model_spec.startswith("demo:") else None
-    model_type = None
-    if cfg is not None:
-        try:
-            model_type = json.loads(cfg.read_text()).get("model_type")
-        except (OSError, ValueError):
-            model_type = None
+    model_type = config_model_type(cfg)
     if model_type is None:
         model_type = next((r["model_type"] for r in FAMILY_TABLE if model_spec in r["examples"]), None)
     if model_type in (None, "gpt2") or model_type not in _BY_TYPE:
