@@ -21,6 +21,7 @@ import copy
 
 import torch
 from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..fakeln import FakeLayerNorm, centred_and_std
 from .base import ModelAdapter
@@ -174,7 +175,6 @@ class GPT2Adapter(ModelAdapter):
                 "would publish an ordinary fine-tuned GPT-2. Pass allow_live=True (CLI: --allow-live) "
                 "if that is what you want."
             )
-        from transformers import GPT2Config, GPT2LMHeadModel  # local: keep the adapter import-light
 
         cfg = GPT2Config.from_dict(config.to_dict())
         if removed:
@@ -220,7 +220,8 @@ class GPT2Adapter(ModelAdapter):
         dst.bias.copy_(src.bias.float())
 
     def to_folded(self, model: nn.Module) -> nn.Module:
-        from ...interop.fold_gpt2 import fold_gpt2  # local: the interop package is optional to the trainer
+        # local import: interop.fold_gpt2 imports method.adapters.gpt2 at module level (cycle)
+        from ...interop.fold_gpt2 import fold_gpt2
 
         return fold_gpt2(model)
 
