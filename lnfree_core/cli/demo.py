@@ -3,21 +3,22 @@ the paper's findings (attention sinks, first-token norms, confidence neurons) on
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import sys
 import time
 
+from .parsers import command_group
+
 
 def register(sub) -> None:
     """Add the ``demo`` command (``build``, ``status``) to the CLI's subparsers."""
-    p = sub.add_parser("demo", help="the offline demo suite: small models and datasets built from the Python stdlib",
-                       description="The demo suite: datasets (owt-demo, pile-demo, pile-filtered-demo) and models "
-                                   "(demo:original, demo:vanilla, demo:ln-free) built locally with no download.")
-    p.set_defaults(func=lambda args: _usage(p))
-    dsub = p.add_subparsers(dest="demo_command", metavar="SUBCOMMAND")
+    dsub = command_group(sub, "demo",
+                         help="the offline demo suite: small models and datasets built from the Python stdlib",
+                         description="The demo suite: datasets (owt-demo, pile-demo, pile-filtered-demo) and models "
+                                     "(demo:original, demo:vanilla, demo:ln-free) built locally with no download.",
+                         dest="demo_command")
 
     b = dsub.add_parser("build", help="build (or finish) the demo suite; finished stages are reused",
                         description="Build the demo suite. Each stage is reused when already built and redone when "
@@ -42,11 +43,6 @@ def register(sub) -> None:
     f.add_argument("--sequences", type=int, default=32, metavar="N", help="sequences measured (default 32)")
     f.add_argument("--json", action="store_true", help="print JSON")
     f.set_defaults(func=_findings)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 class ProgressPrinter:
