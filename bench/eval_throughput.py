@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,8 +41,6 @@ CPU_DEFAULTS = dict(layers=2, d_model=128, heads=4, vocab=50257, seq_len=256, ba
 
 
 def build_model(layers: int, d_model: int, heads: int, vocab: int, seq_len: int, device: torch.device):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     torch.manual_seed(0)
     cfg = GPT2Config(n_layer=layers, n_embd=d_model, n_head=heads, vocab_size=vocab, n_positions=max(seq_len, 1024),
                      bos_token_id=vocab - 1, eos_token_id=vocab - 1)

@@ -25,16 +25,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from jobs import RunActiveError, cancel_run, delete_run, run_status, start_run  # noqa: E402
+from lnfree_core.checkpoint import checkpoint_dirs, newest_good_checkpoint  # noqa: E402
+from lnfree_core.rundir import read_jsonl  # noqa: E402
+
 SCENARIOS = ("kill9", "disk", "corrupt", "concurrent", "cancel")
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def make_model(path: Path, **kw) -> Path:
-    from transformers import GPT2Config, GPT2LMHeadModel
-    import torch
-
     torch.manual_seed(0)
     cfg = dict(n_layer=2, n_embd=32, n_head=4, vocab_size=128, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0,
                attn_pdrop=0.0, bos_token_id=127, eos_token_id=127)
@@ -44,8 +50,6 @@ def make_model(path: Path, **kw) -> Path:
 
 
 def make_data(path: Path, vocab: int = 127) -> Path:
-    import numpy as np
-
     rng = np.random.default_rng(0)
     with open(path, "w") as fh:
         for _ in range(512):
@@ -71,8 +75,6 @@ def popen(*args: str) -> subprocess.Popen:
 
 
 def losses(run: Path) -> dict[int, float]:
-    from lnfree_core.rundir import read_jsonl
-
     return {r["step"]: r["loss"] for r in read_jsonl(run / "metrics.jsonl") if r.get("type") == "step"}
 
 
@@ -181,8 +183,6 @@ def main() -> int:
             wait_step(run, 17, p)
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
-            from lnfree_core.checkpoint import checkpoint_dirs
-
             newest = checkpoint_dirs(run)[-1]
             if how.startswith("truncated"):
                 f = newest / "model.safetensors"
@@ -202,8 +202,6 @@ def main() -> int:
         p = popen(*train_args(model, data, run, 2000, save_every=100))
         wait_step(run, 3, p)
         r = cli(*train_args(model, data, run, 2000, save_every=100), "--resume")
-        from jobs import RunActiveError, delete_run, run_status
-
         st = run_status(run)
         try:
             delete_run(run)
@@ -219,8 +217,6 @@ def main() -> int:
 
     # 5. cancel during a checkpoint (a model whose checkpoint takes seconds), 0.5 s cancel timeout
     if "cancel" in want:
-        from jobs import cancel_run, start_run
-
         big = make_model(work / "bigger", n_layer=4, n_embd=512, n_head=8, vocab_size=8192, n_positions=64,
                          bos_token_id=8191, eos_token_id=8191)
         root = work / "runs"
@@ -234,8 +230,6 @@ def main() -> int:
         t0 = time.time()
         st = cancel_run(rd, timeout=0.5)
         waited = time.time() - t0
-        from lnfree_core.checkpoint import newest_good_checkpoint
-
         good = newest_good_checkpoint(rd)
         say(f"cancel during a checkpoint (timeout 0.5 s, {sum(f.stat().st_size for f in good.path.iterdir()) / 1e6:.0f} "
             f"MB checkpoint): waited {waited:.1f} s, state {st.state!r}, reason {st.reason!r}; newest checkpoint "

@@ -34,16 +34,19 @@ import traceback
 from pathlib import Path
 
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from lnfree_core.method.aux_loss import aux_loss  # noqa: E402
+from eval_throughput import ours, plain_loop, timed  # noqa: E402  (bench/, on sys.path above)
 from lnfree_core.optim import make_optimizer  # noqa: E402
-from lnfree_core.method.surgery import fakeln_modules, make_removable  # noqa: E402
+from lnfree_core.method.surgery import make_removable  # noqa: E402
 from lnfree_core.throughput import Throughput, model_flops_per_token  # noqa: E402
 from lnfree_core.method.tracking import SigmaTracker  # noqa: E402
+from lnfree_core.train import enable_checkpointing  # noqa: E402
+from train_step import step  # noqa: E402  (bench/, on sys.path above)
 
 GPU_SHAPE = dict(layers=12, width=768, heads=12, vocab=50257, batch=8, seq=1024, steps=10, warmup=3, eval_rounds=5,
                  trainer_steps=50)
@@ -52,8 +55,6 @@ TINY_SHAPE = dict(layers=2, width=64, heads=2, vocab=512, batch=2, seq=64, steps
 
 
 def gpt2(shape: dict, device: str):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     torch.manual_seed(0)
     cfg = GPT2Config(n_layer=shape["layers"], n_embd=shape["width"], n_head=shape["heads"], vocab_size=shape["vocab"],
                      n_positions=max(1024, shape["seq"]), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -69,8 +70,6 @@ def sync(device: str) -> None:
 # ---------------------------------------------------------------------------------------- train steps
 def train_step_row(shape: dict, device: str, variant: str, compiled: bool, ckpt: bool, backend: str) -> dict:
     """Time `steps` optimizer steps of one variant (as the trainer runs them) after `warmup` steps."""
-    from lnfree_core.train import enable_checkpointing
-
     model = gpt2(shape, device).train()
     tracker = None
     if variant != "vanilla":
@@ -88,34 +87,16 @@ def train_step_row(shape: dict, device: str, variant: str, compiled: bool, ckpt:
     opt = make_optimizer(model, 1e-4, 0.01)
     x = torch.randint(0, shape["vocab"], (shape["batch"], shape["seq"]), device=device,
                       generator=torch.Generator(device=device).manual_seed(1))
-    eot = model.config.eos_token_id
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
-
-    def step():
-        with amp:
-            loss = model(input_ids=x, labels=x, use_cache=False).loss
-        if tracker is not None:
-            loss = loss + aux_loss(fakeln_modules(model)["f"].last_std, x, eot, 0.1)
-        loss.backward()
-        if tracker is not None:
-            tracker.commit_micro_batch()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if tracker is not None:
-            tracker.end_step()
-        return loss
-
     t0 = time.perf_counter()
     for _ in range(shape["warmup"]):
-        loss = step()
+        loss = step(model, opt, tracker, x, device)
     sync(device)
     warm_s = time.perf_counter() - t0
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(shape["steps"]):
-        loss = step()
+        loss = step(model, opt, tracker, x, device)
     sync(device)
     dt = (time.perf_counter() - t0) / shape["steps"]
     if not math.isfinite(float(loss.detach())):
@@ -131,8 +112,6 @@ def train_step_row(shape: dict, device: str, variant: str, compiled: bool, ckpt:
 
 # ---------------------------------------------------------------------------------------- evaluation
 def eval_row(shape: dict, device: str) -> dict:
-    from eval_throughput import ours, plain_loop, timed
-
     dev = torch.device(device)
     model = gpt2(shape, device).eval()
     prec = "bf16" if dev.type == "cuda" else "fp32"

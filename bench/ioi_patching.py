@@ -15,7 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lnfree_core.analysis.ioi import build_ioi_prompts  # noqa: E402
+from lnfree_core.analysis.patching import patch_residual  # noqa: E402
+from lnfree_core.analysis.runtime import resolve_device  # noqa: E402
+from lnfree_core.models import load_model  # noqa: E402
 
 
 def main() -> int:
@@ -27,20 +35,10 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--rows-per-forward", type=int, default=256)
     args = ap.parse_args()
-    import torch
-
-    from lnfree_core.analysis.ioi import build_ioi_prompts
-    from lnfree_core.analysis.patching import patch_residual
-    from lnfree_core.analysis.runtime import resolve_device
-
     device = resolve_device(args.device)
     if args.model:
-        from lnfree_core.models import load_model
-
         model = load_model(args.model, device=device).model
     else:
-        from transformers import GPT2Config, GPT2LMHeadModel
-
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config()).eval().to(device)
     p = build_ioi_prompts(args.n)

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,8 +45,6 @@ from lnfree_core.method.tracking import SigmaTracker  # noqa: E402
 
 
 def build(args, ln_free: bool, phase: str):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     torch.manual_seed(0)
     cfg = GPT2Config(n_layer=args.layers, n_embd=args.width, n_head=max(1, args.width // 64), vocab_size=args.vocab,
                      n_positions=args.seq, bos_token_id=args.vocab - 1, eos_token_id=args.vocab - 1,
@@ -66,6 +65,8 @@ def build(args, ln_free: bool, phase: str):
 
 
 def step(model, opt, tracker, x, device):
+    """One optimizer step as the trainer runs it (bf16 autocast on CUDA, the aux loss and sigma tracking for a
+    FakeLN model, clipping at 1.0); returns the loss. Also gpu_suite.py's train step."""
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     with ctx:
         loss = model(input_ids=x, labels=x, use_cache=False).loss
@@ -79,6 +80,7 @@ def step(model, opt, tracker, x, device):
     opt.zero_grad(set_to_none=True)
     if tracker is not None:
         tracker.end_step()
+    return loss
 
 
 def saved_bytes(model, tracker, x) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from .method import presets
 from .method.schedule import HParams, Schedule, ScheduleError, check_hparam_types
 
 RESUME_PLACEHOLDER = "(from config.yaml)"  # TrainConfig.model of a bare `train --resume --out RUN`
@@ -103,14 +104,12 @@ class TrainConfig:
 
         `context` (the model's position count): a preset's or auto's sequence length longer than it is
         cut to it (defaults follow the model); an explicit seq_len override longer than it is an error."""
-        from .method.presets import resolve_schedule
-
         max_steps = self.overrides.get("max_steps")
         try:
             if isinstance(self.schedule, dict):
                 sched = Schedule.from_dict(self.schedule)
             else:
-                sched = resolve_schedule(self.schedule, n_layers=n_layers, max_steps=max_steps)
+                sched = presets.resolve_schedule(self.schedule, n_layers=n_layers, max_steps=max_steps)
             hp = asdict(sched.hparams)
             hp.update(check_hparam_types(self.overrides, "overrides"))
         except ScheduleError as e:

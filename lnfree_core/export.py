@@ -12,10 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from transformers import AutoTokenizer
 
 from .method.adapters import adapter_for
 from .analysis.cache import DEFAULT_CACHE_DIR
 from .checkpoint import CheckpointError, verify_checkpoint
+from .data.compact_tokenizer import save_compact_tokenizer
+from .data.sources import load_sequences
+from .data.tokenizer import load_gpt2_tokenizer
+from .data.vocab_map import load_vocab_map, save_vocab_map
 from .export_metadata import build_metadata, write_metadata
 from .export_precision import measure_input_stds, precision_summary, precision_warning
 from .hf_lock import HF_BUILD_LOCK
@@ -60,8 +65,6 @@ def _stock_eps(config) -> float:
 
 def _precision_tokens(model, data: str | None, run_cfg: dict | None) -> tuple[torch.Tensor, str]:
     """A few evaluation sequences of `data` (else the run's dataset) to measure input stds on."""
-    from .data.sources import load_sequences
-
     dataset = data or (run_cfg or {}).get("dataset")
     if not dataset:
         raise ValueError("no dataset to measure on (not a run; pass precision_data / --precision-data)")
@@ -93,23 +96,16 @@ def _save_tokenizer(spec: str, out: Path, config, base: str | None) -> "np.ndarr
       folder or cached Hub id that has one. A tiny random-init model has none: the export then holds no
       tokenizer files (the weights load all the same).
     """
-    from .data.vocab_map import load_vocab_map, save_vocab_map
-
     vmap = load_vocab_map(spec)
     if vmap is not None and len(vmap) == int(config.vocab_size):
-        from .data.compact_tokenizer import save_compact_tokenizer
-
         save_compact_tokenizer(out, vmap, model_max_length=getattr(config, "n_positions", None))
         save_vocab_map(out, vmap)
         return vmap
     if config.model_type == "gpt2":
-        from .data.tokenizer import load_gpt2_tokenizer
-
         load_gpt2_tokenizer().save_pretrained(str(out))
         return None
     if not base:
         return None
-    from transformers import AutoTokenizer
 
     try:
         with HF_BUILD_LOCK:

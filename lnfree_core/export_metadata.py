@@ -32,6 +32,14 @@ import numpy as np
 import torch
 from torch import nn
 
+try:
+    import tomllib  # Python 3.11+
+except ImportError:  # Python 3.10: lnfree_version() then reads the installed distribution only
+    tomllib = None
+
+from .method.adapters import adapter_for
+from .model_card import hub_base_model
+
 METADATA_FILE = "lnfree_metadata.json"
 FORMAT = "lnfree-metadata"
 VERSION = 1
@@ -47,11 +55,11 @@ def lnfree_version() -> str:
     except PackageNotFoundError:
         pass
     pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if tomllib is None:
+        return "unknown"
     try:
-        import tomllib
-
         return str(tomllib.loads(pyproject.read_text())["project"]["version"])
-    except (OSError, KeyError, ImportError, ValueError):
+    except (OSError, KeyError, ValueError):
         return "unknown"
 
 
@@ -62,8 +70,6 @@ def hub_model_id(name: str | None) -> str | None:
     published with the model and must not carry paths of this machine. One rule for the card and the
     metadata: model_card.hub_base_model.
     """
-    from .model_card import hub_base_model
-
     return hub_base_model(name)
 
 
@@ -84,8 +90,6 @@ def build_metadata(model: nn.Module, *, base_model: str | None = None, schedule:
     Generic over families: blocks are the adapter's FakeLN modules; two blocks whose gamma is the same
     Parameter (LN_qk and LN_v of a GPT-2 layer) share one "params" entry.
     """
-    from .method.adapters import adapter_for
-
     ad = adapter_for(model)
     fakes = ad.fakeln_modules(model)
     ln_free = bool(fakes) and all(m.is_removed for m in fakes.values())
@@ -163,8 +167,6 @@ def apply_metadata(model: nn.Module, meta: dict) -> None:
     Checks first that the metadata describes these weights (LN weight = gamma * sqrt(eps) / sigma_qk,
     LN bias = beta, per stock module); raises ValueError (nothing changed) when it does not.
     """
-    from .method.adapters import adapter_for
-
     mtype = getattr(model.config, "model_type", None)
     if meta.get("model_type") != mtype or mtype != "gpt2":
         raise ValueError(f"metadata for model type {meta.get('model_type')!r} cannot be applied to a {mtype!r} "

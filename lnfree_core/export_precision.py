@@ -17,6 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .method.adapters import adapter_for
+from .method.fakeln import per_token_std
+from .method.fakermsnorm import FakeRMSNorm, per_token_rms
+
 EPS_TRICK_STD_LIMIT = 300.0  # per-token std where E = 1e12 stops being exact to float32 (s^2/2E ~ 4.5e-8)
 PRECISION_WARN_STD = 200.0  # the export warns from here on (relative error s^2/2E >= 2e-8)
 
@@ -31,10 +35,6 @@ def eps_trick_relative_error(std: float, eps: float = 1e12) -> float:
 def measure_input_stds(model: nn.Module, tokens: torch.Tensor, batch_size: int = 4) -> dict[str, float]:
     """{block name: largest per-token std of the block's input} over `tokens` [n, seq] (FakeLN model).
     For an RMSNorm block the "std" is the root mean square sqrt(mean_h x_h^2), what RMSNorm adds eps to."""
-    from .method.adapters import adapter_for
-    from .method.fakeln import per_token_std
-    from .method.fakermsnorm import FakeRMSNorm, per_token_rms
-
     fakes = adapter_for(model).fakeln_modules(model)
     out = {name: 0.0 for name in fakes}
     handles = []

@@ -196,9 +196,7 @@ def render_model_card(*, repo_name: str, base_model: str | None, mode: str, sche
     lines = ["---", "library_name: transformers", "tags:", "- lnfree", f"- {model_type}"]
     if ln_free:
         lines.append("- layernorm-free")
-    from .export_metadata import hub_model_id
-
-    if hub_model_id(base_model):  # the Hub's base_model field takes Hub ids only, never a local path
+    if hub_base_model(base_model):  # the Hub's base_model field takes Hub ids only, never a local path
         lines += ["base_model:", f"- {base_model}"]
     lines += ["---", "", f"# {repo_name}", ""]
     base_txt = f"`{base_model}`" if base_model else f"a {model_type} model (a local model, not on the Hub)"

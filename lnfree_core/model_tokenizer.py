@@ -12,12 +12,18 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import yaml
+from huggingface_hub import try_to_load_from_cache
+from transformers import AutoTokenizer
+
+from .data.tokenizer import is_gpt2_name, load_gpt2_tokenizer
+from .models import resolve_checkpoint
+
 
 def _model_type_and_sources(spec: str) -> tuple[str | None, list[str]]:
     """(config.json model_type or None, where a tokenizer may be found) without loading weights."""
     if spec.startswith("demo:"):
         return "gpt2", []
-    from .models import resolve_checkpoint
 
     try:
         ckpt = resolve_checkpoint(spec)
@@ -29,8 +35,6 @@ def _model_type_and_sources(spec: str) -> tuple[str | None, list[str]]:
         cfg_path = ckpt / "config.json"
         run_cfg = ckpt.parent.parent / "config.yaml"
         if run_cfg.exists():
-            import yaml
-
             base = (yaml.safe_load(run_cfg.read_text()) or {}).get("model")
             if base:
                 sources.append(str(base))
@@ -40,8 +44,6 @@ def _model_type_and_sources(spec: str) -> tuple[str | None, list[str]]:
     else:
         sources.append(spec)  # a Hub id: only its cached files are used
         try:
-            from huggingface_hub import try_to_load_from_cache
-
             found = try_to_load_from_cache(spec, "config.json")
             cfg_path = Path(found) if isinstance(found, str) else None
         except Exception:
@@ -61,12 +63,9 @@ def config_model_type(cfg_path: Path | None) -> str | None:
 
 def model_tokenizer(spec: str):
     """The tokenizer of model `spec`, or None when the family's tokenizer is not available locally."""
-    from .data.tokenizer import is_gpt2_name, load_gpt2_tokenizer
-
     model_type, sources = _model_type_and_sources(spec)
     if model_type == "gpt2" or (model_type is None and is_gpt2_name(spec)):
         return load_gpt2_tokenizer()
-    from transformers import AutoTokenizer
 
     for src in sources:
         if src.startswith("demo:"):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub import hf_hub_download
 from torch import nn
 
 # Imported here, once, at import time: transformers resolves these names lazily, and resolving them
@@ -33,6 +34,8 @@ from transformers.models.gpt2 import modeling_gpt2  # noqa: F401,E402
 
 from .checkpoint import CheckpointError, load_model_weights, newest_good_checkpoint, resolve_step_spec
 from .checkpoint import verify_checkpoint
+from .data.hub import hub_reachable
+from .export_metadata import METADATA_FILE, apply_metadata, block_sigmas, read_metadata
 from .hf_lock import HF_BUILD_LOCK
 from .method.adapters import adapter_for
 from .method.surgery import fakeln_modules, is_ln_free, load_fakeln_state
@@ -159,8 +162,6 @@ def model_context(spec: str) -> int | None:
         where = str(ckpt) if ckpt is not None else spec
         kwargs = {}
         if ckpt is None and not Path(spec).exists():
-            from .data.hub import hub_reachable
-
             kwargs["local_files_only"] = not hub_reachable()
         with HF_BUILD_LOCK:
             config = AutoConfig.from_pretrained(where, **kwargs)
@@ -234,8 +235,6 @@ def _load_model(spec: str, *, device: str | torch.device, dtype: torch.dtype | N
             source = "folder"
         kwargs = dict(use_safetensors=True, attn_implementation=attn_implementation, dtype=torch.float32)
         if source == "hub":
-            from .data.hub import hub_reachable
-
             kwargs["local_files_only"] = not hub_reachable()
         try:
             model = _from_pretrained(spec, **kwargs)
@@ -275,13 +274,9 @@ SIGMA_UNKNOWN = ("not recorded: this export stores only gamma / sigma_bar in eac
 
 def _export_metadata(spec: str, source: str, local_only: bool | None) -> dict | None:
     """lnfree_metadata.json of a local export folder or a Hub repo, or None if it has none."""
-    from .export_metadata import METADATA_FILE, read_metadata
-
     if source == "folder":
         return read_metadata(spec)
     try:
-        from huggingface_hub import hf_hub_download
-
         path = hf_hub_download(spec, METADATA_FILE, local_files_only=bool(local_only))
     except Exception:  # not in the repo, not cached offline, or the Hub unreachable: no metadata
         return None
@@ -291,16 +286,12 @@ def _export_metadata(spec: str, source: str, local_only: bool | None) -> dict | 
 def _restore_lnfree(model: nn.Module, adapter, spec: str, source: str, local_only: bool | None, info: dict) -> None:
     """Removed FakeLN blocks for a stock LN-free export: the true sigma_bar from its lnfree metadata
     when it has some that describes these weights, else sigma_bar = 1 (what the weights alone tell)."""
-    from .export_metadata import apply_metadata
-
     try:
         meta = _export_metadata(spec, source, local_only)
     except ValueError as e:  # a malformed metadata file: load without it, and say so
         meta, info["metadata_error"] = None, str(e)
     mtype = getattr(model.config, "model_type", None)
     if meta is not None and mtype != "gpt2" and meta.get("model_type") == mtype:
-        from .export_metadata import block_sigmas
-
         adapter.from_stock_lnfree(model)
         info["recorded_sigma_bar"] = block_sigmas(meta)
         info["sigma_source"] = (f"recorded in lnfree_metadata.json (info['recorded_sigma_bar']), not restored: lnfree "

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .method.fakeln import FakeLayerNorm
+
 
 def param_groups(model: nn.Module, weight_decay: float, decay_fakeln_gain: bool = False) -> list[dict]:
     """Weight decay on weight matrices; none on LN gamma and beta, biases or other 1-d params.
@@ -16,8 +18,6 @@ def param_groups(model: nn.Module, weight_decay: float, decay_fakeln_gain: bool 
     default does not, so a LN-free run and its vanilla control decay the same parameters.
     Parameters shared between modules (ln_1's gamma in LN_qk and LN_v, tied embeddings) appear once.
     """
-    from .method.fakeln import FakeLayerNorm
-
     gains = {id(m.weight) for m in model.modules() if isinstance(m, FakeLayerNorm)} if decay_fakeln_gain else set()
     decay, no_decay = [], []
     for _, p in model.named_parameters():  # named_parameters() yields each shared Parameter once

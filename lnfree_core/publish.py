@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
 from .export import LOCAL_SOURCE_FILE, ExportError, export_model
+from .export_metadata import read_metadata
+from .export_precision import precision_warning
+from .models import resolve_checkpoint
 from .rundir import read_status
 
 EXPORT_HINT = "make one with `python -m lnfree_core export RUN_DIR OUT_DIR`"
@@ -112,7 +118,6 @@ def resolve_token(token: str | None = None) -> str:
     """The token to push with: `token`, else HF_TOKEN / the saved login; PublishInputError if none."""
     if token and token.strip():
         return token.strip()
-    from huggingface_hub import get_token
 
     try:
         found = get_token()
@@ -186,8 +191,6 @@ def _chain(err: BaseException) -> list[BaseException]:
 
 def _explain(err: BaseException, repo_id: str, endpoint: str, token: str) -> PublishError:
     """A PublishError for a failure of huggingface_hub (the token scrubbed from every part)."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
     retry = " The export folder is unchanged; run the push again to retry (an existing repo is reused)."
     chain = _chain(err)
     if any(isinstance(e, OfflineModeIsEnabled) for e in chain):
@@ -223,7 +226,6 @@ def push_export(export_dir: str | Path, repo_id: str, *, private: bool = False, 
         _check_endpoint(endpoint)
     tok = resolve_token(token)
     _check_no_token_in_files(folder, tok)
-    from huggingface_hub import HfApi, constants
 
     base = (endpoint or constants.ENDPOINT).rstrip("/")
     api = HfApi(endpoint=base, token=tok)
@@ -258,8 +260,6 @@ def reusable_export(run_dir: str | Path, out_dir: str | Path, repo_id: str,
                     eval_table_md: str | None = None) -> bool:
     """Whether `out_dir` already holds a complete export of `run_dir`'s newest checkpoint whose model
     card names `repo_id` (and includes `eval_table_md`, if given)."""
-    from .models import resolve_checkpoint
-
     out = Path(out_dir)
     try:
         meta = json.loads((out / LOCAL_SOURCE_FILE).read_text())
@@ -283,9 +283,6 @@ def _export_of_run(out_dir: Path, run_dir: str | Path) -> bool:
 
 def export_warnings(export_dir: str | Path) -> list[str]:
     """Warnings recorded with an export: its LN input stds near the eps-trick limit (lnfree_metadata.json)."""
-    from .export_metadata import read_metadata
-    from .export_precision import precision_warning
-
     try:
         meta = read_metadata(export_dir)
     except ValueError as e:

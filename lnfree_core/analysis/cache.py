@@ -51,6 +51,7 @@ def _stamp(path: Path) -> list[int]:
 
 def model_identity(spec: str) -> dict:
     """What identifies the weights behind a model spec (see module docstring)."""
+    # local: models loads torch + transformers (~5.8 s, measured); the CLI's parser imports this module
     from ..models import resolve_checkpoint
 
     if is_scheme_spec(spec):

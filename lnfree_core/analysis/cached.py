@@ -19,10 +19,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import models
+from ..data import DatasetNotFoundError, load_sequences, resolve_dataset
+from ..data.model_fit import check_tokenizer_fit
+from ..method.adapters import adapter_for
 from ..models import LoadedModel
 from .cache import CACHE_VERSION, DEFAULT_CACHE_DIR, AnalysisCache, CacheEntry, model_identity, path_identity, tokens_identity
+from .ce import per_token_ce
 from .ce_summary import CESummary, summarize_ce
+from .confidence import ConfidenceScores, UnembedSVD, confidence_scores, unembed_svd
+from .dla import HeadAttribution, head_attribution
+from .first_token import FirstTokenStats, SINK_THRESHOLDS, first_token_stats
+from .neuron_ablation import AblationResult, ablate_neurons
+from .nmae import nmae
 from .runtime import Progress, model_device, resolve_device, resolve_precision
+from .sinks import DEFINITIONS, sink_rate, sink_rate_from_counts
 
 
 class EmptyDataError(ValueError):
@@ -45,7 +55,6 @@ class DataSpec:
         ident: dict = {"dataset": self.dataset}
         if self.tokens is not None:
             return {**ident, **tokens_identity(self.tokens)}
-        from ..data import DatasetNotFoundError, resolve_dataset
 
         try:
             spec = resolve_dataset(self.dataset)
@@ -59,8 +68,6 @@ class DataSpec:
         """Raise data.model_fit.TokenizerMismatchError when a registry dataset (GPT-2 ids) meets a model
         of another family; given token arrays are the caller's responsibility."""
         if self.tokens is None:
-            from ..data.model_fit import check_tokenizer_fit
-
             check_tokenizer_fit(model_type, self.dataset)
 
     def load(self) -> np.ndarray:
@@ -68,8 +75,6 @@ class DataSpec:
         if self.tokens is not None:
             toks = np.asarray(self.tokens)
         else:
-            from ..data import load_sequences
-
             toks = load_sequences(self.dataset, split=self.split, seq_len=self.seq_len, n_sequences=self.n)
         if toks.ndim != 2 or toks.shape[0] == 0:
             raise EmptyDataError(f"{self.dataset}: no sequences of {self.seq_len} tokens to analyse "
@@ -187,8 +192,6 @@ def ce_eval(model: str | LoadedModel, data: DataSpec, *, cache_dir: str | os.Pat
             device: str = "auto", precision: str = "auto", batch_size: int = 8, progress: Progress | None = None,
             refresh: bool = False) -> CEResult:
     """Per-token CE (ce.py) and its summary (ce_summary.py), cached."""
-    from .ce import per_token_ce
-
     run, prec, entry = _start("ce", model, data, {}, cache_dir=cache_dir, device=device, precision=precision,
                               refresh=refresh, progress=progress)
     if entry is not None:
@@ -207,8 +210,6 @@ class FirstTokenResult:
 
     @property
     def stats(self):
-        from .first_token import FirstTokenStats
-
         e = self.entry
         arr = {k: np.asarray(e.array(k)) for k in ("first_norm", "rest_norm", "first_attn", "first_norm_raw",
                                                       "rest_norm_raw", "sink_counts")}
@@ -219,8 +220,6 @@ class FirstTokenResult:
         """Sink rate (sinks.py). definition "query" (the paper's, default) or "head-mean"; ci_method
         "batches" (the paper's spread over batches of ci_batch sequences; default for "query") or
         "bootstrap" (default for "head-mean")."""
-        from .sinks import DEFINITIONS, sink_rate, sink_rate_from_counts
-
         if definition == "query":
             st = self.stats
             return sink_rate_from_counts(st.sink_counts, st.n_queries, self.entry.meta["sink_thresholds"], threshold,
@@ -246,8 +245,6 @@ def first_token_eval(model: str | LoadedModel, data: DataSpec, *,
                      refresh: bool = False) -> FirstTokenResult:
     """First-token residual norms (centred and raw, resid_pre/mid/post) and attention to the first token
     (head means and sink counts at every threshold of SINK_THRESHOLDS; first_token.py), cached."""
-    from .first_token import SINK_THRESHOLDS, first_token_stats
-
     run, prec, entry = _start("first_token", model, data, {"sink_thresholds": list(SINK_THRESHOLDS)},
                               cache_dir=cache_dir, device=device, precision=precision, refresh=refresh,
                               progress=progress)
@@ -268,8 +265,6 @@ class ConfidenceResult:
 
     @property
     def scores(self):
-        from .confidence import ConfidenceScores
-
         e = self.entry
         return ConfidenceScores(norm=np.asarray(e.array("norm")), logit_var=np.asarray(e.array("logit_var")),
                                 score=np.asarray(e.array("score")))
@@ -280,8 +275,6 @@ class ConfidenceResult:
 
     @property
     def svd(self):
-        from .confidence import UnembedSVD
-
         return UnembedSVD(singular_values=np.asarray(self.entry.array("singular_values")), neurons=self.ablated,
                           cosines=np.asarray(self.entry.array("cosines")))
 
@@ -292,8 +285,6 @@ class ConfidenceResult:
 
     @property
     def ablation(self):
-        from .neuron_ablation import AblationResult
-
         abl = AblationResult.from_dict(self.entry.meta["ablation"])
         if "token_delta_ce" in self.entry.arrays():
             abl.token_delta_ce = np.asarray(self.entry.array("token_delta_ce"))
@@ -319,10 +310,6 @@ def confidence_eval(model: str | LoadedModel, data: DataSpec, *, top_k: int = 3,
     neurons: the last-layer neurons to ablate (and whose SVD cosines to report). None: this model's own
     top-k by CN score. The paper ablates the same neurons in every variant (they persist across them):
     pass the first model's `top` to the others (what the app and `analyze confidence` do by default)."""
-    from ..method.adapters import adapter_for
-    from .confidence import confidence_scores, unembed_svd
-    from .neuron_ablation import ablate_neurons
-
     chosen = None if neurons is None else [int(i) for i in neurons]
     run, prec, entry = _start("confidence", model, data, {"top_k": top_k, "fold_ln": fold_ln, "center": center,
                                                           "neurons": chosen},
@@ -357,8 +344,6 @@ class DLAResult:
 
     @property
     def attribution(self):
-        from .dla import HeadAttribution
-
         e = self.entry
         return HeadAttribution(**{k: np.asarray(e.array(k)) for k in ("dla", "de", "abs_err", "abs_de",
                                                                        "dla_last", "de_last")},
@@ -366,8 +351,6 @@ class DLAResult:
 
     def nmae(self, granularity: str = "sequence", *, positions: str = "all", pooling: str = "mean",
              n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
-        from .nmae import nmae
-
         return nmae(self.attribution, granularity, positions=positions, pooling=pooling, n_boot=n_boot, ci=ci,
                     seed=seed)
 
@@ -383,8 +366,6 @@ def dla_eval(model: str | LoadedModel, data: DataSpec, *, cache_dir: str | os.Pa
              device: str = "auto", precision: str = "fp32", batch_size: int = 4, center_unembed: bool = False,
              progress: Progress | None = None, refresh: bool = False) -> DLAResult:
     """Per-head DLA and DE of the correct-token logit (dla.py; center_unembed: with a centred W_U), cached."""
-    from .dla import head_attribution
-
     run, prec, entry = _start("dla", model, data, {"center_unembed": bool(center_unembed)}, cache_dir=cache_dir,
                               device=device, precision=precision, refresh=refresh, progress=progress)
     if entry is not None:

@@ -15,17 +15,22 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import yaml
 
+from ..data import load_gpt2_tokenizer
+from ..data.model_fit import TokenizerMismatchError
+from ..data.vocab_map import load_vocab_map
 from ..models import LoadedModel, resolve_checkpoint
+from .benchmarks import TaskScore, evaluate_tasks, require_lm_eval
 from .cache import DEFAULT_CACHE_DIR, CacheEntry, path_identity, tokens_identity
 from .cached import DataSpec, EntryResult, _sizes, _start
 from .ioi import DEFAULT_N_PROMPTS, DEFAULT_TEMPLATES, build_ioi_prompts
+from .overconfidence import TokenCalibration, reliability, summarize_calibration, token_calibration
+from .patching import PatchingResult, patch_residual
 from .runtime import Progress
 
 
 def _vocab_map(spec: str) -> np.ndarray | None:
-    from ..data.vocab_map import load_vocab_map
-
     return load_vocab_map(spec)
 
 
@@ -48,8 +53,6 @@ class IOIData:
     def check_fit(self, model_type: str) -> None:
         """The prompts are GPT-2 token ids: refuse a model of another family (its ids mean other words)."""
         if model_type != "gpt2":
-            from ..data.model_fit import TokenizerMismatchError
-
             raise TokenizerMismatchError(
                 f"IOI patching is available for GPT-2 models only: its prompts are built from GPT-2 tokens "
                 f"(single-token names), and {self.spec} is a {model_type} model with another vocabulary")
@@ -64,8 +67,6 @@ class IOIResult(EntryResult):
 
     @property
     def patching(self):
-        from .patching import PatchingResult
-
         e = self.entry
         return PatchingResult(**{k: np.asarray(e.array(k)) for k in ("ld_clean", "ld_corrupt", "act", "attr")},
                               seconds=dict(e.meta["seconds"]))
@@ -89,8 +90,6 @@ def ioi_eval(model: str | LoadedModel, *, n: int = DEFAULT_N_PROMPTS, seed: int 
              device: str = "auto", precision: str = "fp32", batch_size: int = 16, rows_per_forward: int = 256,
              progress: Progress | None = None, refresh: bool = False) -> IOIResult:
     """Activation and attribution patching of resid_pre on the IOI prompt set (patching.py), cached."""
-    from .patching import patch_residual
-
     spec = model.spec if isinstance(model, LoadedModel) else model
     data = IOIData(spec, n=n, seed=seed, templates=tuple(templates))
     run, prec, entry = _start("ioi_patching", model, data, {}, cache_dir=cache_dir, device=device,
@@ -118,20 +117,14 @@ class OverconfidenceResult(EntryResult):
 
     @property
     def calibration(self):
-        from .overconfidence import TokenCalibration
-
         e = self.entry
         return TokenCalibration(ce=e.array("ce"), entropy=e.array("entropy"), confidence=e.array("confidence"),
                                 correct=e.array("correct").astype(bool))
 
     def summary(self, n_bins: int = 15):
-        from .overconfidence import summarize_calibration
-
         return summarize_calibration(self.calibration, n_bins)
 
     def reliability(self, n_bins: int = 15):
-        from .overconfidence import reliability
-
         cal = self.calibration
         return reliability(cal.confidence, cal.correct, n_bins)
 
@@ -147,8 +140,6 @@ def overconfidence_eval(model: str | LoadedModel, data: DataSpec, *,
                         precision: str = "auto", batch_size: int = 8, progress: Progress | None = None,
                         refresh: bool = False) -> OverconfidenceResult:
     """Per-token CE, entropy, top-token confidence and correctness (overconfidence.py), cached."""
-    from .overconfidence import token_calibration
-
     run, prec, entry = _start("overconfidence", model, data, {}, cache_dir=cache_dir, device=device,
                               precision=precision, refresh=refresh, progress=progress)
     if entry is not None:
@@ -184,8 +175,6 @@ def ablation_gap(vanilla_ablation: dict, ln_free_calibration: dict) -> dict:
 def model_tokenizer(spec: str):
     """The tokenizer of a model spec: GPT-2's for compact-vocabulary (demo) models, a folder's own, a
     run's or checkpoint's base model's, else the Hub id's (the bundled GPT-2 BPE offline)."""
-    from ..data import load_gpt2_tokenizer
-
     if spec.startswith("demo:") or _vocab_map(spec) is not None:
         return load_gpt2_tokenizer("gpt2")
     try:
@@ -196,8 +185,6 @@ def model_tokenizer(spec: str):
         run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
         cfg = run / "config.yaml" if run is not None else None
         if cfg is not None and cfg.is_file():
-            import yaml
-
             base = (yaml.safe_load(cfg.read_text()) or {}).get("model")
             if isinstance(base, str) and base:
                 return model_tokenizer(base)
@@ -243,8 +230,6 @@ class BenchResult(EntryResult):
 
     @property
     def score(self):
-        from .benchmarks import TaskScore
-
         return TaskScore(**self.entry.meta["score"])
 
     def to_json(self) -> dict:
@@ -259,8 +244,6 @@ def benchmark_eval(model: str | LoadedModel, task: BenchTask, *,
                    refresh: bool = False, cache_only: bool = False) -> BenchResult | None:
     """lm-eval accuracy of `model` on one task (benchmarks.py), cached. `progress(done, 1)` per task.
     cache_only: return the cached result or None, never compute (e.g. a Hub task while offline)."""
-    from .benchmarks import evaluate_tasks, require_lm_eval
-
     require_lm_eval()
     run, prec, entry = _start("benchmark", model, task, {}, cache_dir=cache_dir,  # type: ignore[arg-type]
                               device=device,

@@ -31,6 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data import load_gpt2_tokenizer
+from ..data.vocab_map import from_gpt2_ids
+
 # Wang et al. (2022), BABA templates of one token layout (15 tokens; names at 1, 3, 10; place 8; object 13).
 DEFAULT_TEMPLATES = (
     "While [B] and [A] were working at the [PLACE], [B] gave a [OBJECT] to",
@@ -119,10 +122,7 @@ def build_ioi_prompts(n: int = DEFAULT_N_PROMPTS, seed: int = 0, *, templates: t
     if n < 1:
         raise ValueError(f"the number of IOI prompts must be >= 1, got {n}")
     if tokenizer is None:
-        from ..data import load_gpt2_tokenizer
-
         tokenizer = load_gpt2_tokenizer()
-    from ..data.vocab_map import from_gpt2_ids
 
     allowed = None if vocab_map is None else set(int(i) for i in np.asarray(vocab_map))
     layouts = [_layout(tokenizer, t) for t in templates]

@@ -16,6 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..analysis.outliers import (compare_token_losses, first_exceeding, format_report, rank_sequences,
+                                 sequences_exceeding, token_losses)
+from .analyze_experiments import register_experiments
 from .eval import add_common_args, check_data_args, data_spec, fit_args_seq_len, print_json, run_kwargs, user_errors
 
 
@@ -82,8 +85,6 @@ def register(sub) -> None:
     d.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CI")
     d.set_defaults(func=_dla)
 
-    from .analyze_experiments import register_experiments
-
     register_experiments(s)  # ioi, overconfidence
 
 
@@ -127,9 +128,8 @@ def _evaluate(args, evaluate, to_json, **options) -> dict | None:
 
 @_guard
 def _outliers(args) -> int:
+    # local: analysis.cached loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..analysis.cached import ce_eval
-    from ..analysis.outliers import (compare_token_losses, first_exceeding, format_report, rank_sequences,
-                                     sequences_exceeding, token_losses)
     from ..model_tokenizer import model_decoder
 
     res = ce_eval(args.model, data_spec(args, args.dataset), **run_kwargs(args, f"{args.model} on {args.dataset}"))
@@ -178,6 +178,7 @@ def _outliers(args) -> int:
 
 @_guard
 def _first_token(args) -> int:
+    # local: analysis.cached loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..analysis.cached import first_token_eval
     from ..analysis.first_token import SINK_THRESHOLDS
 
@@ -205,6 +206,7 @@ def _first_token(args) -> int:
 
 @_guard
 def _confidence(args) -> int:
+    # local: analysis.cached loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..analysis.cached import confidence_eval
 
     neurons = args.neurons
@@ -245,6 +247,7 @@ def _confidence(args) -> int:
 
 @_guard
 def _dla(args) -> int:
+    # local: analysis.cached loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..analysis.cached import dla_eval
 
     out = _evaluate(args, dla_eval, lambda res: res.to_json(args.granularity, n_boot=args.n_boot,

@@ -17,7 +17,7 @@ import csv
 import sys
 from pathlib import Path
 
-from .eval import DEFAULT_CACHE_DIR, UsageError, check_output_paths, print_json, user_errors
+from .eval import UsageError, add_run_args, check_output_paths, print_json, user_errors
 
 
 def register(sub) -> None:
@@ -34,11 +34,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, help="at most this many documents per task (default: all)")
     p.add_argument("--num-fewshot", type=int, help="few-shot examples (default: the task's, 0 for these)")
     p.add_argument("--batch-size", type=int, default=8, help="(default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="(default: %(default)s)")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="result cache directory (default: %(default)s)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    p.add_argument("--refresh", action="store_true", help="recompute and overwrite cached results")
+    add_run_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per (model, task)")
     p.add_argument("--csv", metavar="PATH", help="write model, task, metric, value, stderr, ... as CSV")
     p.add_argument("--markdown", metavar="PATH", help="write the task x model table as Markdown")
@@ -47,6 +43,7 @@ def register(sub) -> None:
 
 def parse_tasks(tasks: list[str] | None, data: list[str] | None, task_yaml: list[str] | None):
     """The BenchTask list of the arguments; UsageError before any work when one is wrong."""
+    # local: analysis.cached_experiments loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..analysis.benchmarks import PAPER_TASKS, _custom_names
     from ..analysis.cached_experiments import BenchTask
 
@@ -75,6 +72,7 @@ def parse_tasks(tasks: list[str] | None, data: list[str] | None, task_yaml: list
 
 
 def _run(args) -> int:
+    # local: analysis.cached_experiments loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..analysis.benchmarks import lm_eval_available, MISSING_MESSAGE
     from ..analysis.cached_experiments import benchmark_eval
 

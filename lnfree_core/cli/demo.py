@@ -3,21 +3,22 @@ the paper's findings (attention sinks, first-token norms, confidence neurons) on
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
 import sys
 import time
 
+from .parsers import command_group
+
 
 def register(sub) -> None:
     """Add the ``demo`` command (``build``, ``status``) to the CLI's subparsers."""
-    p = sub.add_parser("demo", help="the offline demo suite: small models and datasets built from the Python stdlib",
-                       description="The demo suite: datasets (owt-demo, pile-demo, pile-filtered-demo) and models "
-                                   "(demo:original, demo:vanilla, demo:ln-free) built locally with no download.")
-    p.set_defaults(func=lambda args: _usage(p))
-    dsub = p.add_subparsers(dest="demo_command", metavar="SUBCOMMAND")
+    dsub = command_group(sub, "demo",
+                         help="the offline demo suite: small models and datasets built from the Python stdlib",
+                         description="The demo suite: datasets (owt-demo, pile-demo, pile-filtered-demo) and models "
+                                     "(demo:original, demo:vanilla, demo:ln-free) built locally with no download.",
+                         dest="demo_command")
 
     b = dsub.add_parser("build", help="build (or finish) the demo suite; finished stages are reused",
                         description="Build the demo suite. Each stage is reused when already built and redone when "
@@ -56,11 +57,6 @@ def register(sub) -> None:
     o.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: all cores if idle at the start, else 1)")
     o.set_defaults(func=_pretrain_original)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 class ProgressPrinter:

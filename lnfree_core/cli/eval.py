@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 
 from ..analysis.cache import DEFAULT_CACHE_DIR
+from ..analysis.tables import TableEntry, ce_table
 
 
 # ------------------------------------------------------------------ helpers shared with `analyze`
@@ -32,19 +34,26 @@ def add_common_args(p, *, n_default: int | None, seq_len_default: int, batch_def
                    help=f"tokens per sequence (default: {seq_len_default}, or the model's context if shorter)")
     p.set_defaults(seq_len_default=seq_len_default)
     p.add_argument("--batch-size", type=int, default=batch_default, help="sequences per batch (default: %(default)s)")
+    add_run_args(p, precision_default=precision_default,
+                 precision_help="auto = bf16 autocast on CUDA, fp32 on CPU (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per line)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def add_run_args(p, *, precision_default: str = "fp32", precision_help: str = "(default: %(default)s)") -> None:
+    """--device, --precision, --cache-dir, --no-cache, --refresh: where a cached computation runs and
+    whether it reuses the cache (read by run_kwargs)."""
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--precision", default=precision_default, choices=["auto", "fp32", "bf16"],
-                   help="auto = bf16 autocast on CUDA, fp32 on CPU (default: %(default)s)")
+    p.add_argument("--precision", default=precision_default, choices=["auto", "fp32", "bf16"], help=precision_help)
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="result cache directory (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--refresh", action="store_true", help="recompute and overwrite cached results")
-    p.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per line)")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def fit_args_seq_len(args, specs: list[str]) -> None:
     """Set args.seq_len before any work: the command's default capped at the models' context, or the
     --seq-len given, which must fit every model (UsageError otherwise: exit 2)."""
+    # local: lnfree_core.models loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..models import fit_seq_len
 
     try:
@@ -66,8 +75,6 @@ def check_data_args(args) -> None:
 def check_output_paths(*paths: str | None) -> None:
     """UsageError, before any work, for an output file that cannot be written (its folder is missing,
     or the path is a folder): a long computation must not end in a traceback at the last line."""
-    import os
-
     for path in paths:
         if not path:
             continue
@@ -79,6 +86,7 @@ def check_output_paths(*paths: str | None) -> None:
 
 
 def data_spec(args, dataset: str):
+    # local: analysis.cached loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..analysis.cached import DataSpec
 
     return DataSpec(dataset=dataset, split=args.split, n=args.n, seq_len=args.seq_len)
@@ -117,6 +125,7 @@ class UsageError(ValueError):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean a bad spec, name or missing resource (exit code 2, no traceback)."""
+    # local: analysis.cached loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..analysis.cached import EmptyDataError
     from ..data import DatasetNotFoundError, HubUnavailableError
     from ..data.model_fit import TokenizerMismatchError
@@ -150,8 +159,8 @@ def _aligned(values: list[str] | None, n: int, what: str) -> list[str | None]:
 
 
 def _run(args) -> int:
+    # local: analysis.cached loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..analysis.cached import ce_eval
-    from ..analysis.tables import TableEntry, ce_table
 
     try:
         check_data_args(args)

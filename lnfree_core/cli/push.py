@@ -40,6 +40,7 @@ def _read_token_stdin() -> str | None:
 
 def _run(args) -> int:
     """Push; exit 0 on success, 1 when the push failed, 2 on bad input."""
+    # local: lnfree_core.publish loads torch + transformers (~5.8 s via models.py, measured); --help needs neither
     from ..publish import PublishError, PublishInputError, push_export
 
     if args.token_value is not None:

@@ -131,6 +131,7 @@ def config_from_args(args) -> TrainConfig:
 
 
 def _run(args) -> int:
+    # local: lnfree_core.train loads torch + transformers (~5.8 s via models.py, measured); --help needs neither
     from ..train import main_train
 
     try:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from lnfree_core.data.local import ArrowRowStore, open_local
 from lnfree_core.data.registry import TOKENS_COLUMN, resolve_dataset
 from lnfree_core.data.tokenizer import EOT_ID
 
@@ -43,13 +46,9 @@ def check_dataset_fits(dataset: str | os.PathLike, vocab_size: int, split: str =
                 f"{vocab_size}"
             )
         return
-    from lnfree_core.data.local import ArrowRowStore, open_local
 
     store = open_local(spec, split)
     if isinstance(store, ArrowRowStore):
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         col = store._col
         value_type = col.type.value_type if hasattr(col.type, "value_type") else col.type
         if not pa.types.is_integer(value_type):

@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from .tokenizer import EOT_TOKEN, _bundled_bpe
 
@@ -35,9 +37,6 @@ def compact_pieces(vmap: np.ndarray) -> list[tuple[str, float]]:
 
 def build_compact_tokenizer(vmap: np.ndarray):
     """A transformers fast tokenizer whose ids are the compact ids of `vmap` (see module docstring)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vmap = np.asarray(vmap, dtype=np.int64)
     pieces = compact_pieces(vmap)
     names = [p for p, _ in pieces]

@@ -23,6 +23,8 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lnfree_core.data.registry import DATA_EXTENSIONS
 from lnfree_core.data.sources import iter_sequences
@@ -103,9 +105,6 @@ def _prepare_out_dir(out_dir: str) -> None:
 
 def _write_parquet(path: str, seqs: np.ndarray, keep_mask: np.ndarray, limit: int | None) -> int:
     """Write the kept rows of ``seqs`` (in order, at most ``limit``) to ``path``; returns how many."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     kept_idx = np.flatnonzero(keep_mask)[:limit]
     seq_len = seqs.shape[1]
     schema = pa.schema([("input_ids", pa.list_(pa.int32()))])

@@ -13,6 +13,8 @@ import threading
 import urllib.error
 import urllib.request
 
+from huggingface_hub import constants
+
 _TRUE = {"1", "true", "yes", "on"}
 _probe_cache: dict[str, bool] = {}
 _probe_lock = threading.Lock()
@@ -30,22 +32,12 @@ def offline_env() -> bool:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in _TRUE:
             return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - huggingface_hub is a hard dependency
-        return False
     return bool(constants.HF_HUB_OFFLINE)
 
 
 def hub_endpoint() -> str:
     """The Hub endpoint in use (``HF_ENDPOINT``, else huggingface_hub's default)."""
-    try:
-        from huggingface_hub import constants
-
-        default = constants.ENDPOINT
-    except ImportError:  # pragma: no cover
-        default = "https://huggingface.co"
-    return os.environ.get("HF_ENDPOINT", default).rstrip("/")
+    return os.environ.get("HF_ENDPOINT", constants.ENDPOINT).rstrip("/")
 
 
 def _probe(url: str, timeout: float) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from .registry import _lookup_name, resolve_dataset
+
 
 class TokenizerMismatchError(ValueError):
     """GPT-2-tokenized data for a model with another tokenizer; the message says what to give instead."""
@@ -15,8 +17,6 @@ def check_tokenizer_fit(model_type: str, dataset: str) -> None:
     """Raise TokenizerMismatchError when `dataset` holds GPT-2 ids but the model is not a GPT-2."""
     if model_type == "gpt2":
         return
-    from .registry import _lookup_name, resolve_dataset
-
     spec = resolve_dataset(dataset)
     local_path = os.path.exists(os.path.expanduser(str(dataset))) and _lookup_name(str(dataset)) is None
     if spec.column != "input_ids" or not local_path:

@@ -35,6 +35,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+import pyarrow.parquet as pq
+
 from ..names import resolve_dataset_name
 
 TOKENS_COLUMN = "input_ids"
@@ -172,8 +174,6 @@ def _detect_column(fmt: str, files: list[str]) -> str:
         return TEXT_COLUMN
     columns: list[str]
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
         columns = list(pq.read_schema(files[0]).names)
     elif fmt == "arrow":
         with open(os.path.join(files[0], "dataset_info.json"), encoding="utf-8") as f:
@@ -192,8 +192,6 @@ def _detect_column(fmt: str, files: list[str]) -> str:
 
 
 def _parquet_rows(files: tuple[str, ...]) -> int | None:
-    import pyarrow.parquet as pq
-
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 

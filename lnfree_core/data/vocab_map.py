@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import yaml
 
 from lnfree_core.data.tokenizer import VOCAB_SIZE
 from lnfree_core.names import is_scheme_spec, resolve_model_name
@@ -56,8 +57,6 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _yaml_field(path: Path, key: str) -> str | None:
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):

@@ -31,6 +31,10 @@ import copy
 
 import torch
 from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from ..method.adapters.gpt2 import SplitLNQKV
+from ..method.fakeln import FakeLayerNorm
 
 FOLDED_FLAG = "lnfree_folded"  # set True on the folded model's config
 
@@ -46,11 +50,6 @@ def fold_gpt2(model: nn.Module) -> nn.Module:
 
     `model` is a FakeLN GPT-2 (lnfree's surgery) with every block removed; it is not modified.
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from ..method.adapters.gpt2 import SplitLNQKV
-    from ..method.fakeln import FakeLayerNorm
-
     base = model.transformer
     for layer, block in enumerate(base.h):
         split = block.attn.c_attn

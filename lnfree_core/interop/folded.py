@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..data.tokenizer import load_gpt2_tokenizer
+from ..method.adapters import adapter_for
+from ..method.surgery import fakeln_modules
+from ..models import load_model
+
 
 @dataclass
 class FoldedModel:
@@ -25,9 +30,6 @@ class FoldedModel:
 
 def fold_model(model: nn.Module) -> nn.Module:
     """A model with no normalisation and the same logits as LN-free FakeLN `model` (not modified)."""
-    from ..method.adapters import adapter_for
-    from ..method.surgery import fakeln_modules
-
     mods = fakeln_modules(model)
     if not mods or not all(m.is_removed for m in mods.values()):
         live = [n for n, m in mods.items() if not m.is_removed]
@@ -38,8 +40,6 @@ def fold_model(model: nn.Module) -> nn.Module:
 
 def tokenizer_for(spec: str, source: str):
     """The tokenizer of an export folder or Hub model; GPT-2's (bundled, offline) for runs and checkpoints."""
-    from ..data.tokenizer import load_gpt2_tokenizer
-
     name = spec if source in ("folder", "hub") else "gpt2"
     try:
         tok = load_gpt2_tokenizer(name)
@@ -51,8 +51,6 @@ def tokenizer_for(spec: str, source: str):
 def load_folded(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> FoldedModel:
     """Load `spec` with lnfree_core.models.load_model (run, RUN@STEP, checkpoint, export folder, Hub id,
     demo:...) and fold it. float32 by default; the folded weights have ordinary magnitudes, so bf16 works."""
-    from ..models import load_model
-
     loaded = load_model(spec, device="cpu", dtype=torch.float32, attn_implementation="eager")
     if not loaded.ln_free:
         raise ValueError(f"{spec} is not LN-free (its LayerNorms are live): there is nothing to fold. "

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import torch
 
+from .folded import load_folded
+
 TESTED_VERSION = "0.8.1"
 
 
 def nnsight_from_folded(folded, tokenizer):
     """An nnsight model around an already folded model."""
-    try:
+    try:  # local: nnsight is optional (requirements-interop.txt); ~5.3 s to import afresh (measured)
         from nnsight import TransformersModel as Wrapper
     except ImportError:
-        try:
+        try:  # local: the same, for nnsight < 0.8
             from nnsight import LanguageModel as Wrapper
         except ImportError as e:
             raise ImportError("nnsight is needed: pip install -r requirements-interop.txt "
@@ -36,8 +38,6 @@ def nnsight_from_folded(folded, tokenizer):
 def load_nnsight(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """An nnsight model of LN-free model `spec` (run, RUN@STEP, checkpoint, export, Hub id) in folded form.
     Its `lnfree_info` holds load_model's info (true sigma_bar per block and its source)."""
-    from .folded import load_folded
-
     fm = load_folded(spec, device=device, dtype=dtype)
     lm = nnsight_from_folded(fm.model, fm.tokenizer)
     lm.__dict__["lnfree_info"] = fm.info

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import torch
 
+from .folded import load_folded
+
 TESTED_VERSION = "4.3.0"
 
 
 def _drop_norms(adapter) -> None:
     """post_adapter_hook: remove every normalisation bridge from the adapter's component mapping."""
+    # local: TransformerLens is optional (requirements-interop.txt); ~9.9 s to import afresh (measured)
     from transformer_lens.model_bridge.generalized_components import NormalizationBridge
 
     adapter.cfg.normalization_type = None
@@ -42,7 +45,7 @@ def _drop_norms(adapter) -> None:
 
 def bridge_from_folded(folded, tokenizer=None, model_name: str = "lnfree-folded"):
     """A TransformerBridge around an already folded model (modified in place by the bridge)."""
-    try:
+    try:  # local: TransformerLens is optional (requirements-interop.txt); ~9.9 s to import afresh (measured)
         from transformer_lens.model_bridge.sources import build_bridge_from_module
     except ImportError as e:
         raise ImportError("TransformerLens 4.x is needed: pip install -r requirements-interop.txt "
@@ -55,8 +58,6 @@ def bridge_from_folded(folded, tokenizer=None, model_name: str = "lnfree-folded"
 def load_transformer_lens(spec: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """A TransformerBridge of LN-free model `spec` (run, RUN@STEP, checkpoint, export, Hub id) in folded
     form. The bridge's `lnfree_info` holds load_model's info (true sigma_bar per block and its source)."""
-    from .folded import load_folded
-
     fm = load_folded(spec, device=device, dtype=dtype)
     bridge = bridge_from_folded(fm.model, fm.tokenizer, model_name=spec)
     bridge.lnfree_info = fm.info

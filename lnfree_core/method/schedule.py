@@ -17,6 +17,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import yaml
+
 GROUPS = ("mlp", "qk", "v", "f")
 DEFAULT_ORDER = ("mlp", "qk", "v", "f")
 
@@ -237,8 +239,6 @@ class Schedule:
         path = Path(path)
         data = self.to_dict()
         if path.suffix in (".yaml", ".yml"):
-            import yaml
-
             path.write_text(yaml.safe_dump(data, sort_keys=False))
         else:
             path.write_text(json.dumps(data, indent=2) + "\n")
@@ -250,8 +250,6 @@ class Schedule:
         try:
             text = path.read_text()
             if path.suffix in (".yaml", ".yml"):
-                import yaml
-
                 data = yaml.safe_load(text)
             else:
                 data = json.loads(text)

@@ -21,6 +21,7 @@ import copy
 
 import torch
 from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..fakeln import FakeLayerNorm, centred_and_std
 from .base import ModelAdapter, blocks_by_kind
@@ -152,7 +153,6 @@ class GPT2Adapter(ModelAdapter):
             stock.load_state_dict(model.state_dict())
             return stock.float()
         removed = split_fakes(model, fakes, "GPT-2", allow_live)
-        from transformers import GPT2Config, GPT2LMHeadModel  # local: keep the adapter import-light
 
         cfg = GPT2Config.from_dict(config.to_dict())
         if removed:
@@ -198,7 +198,8 @@ class GPT2Adapter(ModelAdapter):
         dst.bias.copy_(src.bias.float())
 
     def to_folded(self, model: nn.Module) -> nn.Module:
-        from ...interop.fold_gpt2 import fold_gpt2  # local: the interop package is optional to the trainer
+        # local import: interop.fold_gpt2 imports method.adapters.gpt2 at module level (cycle)
+        from ...interop.fold_gpt2 import fold_gpt2
 
         return fold_gpt2(model)
 
