@@ -92,8 +92,6 @@ LOCAL_IMPORT_PACKAGES = ("lnfree_core", "jobs", "bench")
 # when its work has landed (and give its function-local imports their `# local` comments).
 LOCAL_IMPORT_EXCLUDED = (
     "lnfree_core/train.py",  # being split into setup / step / removal events / checkpointing
-    "lnfree_core/demo/",  # the demo plug-in (issue 13)
-    "lnfree_core/cli/demo.py",  # the demo command (issue 13)
 )
 
 

@@ -9,6 +9,9 @@ import signal
 import sys
 import time
 
+from lnfree_core.demo import demo_status, format_status, get_size
+from lnfree_core.demo.status import ce_table
+
 from .parsers import command_group
 
 
@@ -66,7 +69,7 @@ class ProgressPrinter:
     """
 
     def __init__(self, size, interval: float = 2.0, stream=None):
-        from lnfree_core.demo.build import overall_fraction
+        from lnfree_core.demo.build import overall_fraction  # local: demo.build imports torch and transformers (~5.8 s CPU), which `--help` and `demo status` do not need
 
         self._overall = lambda stage, done, total: overall_fraction(size, stage, done, total)
         self.interval, self.stream = interval, stream or sys.stdout
@@ -84,11 +87,9 @@ class ProgressPrinter:
 
 
 def _build(args) -> int:
-    from lnfree_core.demo import get_size
-    from lnfree_core.demo.build import DemoBuildCancelled, DemoBuildError, build_demo
-    from lnfree_core.demo.status import ce_table
+    from lnfree_core.demo.build import DemoBuildCancelled, DemoBuildError, build_demo  # local: demo.build imports torch and transformers (~5.8 s CPU), which `--help` and `demo status` do not need
 
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # local: transformers costs ~1.4 s to import (-X importtime); only a build needs it
 
     hf_logging.disable_progress_bar()  # weight loading/saving bars would bury the progress lines
     hf_logging.set_verbosity_error()
@@ -125,8 +126,7 @@ def _build(args) -> int:
 
 
 def _pretrain_original(args) -> int:
-    from lnfree_core.demo import get_size
-    from lnfree_core.demo.build import DemoBuildCancelled, DemoBuildError, rebuild_original
+    from lnfree_core.demo.build import DemoBuildCancelled, DemoBuildError, rebuild_original  # local: demo.build imports torch and transformers (~5.8 s CPU), which `--help` and `demo status` do not need
 
     if args.threads is not None and args.threads < 1:
         print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
@@ -160,15 +160,13 @@ def _die_by(signum: int) -> None:
 
 
 def _status(args) -> int:
-    from lnfree_core.demo import demo_status, format_status
-
     st = demo_status(args.out)
     print(json.dumps(st, indent=1) if args.json else format_status(st))
     return 0
 
 
 def _findings(args) -> int:
-    from lnfree_core.demo.findings import demo_findings, format_findings
+    from lnfree_core.demo.findings import demo_findings, format_findings  # local: demo.findings imports torch and transformers (~5.8 s CPU), which `--help` and `demo status` do not need
 
     if args.sequences < 1:
         print(f"error: --sequences must be at least 1, got {args.sequences}", file=sys.stderr)

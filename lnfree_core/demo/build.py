@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from lnfree_core.models import load_model
+
 from .cpu import choose_threads, torch_threads
 from .datasets_stage import make_datasets, make_filtered
 from .evaluate import mean_ce
@@ -36,6 +38,7 @@ from .paths import (DATASET_NAMES, MODEL_NAMES, demo_dataset_path, demo_model_pa
                     init_model_path, summary_path)
 from .sizes import DemoSize, get_size
 from .stages import STAGES, Stage, stage_key
+from .tokens import read_rows
 
 Progress = Callable[[str, int, int], None]
 FORMAT_VERSION = 1  # bump when a stage's output format changes: every stage is then redone
@@ -122,10 +125,6 @@ def plan_stages(root: Path, size: DemoSize) -> list[Stage]:
 
 def evaluate_models(root: Path, size: DemoSize, progress: Progress) -> dict:
     """Mean CE of each demo model on each demo dataset (first ``eval_rows`` sequences)."""
-    from lnfree_core.models import load_model
-
-    from .tokens import read_rows
-
     sets = {
         "owt-demo": read_rows(demo_dataset_path("owt-demo", root) / "validation.parquet")[:size.eval_rows],
         "pile-demo": read_rows(demo_dataset_path("pile-demo", root) / "train.parquet")[:size.eval_rows],

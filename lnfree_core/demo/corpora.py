@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from pydoc_data.topics import topics
+
 CODE_EVERY = 8  # module i (sorted order) is a "code" module when i % CODE_EVERY == CODE_EVERY - 1
 MAX_DOC_CHARS = 12_000
 MAX_DATA_FILE_BYTES = 512_000
@@ -139,8 +141,6 @@ def module_document(path: Path, root: Path) -> Document | None:
 
 def topic_documents() -> list[Document]:
     """The language-reference topics of ``pydoc_data.topics`` (what ``help('if')`` prints), sorted."""
-    from pydoc_data.topics import topics
-
     return [Document(f"pydoc_data/topics#{k}", inspect.cleandoc(topics[k])) for k in sorted(topics)]
 
 

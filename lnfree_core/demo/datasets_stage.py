@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from lnfree_core.data.filter import build_filtered
 from lnfree_core.data.tokenizer import EOT_ID
 from lnfree_core.data.vocab_map import from_gpt2_ids, load_vocab_map, save_vocab_map, to_gpt2_ids
 
@@ -145,8 +146,6 @@ def make_datasets(root: str | Path, size: DemoSize, progress: Progress) -> dict:
 
 def make_filtered(root: str | Path, size: DemoSize, progress: Progress) -> dict:
     """Write ``pile-filtered-demo``: Pile-like sequences without tokens absent from the OWT-like train split."""
-    from lnfree_core.data.filter import build_filtered
-
     root = demo_root(root)
     owt, pile = demo_dataset_path("owt-demo", root), demo_dataset_path("pile-demo", root)
     vocab = load_vocab_map(owt)

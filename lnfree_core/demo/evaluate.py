@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
+from lnfree_core.analysis.ce import per_token_ce
+
 
 def mean_ce(model: nn.Module, tokens: np.ndarray, batch_size: int = 32) -> float:
     """Mean CE (nats) of ``model`` on ``tokens`` [n, T] (ids in the model's vocabulary)."""
-    from lnfree_core.analysis.ce import per_token_ce
-
     tokens = np.asarray(tokens)
     if tokens.size and int(tokens.max()) >= model.config.vocab_size:
         raise ValueError(f"token id {int(tokens.max())} >= the model's vocab_size {model.config.vocab_size}")

@@ -23,9 +23,15 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel
 
+from lnfree_core.config import TrainConfig
 from lnfree_core.data.vocab_map import load_vocab_map, save_vocab_map
+from lnfree_core.export import export_model
+from lnfree_core.method.schedule import HParams, fit_schedule
+from lnfree_core.models import load_model
 from lnfree_core.rundir import METRICS_FILE, read_jsonl, read_status
+from lnfree_core.train import train
 
 from .original import install_shipped, use_or_warn
 from .paths import demo_dataset_path, demo_model_path, demo_run_path, init_model_path
@@ -54,8 +60,6 @@ class DemoBuildCancelled(DemoBuildError):
 
 
 def _gpt2_config(size: DemoSize, vocab_size: int):
-    from transformers import GPT2Config
-
     eot = vocab_size - 1  # the compact vocabulary is sorted, so EOT (GPT-2 50256) is last
     return GPT2Config(vocab_size=vocab_size, n_positions=size.seq_len, n_embd=size.n_embd, n_layer=size.n_layer,
                       n_head=size.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -64,8 +68,6 @@ def _gpt2_config(size: DemoSize, vocab_size: int):
 
 def make_init(root: Path, size: DemoSize, progress: Progress) -> dict:
     """A freshly initialised GPT-2 (seeded) over the compact vocabulary, saved to ``work/init``."""
-    from transformers import GPT2LMHeadModel
-
     vocab = load_vocab_map(demo_dataset_path("owt-demo", root))
     torch.manual_seed(size.seed)
     model = GPT2LMHeadModel(_gpt2_config(size, len(vocab)))
@@ -79,8 +81,6 @@ def make_init(root: Path, size: DemoSize, progress: Progress) -> dict:
 
 
 def _schedule(size: DemoSize, steps: int, lr: float, min_lr: float, warmup: int, weight_decay: float = 0.01) -> dict:
-    from lnfree_core.method.schedule import HParams, fit_schedule
-
     hp = HParams(micro_batch_size=size.batch_size, grad_accum_steps=1, seq_len=size.seq_len, lr=lr, min_lr=min_lr,
                  warmup_steps=warmup, max_steps=steps, weight_decay=weight_decay, aux_weight=size.aux_weight)
     return fit_schedule(size.n_layer, steps, hp, name=f"demo-{size.name}").to_dict()
@@ -101,9 +101,6 @@ def _watch(run_dir: Path, stage: str, total: int, progress: Progress, stop: thre
 def run_training(stage: str, model: str, run_dir: Path, dataset: Path, mode: str, schedule: dict,
                  seed: int, progress: Progress) -> dict:
     """Train with the project's trainer into the new ``run_dir``; DemoBuildError unless it finishes."""
-    from lnfree_core.config import TrainConfig
-    from lnfree_core.train import train
-
     if threading.current_thread() is not threading.main_thread():
         raise DemoBuildError("the demo build trains models, which must run in the main thread; "
                              "use `python -m lnfree_core demo build` from another thread or process")
@@ -144,8 +141,6 @@ def _train_numbers(run_dir: Path) -> dict:
 def make_original(root: Path, size: DemoSize, progress: Progress) -> dict:
     """``models/original``: the shipped pretrained model when ``size.original == "shipped"`` and it serves this
     build's data (:mod:`.original`), else pretrained here from ``work/init`` (vanilla mode)."""
-    from lnfree_core.models import load_model
-
     if size.original == "shipped" and use_or_warn(root, size):
         numbers = install_shipped(root)
         progress("pretrain", size.pretrain_steps, size.pretrain_steps)
@@ -167,8 +162,6 @@ def make_original(root: Path, size: DemoSize, progress: Progress) -> dict:
 
 def make_finetune(root: Path, size: DemoSize, name: str, progress: Progress) -> dict:
     """Fine-tune ``models/original`` in mode ``name`` (``vanilla`` or ``ln-free``) and export it."""
-    from lnfree_core.export import export_model
-
     run_dir = demo_run_path(name, root)
     base = demo_model_path("original", root)
     sched = _schedule(size, size.finetune_steps, size.finetune_lr, size.finetune_min_lr, size.finetune_warmup)

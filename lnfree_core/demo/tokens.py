@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lnfree_core.data.tokenizer import EOT_ID, VOCAB_SIZE, load_gpt2_tokenizer
 
@@ -66,9 +68,6 @@ def unigram_entropy(ids: np.ndarray, vocab_size: int) -> float:
 
 def write_rows(path: str | os.PathLike, rows: np.ndarray) -> Path:
     """Write ``rows`` [n, seq_len] as a parquet file with an ``input_ids`` list<int32> column (atomic)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     rows = np.ascontiguousarray(rows, dtype=np.int32)
     n, seq_len = rows.shape
@@ -82,8 +81,6 @@ def write_rows(path: str | os.PathLike, rows: np.ndarray) -> Path:
 
 def read_rows(path: str | os.PathLike) -> np.ndarray:
     """The ``input_ids`` rows of a parquet file written by :func:`write_rows` (equal lengths), int32 [n, T]."""
-    import pyarrow.parquet as pq
-
     col = pq.read_table(path, columns=["input_ids"]).column("input_ids").combine_chunks()
     n = len(col)
     flat = col.flatten().to_numpy().astype(np.int32)
