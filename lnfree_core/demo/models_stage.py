@@ -31,7 +31,7 @@ from lnfree_core.export import export_model
 from lnfree_core.method.schedule import HParams, fit_schedule
 from lnfree_core.models import load_model
 from lnfree_core.rundir import METRICS_FILE, read_jsonl, read_status
-from lnfree_core.train import train
+from lnfree_core import train as trainer  # called as trainer.train, so a test can replace it
 
 from .original import install_shipped, use_or_warn
 from .paths import demo_dataset_path, demo_model_path, demo_run_path, init_model_path
@@ -112,7 +112,7 @@ def run_training(stage: str, model: str, run_dir: Path, dataset: Path, mode: str
     progress(stage, 0, steps)
     watcher.start()
     try:
-        result = train(cfg)
+        result = trainer.train(cfg)
     finally:
         stop.set()
         watcher.join()
