@@ -69,7 +69,7 @@ def sync(device: str) -> None:
 # ---------------------------------------------------------------------------------------- train steps
 def train_step_row(shape: dict, device: str, variant: str, compiled: bool, ckpt: bool, backend: str) -> dict:
     """Time `steps` optimizer steps of one variant (as the trainer runs them) after `warmup` steps."""
-    from lnfree_core.train import enable_checkpointing
+    from lnfree_core.train_setup import enable_checkpointing
 
     model = gpt2(shape, device).train()
     tracker = None
