@@ -380,9 +380,9 @@ def test_train_page_launches_on_several_gpus_with_torchrun(root, tmp_path, monke
     import jobs
     from transformers import GPT2Config
 
-    from pages import _common
+    from pages._common import env
 
-    monkeypatch.setattr(_common, "gpu_count", lambda: 2)
+    monkeypatch.setattr(env, "gpu_count", lambda: 2)
     launched = []
     monkeypatch.setattr(jobs, "start_run", lambda r, name, cfg, nproc=1, **kw: launched.append((name, cfg, nproc)))
     folder = tmp_path / "m"

@@ -307,3 +307,16 @@ def one_dataset_inputs(**kwargs: Any) -> tuple[list[str], dict[str, str], str, i
         missing_inputs_hint(specs, datasets)
         st.stop()
     return specs, model_labels(specs), datasets[0], n, seq_len, split, settings
+
+
+def one_dataset_page(title: str, claim: str, demo_note: str | None = None,
+                     **kwargs: Any) -> tuple[list[str], dict[str, str], str, int, int, str | None, dict]:
+    """The head of an analysis page on one dataset: its title, the paper's claim as a caption, the inputs
+    (one_dataset_inputs(**kwargs)), and `demo_note` (why the demo models do not show the effect) when a
+    demo model is among them. Returns what one_dataset_inputs returns."""
+    st.title(title)
+    st.caption(claim)
+    specs, labels, dataset, n, seq_len, split, settings = one_dataset_inputs(**kwargs)
+    if demo_note and any(s.startswith("demo:") for s in specs):
+        st.caption(demo_note)
+    return specs, labels, dataset, n, seq_len, split, settings

@@ -61,6 +61,20 @@ def run_jobs(jobs: Sequence[tuple[Any, str, Callable[[Callable[[int, int], None]
     return out
 
 
+def model_dataset_jobs(specs: Sequence[str], datasets: Sequence[str], labels: dict[str, str],
+                       ds_labels: dict[str, str], n: int, seq_len: int, split: str | None,
+                       evaluate: Callable[..., Any]) -> list[tuple[Any, str, Callable]]:
+    """run_jobs' jobs for every (model, dataset) pair: key (spec, dataset), label "model on dataset",
+    running evaluate(spec, data_spec(dataset, n, seq_len, split), progress=progress)."""
+    jobs = []
+    for spec in specs:
+        for ds in datasets:
+            data = data_spec(ds, n, seq_len, split)
+            jobs.append(((spec, ds), f"{labels[spec]} on {ds_labels[ds]}",
+                         lambda progress, spec=spec, data=data: evaluate(spec, data, progress=progress)))
+    return jobs
+
+
 def data_spec(dataset: str, n: int, seq_len: int, split: str | None):
     """The analysis DataSpec of a dataset choice."""
     from lnfree_core.analysis.cached import DataSpec

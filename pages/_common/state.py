@@ -8,9 +8,13 @@ import contextlib
 import inspect
 import threading
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
+
+import jobs
+import lnfree_core.demo  # noqa: F401  (plug-in: registers the demo: names for pages run on their own)
 
 
 DEFAULT_RUNS_ROOT = "runs"
@@ -146,3 +150,14 @@ def for_page(message: str) -> str:
 
 def show_error(e: BaseException, prefix: str = "") -> None:
     st.error(for_page(f"{prefix}{e}"), icon=":material/error:")
+
+
+def run_action(action: Callable[[Any], Any], run_dir: Path) -> bool:
+    """A jobs/ action on a run (jobs.cancel_run, resume_run, delete_run): its JobError is shown on the page,
+    not raised. Returns whether it succeeded (the caller then usually reruns the page)."""
+    try:
+        action(run_dir)
+    except jobs.JobError as e:
+        show_error(e)
+        return False
+    return True
