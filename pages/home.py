@@ -6,6 +6,7 @@ import time
 
 import pandas as pd
 import streamlit as st
+from huggingface_hub import try_to_load_from_cache
 
 import jobs
 from lnfree_core.data import list_datasets
@@ -28,8 +29,6 @@ page_setup()
 
 def cached_on_disk(repo_id: str) -> bool:
     try:
-        from huggingface_hub import try_to_load_from_cache
-
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except Exception:
         return False

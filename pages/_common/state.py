@@ -16,6 +16,12 @@ import streamlit as st
 import jobs
 import lnfree_core.demo  # noqa: F401  (plug-in: registers the demo: names for pages run on their own)
 
+try:  # Streamlit's pages/ directory mode, which page_setup ends (absent from a Streamlit without it)
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+except ImportError:  # pragma: no cover
+    PagesManager = get_script_run_ctx = None
+
 
 DEFAULT_RUNS_ROOT = "runs"
 PAGES_KEY = "_lnfree_pages"
@@ -61,10 +67,7 @@ def page_setup() -> None:
     """
     if getattr(_RUN, "inside_app", False):
         return
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-    except ImportError:  # pragma: no cover - a Streamlit without the old mode
+    if PagesManager is None:  # pragma: no cover - a Streamlit without the old mode
         return
     ctx = get_script_run_ctx()
     if ctx is None or Path(ctx.pages_manager.main_script_path).name != "app.py":
