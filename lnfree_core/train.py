@@ -23,7 +23,6 @@ full gathered weights and optimizer states, whatever the strategy.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
 import statistics
 import sys
@@ -40,11 +39,10 @@ from .method.aux_loss import aux_loss
 from .method.surgery import fakeln_modules, fakeln_state, make_removable, remove_block
 from .method.tracking import SigmaTracker
 from .optim import lr_at, make_optimizer
-from .runlock import RunLocked, TrainerLock
 from .rundir import RunLog
 from .step_sync import AUX, BAD, GNORM, MAIN, StepRecords, supports_found_inf
 from .throughput import Throughput, model_flops_per_token
-from .train_setup import (dist_info, fail_setup, init_distributed, load_for_training, mark_starting, open_feed,
+from .train_setup import (claim_run_dir, dist_info, fail_setup, init_distributed, load_for_training, mark_starting, open_feed,
                           pick_device, place_model, resolve_config, restore_checkpoint, restore_optimizer, rng_state,
                           wrap_ddp)
 
@@ -73,25 +71,10 @@ def train(cfg: TrainConfig, resume: bool = False, resume_changes: dict | None = 
 
     The process (rank 0) holds RUN_DIR/trainer.lock while it runs: a second trainer on the same run
     is refused (ConfigError), a dead one's lock is taken over. `resume_changes`: the settings given
-    explicitly with --resume (see SAFE_ON_RESUME; others must equal the saved ones).
+    explicitly with --resume (see train_setup.SAFE_ON_RESUME; others must equal the saved ones).
     """
-    rank, world, _local_rank = dist_info()
     out = Path(cfg.out)
-    lock, created = None, False
-    if rank == 0:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} is a file, not a directory: choose a folder for the run")
-        created = not out.exists()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot create the run directory {out}: {e}") from None
-        try:
-            lock = TrainerLock(out).acquire()
-        except RunLocked as e:
-            if created:
-                shutil.rmtree(out, ignore_errors=True)
-            raise ConfigError(str(e)) from None
+    lock, created = claim_run_dir(out) if dist_info()[0] == 0 else (None, False)
     try:
         return _train_locked(cfg, resume, resume_changes or {}, out, created)
     finally:

@@ -1,6 +1,7 @@
 """Setting up a training run (the first half of train.py's `train`), one part per function.
 
 In the order train() calls them:
+  0. `claim_run_dir`: the run directory, made if needed, and its trainer.lock (rank 0),
   1. `resolve_config`: the config to run (validated; on --resume the saved one with the allowed changes),
   2. `pick_device`, `init_distributed`: where it runs (torchrun's environment: `dist_info`),
   3. `load_for_training`: the model, its family adapter and the resolved schedule, checked against the data,
@@ -37,6 +38,7 @@ from .method.schedule import Schedule, ScheduleError
 from .method.surgery import load_fakeln_state
 from .models import load_model
 from .rundir import STATUS_FILE, read_status, write_status
+from .runlock import RunLocked, TrainerLock
 from .step_sync import Prefetcher
 
 # Settings that may change when a run is resumed: where and how fast it runs, not what it computes.
@@ -49,6 +51,25 @@ class RunExists(ConfigError):
 
 
 # ---------------------------------------------------------------------------------------- the config
+def claim_run_dir(out: Path) -> tuple[TrainerLock, bool]:
+    """Make the run directory (rank 0) and take its trainer.lock: a second trainer on the same run is
+    refused (ConfigError), a dead one's lock is taken over. Returns (the lock, whether this call made
+    the folder); a folder made here is removed again when the lock is refused."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory: choose a folder for the run")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run directory {out}: {e}") from None
+    try:
+        return TrainerLock(out).acquire(), created
+    except RunLocked as e:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise ConfigError(str(e)) from None
+
+
 def check_run_dir(out: Path, resume: bool) -> None:
     """A new run needs an empty folder; a resumed one needs the config.yaml of the run it continues."""
     if resume:
