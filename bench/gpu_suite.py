@@ -45,7 +45,7 @@ from lnfree_core.optim import make_optimizer  # noqa: E402
 from lnfree_core.method.surgery import make_removable  # noqa: E402
 from lnfree_core.throughput import Throughput, model_flops_per_token  # noqa: E402
 from lnfree_core.method.tracking import SigmaTracker  # noqa: E402
-from lnfree_core.train import enable_checkpointing  # noqa: E402
+from lnfree_core.train_setup import enable_checkpointing  # noqa: E402
 from train_step import step  # noqa: E402  (bench/, on sys.path above)
 
 GPU_SHAPE = dict(layers=12, width=768, heads=12, vocab=50257, batch=8, seq=1024, steps=10, warmup=3, eval_rounds=5,

@@ -23,35 +23,28 @@ full gathered weights and optimizer states, whatever the strategy.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import signal
 import statistics
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
-from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .checkpoint import (checkpoint_dirs_any, gather_state, load_model_weights, load_optimizer, newest_good_checkpoint,
-                         read_checkpoint_meta, remove_partial_checkpoints, save_checkpoint, set_aside_corrupt,
-                         shared_aliases)
-from .config import HPARAM_OVERRIDES, RESUME_PLACEHOLDER, ConfigError, TrainConfig
-from .data.checks import DataModelMismatch, check_batch, check_dataset_fits
-from .data.model_fit import check_tokenizer_fit
+from .checkpoint import gather_state, remove_partial_checkpoints, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .data.checks import DataModelMismatch, check_batch
 from .method.aux_loss import aux_loss
-from .method.surgery import fakeln_modules, fakeln_state, load_fakeln_state, make_removable, remove_block
+from .method.surgery import fakeln_modules, fakeln_state, make_removable, remove_block
 from .method.tracking import SigmaTracker
-from .models import load_model
 from .optim import lr_at, make_optimizer
-from .rundir import STATUS_FILE, RunLog, read_status, write_status
-from .runlock import RunLocked, TrainerLock
-from .step_sync import AUX, BAD, GNORM, MAIN, Prefetcher, StepRecords, supports_found_inf
+from .rundir import RunLog
+from .step_sync import AUX, BAD, GNORM, MAIN, StepRecords, supports_found_inf
 from .throughput import Throughput, model_flops_per_token
+from .train_setup import (claim_run_dir, dist_info, fail_setup, init_distributed, load_for_training, mark_starting, open_feed,
+                          pick_device, place_model, resolve_config, restore_checkpoint, restore_optimizer, rng_state,
+                          wrap_ddp)
 
 GRAD_SPIKE_ADVICE = (
     "Paper appendix B.1: a loss spike right after a removal event usually means the schedule is too "
@@ -65,176 +58,11 @@ NONFINITE_ADVICE = (
 )
 
 
-class RunExists(ConfigError):
-    pass
-
-
 @dataclass
 class TrainResult:
     state: str  # finished | failed | cancelled
     step: int
     reason: str | None = None
-
-
-# ---------------------------------------------------------------------------------------- setup
-def _dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment protocol (1 process otherwise)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
-
-
-def _pick_device(spec: str, local_rank: int, world: int) -> torch.device:
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available() and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {spec} does not exist: {torch.cuda.device_count()} CUDA GPU(s) are visible "
-                          f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-        if world > 1 or dev.index is None:
-            dev = torch.device("cuda", local_rank if world > 1 else (dev.index or 0))
-        torch.cuda.set_device(dev)
-    return dev
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _check_run_dir(out: Path, resume: bool) -> None:
-    if resume:
-        if not (out / "config.yaml").exists():
-            raise ConfigError(f"cannot resume: {out} has no config.yaml (was a run started there?)")
-        return
-    if (out / "metrics.jsonl").exists() or (out / "checkpoints").exists() or (out / "config.yaml").exists():
-        raise RunExists(
-            f"run directory {out} already holds a run; pass --resume to continue it, or choose another --out"
-        )
-
-
-# Settings that may change when a run is resumed: where and how fast it runs, not what it computes.
-SAFE_ON_RESUME = ("device", "save_every", "keep_checkpoints", "compile", "grad_checkpointing", "distributed",
-                  "log_every")
-
-
-def _apply_resume_changes(saved: TrainConfig, changes: dict) -> list[str]:
-    """Apply the flags given with --resume to the saved config; refuse those that would change the run.
-
-    Returns the applied changes as "key: old -> new". A flag equal to the saved value is accepted.
-    """
-    hp = (saved.schedule or {}).get("hparams", {}) if isinstance(saved.schedule, dict) else {}
-    applied, refused = [], []
-    for key, val in changes.items():
-        if key in ("out", "overrides"):
-            continue
-        if key in HPARAM_OVERRIDES:
-            old = hp.get(key)
-        elif key == "schedule":
-            old = saved.schedule.get("name") if isinstance(saved.schedule, dict) else saved.schedule
-        else:
-            old = getattr(saved, key, None)
-        if val == old or (key == "model" and old is not None and _same_source(val, old)):
-            continue
-        if key == "schedule" and isinstance(saved.schedule, dict) and _same_schedule_file(val, saved.schedule):
-            continue
-        if key in SAFE_ON_RESUME:
-            if key in HPARAM_OVERRIDES:
-                saved.schedule["hparams"][key] = val
-            else:
-                setattr(saved, key, val)
-            applied.append(f"{key}: {old} -> {val}")
-        else:
-            refused.append(f"{key} (saved {old!r}, given {val!r})")
-    if refused:
-        raise ConfigError(
-            "--resume continues the run exactly as it was configured; these flags would change it: "
-            + "; ".join(refused) + ". Drop them to resume, or start a new run (another --out) with the new "
-            f"settings. Flags that may change on resume: {', '.join('--' + k.replace('_', '-') for k in SAFE_ON_RESUME)}."
-        )
-    return applied
-
-
-def _same_schedule_file(path: str, saved: dict) -> bool:
-    from .method.schedule import Schedule, ScheduleError
-
-    try:
-        d = Schedule.load(path).to_dict() if Path(str(path)).is_file() else None
-    except (OSError, ValueError, ScheduleError):
-        return False
-    return d is not None and all(d[k] == saved.get(k) for k in ("starts", "gaps", "order", "n_layers"))
-
-
-def _same_source(a: str, b: str) -> bool:
-    pa, pb = Path(str(a)), Path(str(b))
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
-
-
-def _check_model_fits(cfg: TrainConfig, model, hp) -> None:
-    """Data and sequence length against the model: a clear message now instead of an IndexError later."""
-    positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
-    if positions is not None and hp.seq_len > int(positions):
-        raise ConfigError(f"--seq-len {hp.seq_len} is longer than the model's {positions} positions: use "
-                          f"--seq-len {positions} or less")
-    try:
-        check_dataset_fits(cfg.dataset, model.get_input_embeddings().num_embeddings)
-    except DataModelMismatch as e:
-        raise ConfigError(str(e)) from None
-
-
-class _Batches:
-    """Global micro-batches of seq_len sequences; rank r takes rows [r*B, (r+1)*B). Epochs wrap around."""
-
-    def __init__(self, cfg: TrainConfig, seq_len: int, micro_bs: int, rank: int, world: int,
-                 epoch: int = 0, pos: int = 0):
-        from .data.sources import iter_sequences
-
-        self._iter_sequences = iter_sequences
-        self.cfg, self.seq_len, self.bs, self.rank, self.world = cfg, seq_len, micro_bs, rank, world
-        self.epoch, self.pos = epoch, pos
-        self._it = self._open()
-
-    def _open(self):
-        return self._iter_sequences(self.cfg.dataset, split="train", seq_len=self.seq_len, skip=self.pos,
-                                    shuffle=self.cfg.shuffle, seed=self.cfg.seed + self.epoch)
-
-    def next(self) -> np.ndarray:  # [micro_bs, seq_len]
-        n = self.bs * self.world
-        rows = list(islice(self._it, n))
-        if len(rows) < n:
-            if self.pos == 0 and not rows:
-                raise ConfigError(f"dataset {self.cfg.dataset!r} yields no training sequences of {self.seq_len} tokens")
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._it = self._open()
-            rows = list(islice(self._it, n))
-            if len(rows) < n:
-                raise ConfigError(
-                    f"dataset {self.cfg.dataset!r} has fewer than {n} training sequences of {self.seq_len} "
-                    "tokens: lower the micro batch size or the sequence length"
-                )
-        self.pos += n
-        return np.stack(rows[self.rank * self.bs:(self.rank + 1) * self.bs])
-
-
-def _rng_state(device: torch.device) -> dict:
-    st = {"torch": torch.get_rng_state().tolist()}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device).tolist()
-    return st
-
-
-def _set_rng_state(st: dict, device: torch.device) -> None:
-    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
-    if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state(torch.tensor(st["cuda"], dtype=torch.uint8), device)
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -243,25 +71,10 @@ def train(cfg: TrainConfig, resume: bool = False, resume_changes: dict | None = 
 
     The process (rank 0) holds RUN_DIR/trainer.lock while it runs: a second trainer on the same run
     is refused (ConfigError), a dead one's lock is taken over. `resume_changes`: the settings given
-    explicitly with --resume (see SAFE_ON_RESUME; others must equal the saved ones).
+    explicitly with --resume (see train_setup.SAFE_ON_RESUME; others must equal the saved ones).
     """
-    rank, world, _local_rank = _dist_info()
     out = Path(cfg.out)
-    lock, created = None, False
-    if rank == 0:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} is a file, not a directory: choose a folder for the run")
-        created = not out.exists()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot create the run directory {out}: {e}") from None
-        try:
-            lock = TrainerLock(out).acquire()
-        except RunLocked as e:
-            if created:
-                shutil.rmtree(out, ignore_errors=True)
-            raise ConfigError(str(e)) from None
+    lock, created = claim_run_dir(out) if dist_info()[0] == 0 else (None, False)
     try:
         return _train_locked(cfg, resume, resume_changes or {}, out, created)
     finally:
@@ -269,22 +82,9 @@ def train(cfg: TrainConfig, resume: bool = False, resume_changes: dict | None = 
             lock.release()
 
 
-def _fail_setup(out: Path, created: bool, reason: str, started: float) -> None:
-    """A run that cannot start: leave nothing behind (a folder this call made) or say why in status.json."""
-    if created:  # made by this call moments ago and locked since: everything in it is ours
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    if out.is_dir():
-        write_status(out, state="failed", step=0, max_steps=None, pid=os.getpid(), reason=reason, started=started)
-
-
-def _read_status(out: Path) -> dict:
-    st = read_status(out) or {}
-    return {k: v for k, v in st.items() if k in ("step", "max_steps") and isinstance(v, int)}
-
-
 def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Path, created: bool) -> TrainResult:
-    rank, world, local_rank = _dist_info()
+    # ---- setup (train_setup.py): config, device, model, checkpoint, data
+    rank, world, local_rank = dist_info()
     started = time.time()
     notes: list[str] = []  # said on stdout and in the "resumed"/"started" event
     if rank == 0:
@@ -292,70 +92,20 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
         if removed:
             notes.append(f"removed {len(removed)} half-written checkpoint folder(s) of an interrupted save: "
                          + ", ".join(removed))
-    try:
-        if resume and not (out / "config.yaml").exists() and not checkpoint_dirs_any(out) and cfg.model != RESUME_PLACEHOLDER:
-            # Interrupted during start-up (no config.yaml, no checkpoint): nothing to continue, start it.
-            notes.append("the run had not got past start-up (no config.yaml, no checkpoint): starting it afresh")
-            resume = False
-            cfg.validate()
-        elif resume:
-            _check_run_dir(out, True)
-            saved = TrainConfig.load(out / "config.yaml")
-            saved.out = cfg.out
-            applied = _apply_resume_changes(saved, resume_changes)
-            if applied:
-                notes.append("changed on resume: " + "; ".join(applied))
-                if rank == 0:
-                    saved.save(out / "config.yaml")
-            cfg = saved
-        else:
-            cfg.validate()
-            _check_run_dir(out, False)
-    except ConfigError as e:
-        # Refused before any work: a folder made by this call goes; an existing run is left as it was
-        # (its status is not rewritten); a folder prepared by jobs/ (no status yet) says why.
-        if rank == 0 and (created or not (out / STATUS_FILE).exists()):
-            _fail_setup(out, created, str(e), started)
-        raise
+    cfg, resume = resolve_config(cfg, resume, resume_changes, out, created=created, rank=rank, started=started,
+                                 notes=notes)
     if rank == 0:
-        # From here on the folder is a listed run: "starting" until the first step, or failed with a reason.
-        prev = _read_status(out) if resume else {}
-        write_status(out, state="starting", step=prev.get("step", 0), max_steps=prev.get("max_steps"),
-                     pid=os.getpid(), reason=None, started=started)
+        mark_starting(out, resume, started)
     try:
-        device = _pick_device(cfg.device, local_rank, world)
+        device = pick_device(cfg.device, local_rank, world)
     except ConfigError as e:
         if rank == 0:
-            _fail_setup(out, False, str(e), started)
+            fail_setup(out, False, str(e), started)
         raise
-    if world > 1 and not torch.distributed.is_initialized():
-        # Generous timeout: ranks wait in a collective while rank 0 writes a large checkpoint.
-        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                                             timeout=timedelta(minutes=60))
+    init_distributed(device, world)
 
     torch.manual_seed(cfg.seed)
-    from .method.adapters import adapter_for
-
-    try:
-        loaded = load_model(cfg.model, device="cpu", attn_implementation=cfg.attn_implementation)
-        model = loaded.model
-        adapter = adapter_for(model)
-        n_layers = adapter.n_layers(model)
-        context = next((v for v in (getattr(model.config, k, None) for k in ("n_positions", "max_position_embeddings"))
-                        if isinstance(v, int) and v > 0), None)
-        sched = cfg.resolve_schedule(n_layers, context)
-        from .data.registry import resolve_dataset
-
-        resolve_dataset(cfg.dataset)
-        check_tokenizer_fit(adapter.model_type, cfg.dataset)
-        _check_model_fits(cfg, model, sched.hparams)
-    except Exception as e:  # bad model / schedule / dataset: say so, in status.json too
-        reason = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
-        if not isinstance(e, ConfigError):
-            reason = f"cannot set up the run (model {cfg.model!r}, dataset {cfg.dataset!r}): {reason}"
-        if rank == 0:
-            _fail_setup(out, created and not resume, reason, started)
-        raise ConfigError(reason) from e
+    model, adapter, sched = load_for_training(cfg, out=out, created=created and not resume, rank=rank, started=started)
     hp = sched.hparams
     vocab = model.get_input_embeddings().num_embeddings
     ln_free = cfg.mode == "ln-free"
@@ -363,77 +113,25 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
         make_removable(model)
         fakeln_modules(model)["f"].capture_std = True
     eot = adapter.eot_id(model)
-
-    if rank == 0:
-        if not resume:
-            resolved = TrainConfig(**{**cfg.to_dict(), "schedule": sched.to_dict(), "overrides": {}})
-            resolved.save(out / "config.yaml")
+    if rank == 0 and not resume:
+        TrainConfig(**{**cfg.to_dict(), "schedule": sched.to_dict(), "overrides": {}}).save(out / "config.yaml")
     log = RunLog(out, hp.max_steps) if rank == 0 else None
     if log is not None and log.repaired:
         notes.append("repaired a half-written last line of metrics.jsonl (left by a killed trainer)")
 
-    done, epoch, pos, tokens_seen, spikes, history = 0, 0, 0, 0, 0, []
-    ckpt = None
-    if resume:  # every rank verifies the same files and so picks the same checkpoint
-        good = newest_good_checkpoint(out)
-        ckpt = good.path
-        if good.skipped:
-            notes.append(good.warning())
-            if rank == 0:
-                moved = [set_aside_corrupt(p).name for p, _ in good.skipped]
-                notes.append(f"the corrupt checkpoint(s) were renamed to {', '.join(moved)} (never loaded; "
-                             "delete them once inspected)")
-    optimizer_meta = None
-    if ckpt is not None:
-        fake, state = read_checkpoint_meta(ckpt)
-        load_model_weights(model, ckpt)
-        if fake:
-            load_fakeln_state(model, fake)
-        done, epoch, pos = state["step"], state["epoch"], state["pos"]
-        tokens_seen, history = state["tokens"], state.get("grad_norm_history", [])
-        optimizer_meta = state.get("optimizer_meta")
-    if cfg.dropout is not None:
-        set_dropout(model, cfg.dropout)
-    model.to(device)
-    model.train()
-    if hp.grad_checkpointing:
-        enable_checkpointing(model)
-    if cfg.compile:
-        for block in adapter.blocks(model):  # per block: a removal recompiles only its block
-            block.compile()
-    aliases = shared_aliases(model)  # before sharding: which parameter names are the same tensor
+    restored = restore_checkpoint(model, out, resume, rank, notes)
+    ckpt = restored.ckpt
+    done, tokens_seen, history = restored.step, restored.tokens, restored.history
     fsdp = world > 1 and cfg.distributed == "fsdp"
-    if fsdp:  # shard each block, then the rest (embeddings, LN^f, tied head), across the ranks
-        from torch.distributed.fsdp import fully_shard
-
-        for block in adapter.blocks(model):
-            fully_shard(block)
-        fully_shard(model)
+    aliases = place_model(model, adapter, cfg, hp, device, fsdp)
     tracker = SigmaTracker(model, hp.sigma_ema, hp.sigma_ema_tokens) if ln_free else None
     optimizer = make_optimizer(model, hp.lr, hp.weight_decay, hp.adam_betas,
                                decay_fakeln_gain=ln_free and hp.weight_decay_fakeln_gain)
-    if ckpt is not None and optimizer_meta is not None:
-        load_optimizer(optimizer, model, ckpt, optimizer_meta)
-        _set_rng_state(read_checkpoint_meta(ckpt)[1]["rng"], device)
-    ddp = model
-    if world > 1 and not fsdp:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    try:
-        batches = _Batches(cfg, hp.seq_len, hp.micro_batch_size, rank, world, epoch, pos)
-    except Exception as e:
-        reason = f"cannot read training data from {cfg.dataset!r}: {e}"
-        if log:
-            log.status("failed", done, reason)
-        raise ConfigError(reason) from e
-    feed = Prefetcher(batches, pin=device.type == "cuda")  # reads ahead; feed.epoch/pos: what was consumed
+    restore_optimizer(optimizer, model, restored, device)
+    ddp = wrap_ddp(model, device, world, fsdp)
+    feed = open_feed(cfg, hp, rank, world, restored, device, log)
     events = [e for e in sched.events()] if ln_free else []
-    stop = {"signal": None}
-
-    def _on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop = _Signals()
 
     checkpointer = Checkpointer(out, model, optimizer, log, rank, fsdp, ln_free, device, aliases,
                                 keep=cfg.keep_checkpoints, protect=hp.keep_steps)
@@ -457,6 +155,8 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
         log.event("throughput", done, message=_throughput_message(perf), **perf.describe(),
                   host_reads_every=cfg.log_every if records.deferred else 1)
         log.status("running", done)
+
+    # ---- the step loop
     result = TrainResult("finished", done)
     try:
         while done < hp.max_steps:
@@ -474,15 +174,7 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
                 g["lr"] = lr
             sums = accumulate_gradients(ddp, model, feed, cfg, hp, device, vocab=vocab, eot=eot, tracker=tracker,
                                         ln_free=ln_free, fsdp=fsdp, world=world, step=done + 1)
-            # A signal (cancel) seen by any rank stops every rank after this same step.
-            if stop["signal"] is not None:
-                sums[2] = 1.0
-            if world > 1:
-                torch.distributed.all_reduce(sums)
-                sums[:2] /= world
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip if hp.grad_clip > 0 else float("inf"))
-            gn_t = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-            vals = records.values(sums, hp.grad_accum_steps, gn_t)  # [main, aux, grad norm, stop, non-finite]
+            vals = step_values(sums, model, records, hp, world, cancelling=stop.seen is not None)
             step_tokens = hp.micro_batch_size * hp.seq_len * hp.grad_accum_steps * world
             if not records.deferred:  # read now, before the update: never train on NaN
                 failed = _nonfinite_now(vals, done + 1, log)
@@ -501,14 +193,14 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
             records.add(done, lr, tokens_seen, torch.cat([vals, tracker.sigma_vector()]) if tracker else vals)
             if not records.deferred or (
                     done % cfg.log_every == 0 or done % cfg.save_every == 0 or done == hp.max_steps
-                    or (world == 1 and stop["signal"] is not None)):
+                    or (world == 1 and stop.seen is not None)):
                 failed = _settle(records, log, perf, history, cfg, hp, done, tracker)
                 if failed is not None:
                     result = failed
                     break
             if records.stopped:
                 checkpoint(done)
-                sig = signal.Signals(stop["signal"]).name if stop["signal"] is not None else "SIGTERM (on another rank)"
+                sig = signal.Signals(stop.seen).name if stop.seen is not None else "SIGTERM (on another rank)"
                 result = TrainResult("cancelled", done, f"cancelled by signal {sig}")
                 break
             if records.spike_stop is not None:
@@ -518,9 +210,9 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
             if done % cfg.save_every == 0 or done == hp.max_steps or done in hp.keep_steps:
                 checkpoint(done)
                 records.restart_clock()
-                if world == 1 and stop["signal"] is not None and done < hp.max_steps:
+                if world == 1 and stop.seen is not None and done < hp.max_steps:
                     # cancelled while this checkpoint was written: it is the last one, stop now
-                    sig = signal.Signals(stop["signal"]).name
+                    sig = signal.Signals(stop.seen).name
                     result = TrainResult("cancelled", done, f"cancelled by signal {sig}")
                     break
         else:
@@ -540,14 +232,46 @@ def _train_locked(cfg: TrainConfig, resume: bool, resume_changes: dict, out: Pat
         raise
     finally:
         feed.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+        stop.restore()
     if log:
         log.status(result.state, result.step, result.reason)
         log.close()
     if world > 1:
         torch.distributed.barrier()
     return result
+
+
+class _Signals:
+    """SIGTERM and SIGINT (a cancel) set `seen` while a run trains: the loop stops after the step in progress
+    (checkpointed); restore() puts the previous handlers back."""
+
+    def __init__(self):
+        self.seen: int | None = None
+        self._old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.seen = signum
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def step_values(sums: torch.Tensor, model: torch.nn.Module, records: StepRecords, hp, world: int, *,
+                cancelling: bool) -> torch.Tensor:
+    """One optimizer step's values once its gradients are in: the loss sums averaged over ranks, the
+    gradients clipped to hp.grad_clip (0: not clipped) and their total norm taken, a cancel seen by any
+    rank raised as the stop flag (so every rank stops after this same step). On the device, no host sync.
+
+    Returns [main loss, aux loss, grad norm, stop, non-finite] (step_sync's layout)."""
+    if cancelling:
+        sums[2] = 1.0
+    if world > 1:
+        torch.distributed.all_reduce(sums)
+        sums[:2] /= world
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), hp.grad_clip if hp.grad_clip > 0 else float("inf"))
+    gn_t = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+    return records.values(sums, hp.grad_accum_steps, gn_t)
 
 
 def apply_removals(model: torch.nn.Module, due: list, step: int, log: RunLog | None) -> None:
@@ -559,6 +283,12 @@ def apply_removals(model: torch.nn.Module, due: list, step: int, log: RunLog | N
         sigma = remove_block(model, ev.name)
         if log:
             log.event("removal", step, block=ev.block, layer=ev.layer, sigma=sigma)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def accumulate_gradients(ddp, model: torch.nn.Module, feed, cfg: TrainConfig, hp, device: torch.device, *,
@@ -625,7 +355,7 @@ class Checkpointer:
         self.log.status("running", step, checkpointing=True)  # a canceller waits for this to finish
         save_checkpoint(self.out, step, self.model, msd, osd, fakeln_state(self.model) if self.ln_free else {}, {
             "step": step, "epoch": epoch, "pos": pos, "tokens": tokens,
-            "rng": _rng_state(self.device), "grad_norm_history": history[-50:],
+            "rng": rng_state(self.device), "grad_norm_history": history[-50:],
         }, self.aliases, keep=self.keep, protect=self.protect)
         self.log.event("checkpoint", step, message=f"checkpoint at step {step}")
         self.log.status("running", step)
@@ -698,25 +428,6 @@ def _settle(records: StepRecords, log: RunLog | None, perf: Throughput, history:
     if log:
         log.status("running", done)
     return None
-
-
-def set_dropout(model: torch.nn.Module, p: float) -> None:
-    """Every dropout layer (and the config, so that checkpoints and exports record it) to probability p."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = p
-    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout"):
-        if hasattr(model.config, key):
-            setattr(model.config, key, p)
-
-
-def enable_checkpointing(model: torch.nn.Module) -> None:
-    """Per-block activation checkpointing (non-reentrant); it stays on after the FakeLN surgery."""
-    enable = getattr(model, "activation_checkpointing_enable", None)
-    if enable is not None:  # transformers >= 5.x name
-        enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def exit_code(result: TrainResult) -> int:

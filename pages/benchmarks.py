@@ -14,9 +14,13 @@ from lnfree_core.analysis.benchmarks import MISSING_MESSAGE, PAPER_TASKS, lm_eva
 from lnfree_core.analysis.cached_experiments import BenchTask, benchmark_eval
 from lnfree_core.cli.bench import parse_tasks
 from lnfree_core.cli.eval import UsageError
-from pages import _common as common
+from pages._common.analysis_inputs import analysis_settings, model_labels, model_set_picker, shared_widget
+from pages._common.analysis_jobs import run_jobs
+from pages._common.charts import fit_chart, model_color
+from pages._common.env import hub_reachable
+from pages._common.state import page_setup, seed
 
-common.page_setup()
+page_setup()
 
 st.title("Benchmarks")
 st.caption("Zero-shot accuracy on the paper's benchmarks through lm-eval, run on the models lnfree loads (appendix "
@@ -26,25 +30,25 @@ if not lm_eval_available():
     st.error(MISSING_MESSAGE, icon=":material/error:")
     st.stop()
 with st.container(border=True):
-    specs = common.model_set_picker()
-    common.seed("bench.tasks", list(PAPER_TASKS))
-    tasks = common.shared_widget("bench.tasks", st.multiselect, "Tasks", list(PAPER_TASKS), accept_new_options=True,
+    specs = model_set_picker()
+    seed("bench.tasks", list(PAPER_TASKS))
+    tasks = shared_widget("bench.tasks", st.multiselect, "Tasks", list(PAPER_TASKS), accept_new_options=True,
                                  help="lm-eval task names; type another built-in name to add it.")
     c1, c2 = st.columns(2)
-    common.seed("bench.data", "")
-    data_text = common.shared_widget(
+    seed("bench.data", "")
+    data_text = shared_widget(
         "bench.data", c1.text_area, "Local task data (one TASK=FILE per line)", height=90,
         help="Read a task's evaluation split from a local json/jsonl file in the task's own format instead of the "
              "Hugging Face Hub, e.g. piqa=/data/piqa_valid.jsonl.")
-    common.seed("bench.yaml", "")
-    yaml_text = common.shared_widget("bench.yaml", c2.text_area, "Task YAML files of one's own (one per line)",
+    seed("bench.yaml", "")
+    yaml_text = shared_widget("bench.yaml", c2.text_area, "Task YAML files of one's own (one per line)",
                                      height=90, help="lm-eval task configs, e.g. dataset_path: json with "
                                                      "dataset_kwargs.data_files pointing at a local file.")
     c1, c2 = st.columns(2)
-    common.seed("bench.limit", 0)
-    limit = int(common.shared_widget("bench.limit", c1.number_input, "Documents per task (0: all)", min_value=0,
+    seed("bench.limit", 0)
+    limit = int(shared_widget("bench.limit", c1.number_input, "Documents per task (0: all)", min_value=0,
                                      step=100))
-    settings = common.analysis_settings()
+    settings = analysis_settings()
 if not specs:
     st.info("Choose at least one model above.", icon=":material/info:")
     st.stop()
@@ -55,11 +59,11 @@ try:
 except UsageError as e:
     st.error(str(e), icon=":material/error:")
     st.stop()
-hub_only = [] if common.hub_reachable() else [t for t, f, y in parsed if f is None and y is None]
+hub_only = [] if hub_reachable() else [t for t, f, y in parsed if f is None and y is None]
 if hub_only:
     st.caption(f":orange[{', '.join(hub_only)} load their data from the Hugging Face Hub, which is not reachable "
                "now: only results already in the cache are shown; give local data files above.]")
-labels = common.model_labels(specs)
+labels = model_labels(specs)
 opts = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
 jobs = []
 for s in specs:
@@ -68,7 +72,7 @@ for s in specs:
         jobs.append(((s, t), f"{labels[s]} on {t}",
                      lambda progress, s=s, bt=bt: benchmark_eval(s, bt, progress=progress,
                                                                  cache_only=bt.task in hub_only, **opts)))
-results = {k: r for k, r in common.run_jobs(jobs).items() if r is not None}
+results = {k: r for k, r in run_jobs(jobs).items() if r is not None}
 if not results:
     st.info("No benchmark results to show yet.", icon=":material/info:")
     st.stop()
@@ -89,11 +93,11 @@ st.caption("Value ± standard error (lm-eval's, over documents), in percent; the
 df["lo"], df["hi"] = df["value"] - df["stderr"].fillna(0), df["value"] + df["stderr"].fillna(0)
 bars = alt.Chart(df).mark_bar().encode(
     x=alt.X("task:N", title=None), xOffset=alt.XOffset("model:N", sort=order),
-    y=alt.Y("value:Q", title="accuracy", axis=alt.Axis(format="%")), color=common.model_color(order),
+    y=alt.Y("value:Q", title="accuracy", axis=alt.Axis(format="%")), color=model_color(order),
     tooltip=["model", "task", "metric", alt.Tooltip("value:Q", format=".2%"), alt.Tooltip("stderr:Q", format=".2%"),
              "n"])
 rules = alt.Chart(df).mark_rule().encode(x="task:N", xOffset=alt.XOffset("model:N", sort=order), y="lo:Q", y2="hi:Q")
-st.altair_chart(common.fit_chart(alt.layer(bars, rules).properties(title="accuracy per task (± standard error)"), 260),
+st.altair_chart(fit_chart(alt.layer(bars, rules).properties(title="accuracy per task (± standard error)"), 260),
                 width="stretch")
 c1, c2, _ = st.columns([1, 1, 3])
 c1.download_button("Results (CSV)", df.to_csv(index=False), file_name="benchmarks.csv", mime="text/csv",

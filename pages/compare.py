@@ -14,6 +14,11 @@ import streamlit as st
 
 from lnfree_core.analysis.cached import ce_eval
 from lnfree_core.data.owt_reference import OWT_SPLIT_NOTE
+from pages._common.analysis_inputs import missing_inputs_hint, model_labels, models_and_data
+from pages._common.analysis_jobs import dataset_labels, model_dataset_jobs, run_jobs, run_options
+from pages._common.charts import fit_chart, model_color
+from pages._common.env import model_layers
+from pages._common.state import PERSIST, page_link, page_setup, seed
 from pages._common.ui_data.analysis_frames import (
     RANGE_STATS,
     SUMMARY_STATS,
@@ -24,9 +29,8 @@ from pages._common.ui_data.analysis_frames import (
     range_frame,
     stat_table,
 )
-from pages import _common as common
 
-common.page_setup()
+page_setup()
 
 
 def histogram(entries: tuple[tuple[str, str, float], ...], bins: int) -> pd.DataFrame:
@@ -37,7 +41,7 @@ def histogram(entries: tuple[tuple[str, str, float], ...], bins: int) -> pd.Data
 
 def meta_editor(specs: list[str], labels: dict[str, str]) -> tuple[dict[str, str], dict[str, str | None]]:
     """Table 1 row labels and groups (the lowest value is marked per group), editable."""
-    layers = {s: common.model_layers(s) for s in specs}
+    layers = {s: model_layers(s) for s in specs}
     known = all(layers.values())  # group by size only when every size is known, else one group
     default_groups = {s: f"{n} layers" if known else "" for s, n in layers.items()}
     df = pd.DataFrame({"model": specs, "label": [labels[s] for s in specs],
@@ -67,35 +71,30 @@ def distribution_chart(hist: pd.DataFrame, dataset: str, log_y: bool, order: lis
         .encode(
             x=alt.X("lo:Q", title="per-token cross-entropy (nats, log scale)", scale=alt.Scale(type="log")),
             y=alt.Y("share:Q", title="share of tokens", scale=alt.Scale(type="log" if log_y else "linear")),
-            color=common.model_color(order),
+            color=model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("lo:Q", format=".3g", title="from"),
                      alt.Tooltip("hi:Q", format=".3g", title="to"), alt.Tooltip("count:Q"),
                      alt.Tooltip("share:Q", format=".3%")],
         )
         .properties(title=f"per-token loss distribution on {dataset}")
     )
-    return common.fit_chart(chart, 280)
+    return fit_chart(chart, 280)
 
 
 st.title("Compare")
 st.caption("Mean per-token cross-entropy of each model on each dataset, as in the paper's Table 1, with the "
            "median and central percentile ranges, and the full distribution of per-token losses.")
-specs, datasets, n, seq_len, split, settings = common.models_and_data(multi_data=True)
+specs, datasets, n, seq_len, split, settings = models_and_data(multi_data=True)
 if not specs or not datasets:
-    common.missing_inputs_hint(specs, datasets)
+    missing_inputs_hint(specs, datasets)
     st.stop()
 
-labels = common.model_labels(specs)
+labels = model_labels(specs)
 labels, groups = meta_editor(specs, labels)
-ds_labels = common.dataset_labels(datasets)
-kwargs = common.run_options(settings)
-jobs = []
-for spec in specs:
-    for ds in datasets:
-        data = common.data_spec(ds, n, seq_len, split)
-        jobs.append(((spec, ds), f"{labels[spec]} on {ds_labels[ds]}",
-                     lambda progress, spec=spec, data=data: ce_eval(spec, data, progress=progress, **kwargs)))
-results = common.run_jobs(jobs)
+ds_labels = dataset_labels(datasets)
+kwargs = run_options(settings)
+results = run_jobs(model_dataset_jobs(specs, datasets, labels, ds_labels, n, seq_len, split,
+                                     lambda spec, data, progress: ce_eval(spec, data, progress=progress, **kwargs)))
 if not results:
     st.stop()
 
@@ -104,8 +103,8 @@ rows = [CERow(labels[spec], ds_labels[ds], res.summary, res.ln_free, groups[spec
 summary = ce_summary_frame(rows)
 
 st.header("Cross-entropy")
-common.seed("compare.stat", "mean")
-stat = st.segmented_control("Statistic", list(SUMMARY_STATS), key="compare.stat", **common.PERSIST,
+seed("compare.stat", "mean")
+stat = st.segmented_control("Statistic", list(SUMMARY_STATS), key="compare.stat", **PERSIST,
                             format_func=SUMMARY_STATS.get, selection_mode="single") or "mean"
 if stat in RANGE_STATS:
     table_df = range_frame(rows, stat)
@@ -153,4 +152,4 @@ if entries:
                                        [labels[s] for s in specs]), width="stretch")
     st.caption("Shares of tokens on log-spaced loss bins shared by all models; a heavy right tail is what "
                "raises a mean far above the median (see the Outliers page).")
-common.page_link("pages/outliers.py", label="Inspect the high-loss sequences", icon=":material/scatter_plot:")
+page_link("pages/outliers.py", label="Inspect the high-loss sequences", icon=":material/scatter_plot:")

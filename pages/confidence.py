@@ -11,10 +11,13 @@ import pandas as pd
 import streamlit as st
 
 from lnfree_core.analysis.cached import confidence_eval
+from pages._common.analysis_inputs import one_dataset_page
+from pages._common.analysis_jobs import data_spec, evaluate_models
+from pages._common.charts import fit_chart, model_color
+from pages._common.state import PERSIST, page_setup, seed
 from pages._common.ui_data.analysis_frames import ablation_frames, cn_scatter_frame, svd_frame
-from pages import _common as common
 
-common.page_setup()
+page_setup()
 
 
 def scatter(df: pd.DataFrame, order: list[str]) -> alt.FacetChart:
@@ -43,14 +46,14 @@ def single_chart(single: pd.DataFrame, value: str, title: str, order: list[str])
             x=alt.X("rank:O", title="ablated neuron (rank by CN score)", axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("model:N", sort=order),
             y=alt.Y(f"{value}:Q", title=title),
-            color=common.model_color(order),
+            color=model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("neuron:N"), alt.Tooltip("delta_ce:Q", format="+.5f"),
                      alt.Tooltip("delta_entropy:Q", format="+.5f"), alt.Tooltip("rel_ce:Q", format="+.3%"),
                      alt.Tooltip("rel_entropy:Q", format="+.3%")],
         )
         .properties(title=title)
     )
-    return common.fit_chart(chart, 220)
+    return fit_chart(chart, 220)
 
 
 def cumulative_chart(cum: pd.DataFrame, value: str, title: str, order: list[str]) -> alt.Chart:
@@ -60,12 +63,12 @@ def cumulative_chart(cum: pd.DataFrame, value: str, title: str, order: list[str]
         .encode(
             x=alt.X("k:O", title="top-k neurons ablated together", axis=alt.Axis(labelAngle=0)),
             y=alt.Y(f"{value}:Q", title=title, axis=alt.Axis(format="%")),
-            color=common.model_color(order),
+            color=model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("neurons:N"), alt.Tooltip(f"{value}:Q", format="+.3%")],
         )
         .properties(title=title)
     )
-    return common.fit_chart(chart, 220)
+    return fit_chart(chart, 220)
 
 
 def box_chart(box: pd.DataFrame, order: list[str]) -> alt.LayerChart:
@@ -74,11 +77,11 @@ def box_chart(box: pd.DataFrame, order: list[str]) -> alt.LayerChart:
     whisker = base.mark_rule(color="#555").encode(x=alt.X("whisker_lo:Q", title="per-token |change in CE| (nats)"),
                                                   x2="whisker_hi:Q")
     boxes = base.mark_bar(size=16, opacity=0.8).encode(
-        x="q1:Q", x2="q3:Q", color=common.model_color(order, legend=False),
+        x="q1:Q", x2="q3:Q", color=model_color(order, legend=False),
         tooltip=[alt.Tooltip("model:N")] + [alt.Tooltip(f"{c}:Q", format=".4g")
                                             for c in ("mean", "median", "q1", "q3", "whisker_hi", "max", "tokens")])
     median = base.mark_tick(color="white", size=16, thickness=2).encode(x="median:Q")
-    return common.fit_chart(alt.layer(whisker, boxes, median).properties(
+    return fit_chart(alt.layer(whisker, boxes, median).properties(
         title="per-token |change in CE| when the ablated neurons are mean-ablated together"), 36 * len(box) + 40)
 
 
@@ -90,7 +93,7 @@ def spectrum_chart(df: pd.DataFrame, log: bool, order: list[str]) -> alt.Chart:
         .encode(
             x=alt.X("index:Q", title="singular vector (by singular value, descending)", scale=alt.Scale(nice=False)),
             y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log else "linear")),
-            color=common.model_color(order),
+            color=model_color(order),
             strokeDash=alt.StrokeDash("series:N", legend=alt.Legend(title=None, orient="top", symbolType="stroke")),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("series:N"), alt.Tooltip("neuron:Q"),
                      alt.Tooltip("index:Q"), alt.Tooltip("value:Q", format=".4g")],
@@ -98,52 +101,51 @@ def spectrum_chart(df: pd.DataFrame, log: bool, order: list[str]) -> alt.Chart:
         .properties(title="unembedding spectrum S / S0 (solid) and the top neurons' |cos| with each left singular "
                           "vector (dashed)")
     )
-    return common.fit_chart(chart, 280)
+    return fit_chart(chart, 280)
 
 
-st.title("Confidence neurons")
-st.caption("Confidence neurons of the last MLP layer write large vectors into the unembedding's near-null space: "
-           "through the final LayerNorm they scale all logits alike and so regulate the output entropy. Without "
-           "LayerNorm they keep their weights but lose their effect (appendix H).")
-specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
-if any(s.startswith("demo:") for s in specs):
-    st.caption("**Demo models** are too small and too briefly trained (3 layers x 128, 0.6M tokens) to have "
-               "confidence neurons: on 32 x 128 pile-filtered-demo tokens, ablating the demo original's top-3 "
-               "neurons changes entropy by less than 0.01% (the paper's GPT-2 Medium: more than -3% for 0.1% of CE, and no "
-               "change LN-free), so their ablation charts show noise. GPT-2 from the Hub shows the paper's effect; "
-               "`python -m lnfree_core demo findings` measures the demo's numbers.")
+specs, labels, dataset, n, seq_len, split, settings = one_dataset_page(
+    "Confidence neurons",
+    "Confidence neurons of the last MLP layer write large vectors into the unembedding's near-null space: "
+    "through the final LayerNorm they scale all logits alike and so regulate the output entropy. Without "
+    "LayerNorm they keep their weights but lose their effect (appendix H).",
+    "**Demo models** are too small and too briefly trained (3 layers x 128, 0.6M tokens) to have "
+    "confidence neurons: on 32 x 128 pile-filtered-demo tokens, ablating the demo original's top-3 "
+    "neurons changes entropy by less than 0.01% (the paper's GPT-2 Medium: more than -3% for 0.1% of CE, and no "
+    "change LN-free), so their ablation charts show noise. GPT-2 from the Hub shows the paper's effect; "
+    "`python -m lnfree_core demo findings` measures the demo's numbers.")
 NEURON_CHOICES = {"same": "the first model's top-k in every model (paper)", "own": "each model's own top-k"}
-common.seed("cn.neurons", "same")
-which = st.radio("Neurons ablated", list(NEURON_CHOICES), key="cn.neurons", **common.PERSIST,
+seed("cn.neurons", "same")
+which = st.radio("Neurons ablated", list(NEURON_CHOICES), key="cn.neurons", **PERSIST,
                  format_func=NEURON_CHOICES.get, horizontal=True,
                  help="The paper ablates the same neurons in every variant (e.g. 584, 2123, 2870 in GPT-2 Small), "
                       "chosen from the original model: put it first.")
 c1, c2, c3, c4 = st.columns(4)
-common.seed("cn.top_k", 3)
-top_k = int(c1.number_input("Neurons to ablate", min_value=1, max_value=32, key="cn.top_k", **common.PERSIST,
+seed("cn.top_k", 3)
+top_k = int(c1.number_input("Neurons to ablate", min_value=1, max_value=32, key="cn.top_k", **PERSIST,
                             help="The top-k neurons by CN score are mean-ablated one by one and cumulatively "
                                  "(the paper: 3)."))
-common.seed("cn.marked", 7)
-marked = int(c2.number_input("Neurons to mark", min_value=1, max_value=100, key="cn.marked", **common.PERSIST,
+seed("cn.marked", 7)
+marked = int(c2.number_input("Neurons to mark", min_value=1, max_value=100, key="cn.marked", **PERSIST,
                              help="Highlighted in the scatter plot (the paper: top 7)."))
-common.seed("cn.fold_ln", True)
-fold_ln = c3.toggle("Fold LN_f's gain into W_U", key="cn.fold_ln", **common.PERSIST,
+seed("cn.fold_ln", True)
+fold_ln = c3.toggle("Fold LN_f's gain into W_U", key="cn.fold_ln", **PERSIST,
                     help="W_U <- diag(gamma_f) W_U before scoring (as TransformerLens does).")
-common.seed("cn.center", True)
-center = c4.toggle("Center the weights", key="cn.center", **common.PERSIST,
+seed("cn.center", True)
+center = c4.toggle("Center the weights", key="cn.center", **PERSIST,
                    help="Subtract the mean of each w_out (over d_model) and of W_U (over the vocabulary).")
 
-data = common.data_spec(dataset, n, seq_len, split)
+data = data_spec(dataset, n, seq_len, split)
 options = dict(top_k=top_k, fold_ln=fold_ln, center=center)
 if which == "same" and len(specs) > 1:
-    first = common.evaluate_models(confidence_eval, specs[:1], labels, data, settings, **options)
+    first = evaluate_models(confidence_eval, specs[:1], labels, data, settings, **options)
     if not first:
         st.stop()
     chosen = first[specs[0]].top
-    rest = common.evaluate_models(confidence_eval, specs[1:], labels, data, settings, neurons=chosen, **options)
+    rest = evaluate_models(confidence_eval, specs[1:], labels, data, settings, neurons=chosen, **options)
     results = {**first, **rest}
 else:
-    results = common.evaluate_models(confidence_eval, specs, labels, data, settings, **options)
+    results = evaluate_models(confidence_eval, specs, labels, data, settings, **options)
 if not results:
     st.stop()
 
@@ -189,10 +191,10 @@ st.caption("Each neuron's activation is replaced by its mean over all positions 
 
 st.header("Unembedding spectrum")
 c1, c2 = st.columns(2)
-common.seed("cn.svd_neurons", 1)
+seed("cn.svd_neurons", 1)
 st.session_state["cn.svd_neurons"] = min(int(st.session_state["cn.svd_neurons"]), top_k)
-n_cos = int(c1.number_input("Top neurons shown", min_value=1, max_value=top_k, key="cn.svd_neurons", **common.PERSIST))
-common.seed("cn.svd_log", True)
-log = c2.toggle("Log scale", key="cn.svd_log", **common.PERSIST)
+n_cos = int(c1.number_input("Top neurons shown", min_value=1, max_value=top_k, key="cn.svd_neurons", **PERSIST))
+seed("cn.svd_log", True)
+log = c2.toggle("Log scale", key="cn.svd_log", **PERSIST)
 st.altair_chart(spectrum_chart(svd_frame({labels[s]: r.svd for s, r in results.items()}, n_cos), log, order),
                 width="stretch")

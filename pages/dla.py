@@ -10,10 +10,13 @@ import streamlit as st
 
 from lnfree_core.analysis.cached import dla_eval
 from lnfree_core.analysis.nmae import GRANULARITIES
+from pages._common.analysis_inputs import one_dataset_inputs
+from pages._common.analysis_jobs import data_spec, evaluate_models
+from pages._common.charts import fit_chart, model_color
+from pages._common.state import PERSIST, page_setup, seed
 from pages._common.ui_data.analysis_frames import nmae_head_frame, nmae_summary_frame
-from pages import _common as common
 
-common.page_setup()
+page_setup()
 
 
 def heatmaps(df: pd.DataFrame, cap: float | None, order: list[str]) -> alt.FacetChart:
@@ -36,49 +39,49 @@ def overall_chart(summary: pd.DataFrame, order: list[str]) -> alt.LayerChart:
     base = alt.Chart(summary).encode(y=alt.Y("model:N", title=None, sort=order))
     bars = base.mark_bar(opacity=0.8).encode(
         x=alt.X("NMAE (%):Q", title="overall NMAE (%), eq. 10"),
-        color=common.model_color(order, legend=False),
+        color=model_color(order, legend=False),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("NMAE (%):Q", format=".2f"),
                  alt.Tooltip("CI low:Q", format=".2f"), alt.Tooltip("CI high:Q", format=".2f")])
     ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("CI low:Q", title=""), x2="CI high:Q")
-    return common.fit_chart(alt.layer(bars, ci).properties(title="overall NMAE with its 95% CI"), 32 * len(summary))
+    return fit_chart(alt.layer(bars, ci).properties(title="overall NMAE with its 95% CI"), 32 * len(summary))
 
 
 st.title("DLA")
 st.caption("Direct logit attribution (DLA) linearises the final LayerNorm by freezing its scale; the direct effect "
            "(DE) removes the head's output for real. Their normalised mean absolute error (NMAE) is about 50% "
            "for GPT-2 Small and exactly 0 once the LayerNorm is gone (section 5.1, appendix G).")
-specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
+specs, labels, dataset, n, seq_len, split, settings = one_dataset_inputs()
 c1, c2, c3 = st.columns(3)
-common.seed("dla.granularity", "sequence")
-granularity = c1.segmented_control("Granularity", list(GRANULARITIES), key="dla.granularity", **common.PERSIST,
+seed("dla.granularity", "sequence")
+granularity = c1.segmented_control("Granularity", list(GRANULARITIES), key="dla.granularity", **PERSIST,
                                    help="sequence: eq. 9 over each sequence's mean DLA and DE (the paper); token: "
                                         "over every predicted token.") or "sequence"
-common.seed("dla.n_boot", 1000)
+seed("dla.n_boot", 1000)
 n_boot = int(c2.number_input("Bootstrap resamples", min_value=100, max_value=20_000, step=100, key="dla.n_boot",
-                             **common.PERSIST))
-common.seed("dla.cap", 150.0)
-cap = c3.number_input("Colour scale top (%)", min_value=0.0, step=10.0, key="dla.cap", **common.PERSIST,
+                             **PERSIST))
+seed("dla.cap", 150.0)
+cap = c3.number_input("Colour scale top (%)", min_value=0.0, step=10.0, key="dla.cap", **PERSIST,
                       help="Heads above this get the top colour (0: scale to the data). Later layers of models with "
                            "LayerNorm exceed 100%.")
 
 with st.expander("Other readings of eq. 9/10 (options; the defaults are lnfree's reading)"):
     c1, c2, c3 = st.columns(3)
-    common.seed("dla.positions", "all")
-    positions = c1.radio("Positions", ["all", "last"], key="dla.positions", **common.PERSIST,
+    seed("dla.positions", "all")
+    positions = c1.radio("Positions", ["all", "last"], key="dla.positions", **PERSIST,
                          format_func={"all": "every predicting position (default)",
                                       "last": "the last position of each sequence"}.get)
-    common.seed("dla.pooling", "mean")
-    pooling = c2.radio("Over heads", ["mean", "pooled"], key="dla.pooling", **common.PERSIST,
+    seed("dla.pooling", "mean")
+    pooling = c2.radio("Over heads", ["mean", "pooled"], key="dla.pooling", **PERSIST,
                        format_func={"mean": "mean of per-head NMAE (eq. 10, default)",
                                     "pooled": "one ratio pooled over all heads"}.get)
-    common.seed("dla.center_unembed", False)
-    center_unembed = c3.toggle("Centred W_U", key="dla.center_unembed", **common.PERSIST,
+    seed("dla.center_unembed", False)
+    center_unembed = c3.toggle("Centred W_U", key="dla.center_unembed", **PERSIST,
                                help="DLA and DE of the logit minus the mean logit (TransformerLens' center_unembed). "
                                     "A new forward pass per model.")
     st.caption("The paper's 49.07% for GPT-2 Small does not say which of these it used; they move the number.")
 
-data = common.data_spec(dataset, n, seq_len, split)
-results = common.evaluate_models(dla_eval, specs, labels, data, settings, center_unembed=bool(center_unembed))
+data = data_spec(dataset, n, seq_len, split)
+results = evaluate_models(dla_eval, specs, labels, data, settings, center_unembed=bool(center_unembed))
 if not results:
     st.stop()
 

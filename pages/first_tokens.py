@@ -11,10 +11,13 @@ import streamlit as st
 from lnfree_core.analysis.cached import first_token_eval
 from lnfree_core.analysis.first_token import SINK_THRESHOLDS
 from lnfree_core.analysis.sinks import DEFAULT_SINK_THRESHOLD
+from pages._common.analysis_inputs import one_dataset_page
+from pages._common.analysis_jobs import data_spec, evaluate_models
+from pages._common.charts import fit_chart, model_color
+from pages._common.state import PERSIST, page_setup, seed
 from pages._common.ui_data.analysis_frames import norm_profile_frame, sink_frames
-from pages import _common as common
 
-common.page_setup()
+page_setup()
 
 
 def _x(df: pd.DataFrame) -> alt.X:
@@ -31,7 +34,7 @@ def norm_chart(df: pd.DataFrame, log: bool, order: list[str]) -> alt.Chart:
         .encode(
             x=_x(df),
             y=alt.Y("norm:Q", title="mean L2 norm", scale=alt.Scale(type="log" if log else "linear")),
-            color=common.model_color(order),
+            color=model_color(order),
             strokeDash=alt.StrokeDash("position:N", legend=alt.Legend(title=None, orient="top", symbolType="stroke"),
                                       sort=["first token", "other tokens"]),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("point:N"), alt.Tooltip("position:N"),
@@ -39,7 +42,7 @@ def norm_chart(df: pd.DataFrame, log: bool, order: list[str]) -> alt.Chart:
         )
         .properties(title="residual norm at position 0 (solid) vs the mean over the other positions (dashed)")
     )
-    return common.fit_chart(chart, 280)
+    return fit_chart(chart, 280)
 
 
 def ratio_chart(df: pd.DataFrame, order: list[str]) -> alt.Chart:
@@ -50,23 +53,23 @@ def ratio_chart(df: pd.DataFrame, order: list[str]) -> alt.Chart:
         .encode(
             x=_x(data),
             y=alt.Y("ratio:Q", title="first / other", scale=alt.Scale(type="log")),
-            color=common.model_color(order),
+            color=model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("point:N"), alt.Tooltip("ratio:Q", format=".3g")],
         )
         .properties(title="how many times larger the first token's norm is")
     )
-    return common.fit_chart(chart, 180)
+    return fit_chart(chart, 180)
 
 
 def sink_chart(overall: pd.DataFrame, order: list[str]) -> alt.LayerChart:
     base = alt.Chart(overall).encode(y=alt.Y("model:N", title=None, sort=order))
     bars = base.mark_bar(opacity=0.8).encode(
         x=alt.X("rate:Q", title="sink rate (share of heads)", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-        color=common.model_color(order, legend=False),
+        color=model_color(order, legend=False),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("rate:Q", format=".1%"),
                  alt.Tooltip("ci_lo:Q", format=".1%", title="CI low"), alt.Tooltip("ci_hi:Q", format=".1%", title="CI high")])
     ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("ci_lo:Q", title=""), x2="ci_hi:Q")
-    return common.fit_chart(alt.layer(bars, ci).properties(title="attention sink rate with its interval"),
+    return fit_chart(alt.layer(bars, ci).properties(title="attention sink rate with its interval"),
                             32 * len(overall))
 
 
@@ -77,54 +80,53 @@ def per_layer_chart(per_layer: pd.DataFrame, order: list[str]) -> alt.Chart:
         .encode(
             x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("rate:Q", title="sink rate", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-            color=common.model_color(order),
+            color=model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("layer:O"), alt.Tooltip("rate:Q", format=".1%")],
         )
         .properties(title="sink rate per layer")
     )
-    return common.fit_chart(chart, 200)
+    return fit_chart(chart, 200)
 
 
-st.title("First tokens")
-st.caption("In models with LayerNorm the first position's residual norm grows far above the others' and many "
-           "heads park their attention on it (attention sinks); the paper finds LN-free models keep moderate "
-           "first-token norms and fewer sinks (section 5.3).")
-specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
-if any(s.startswith("demo:") for s in specs):
-    st.caption("**Demo models** are too small and too briefly trained (3 layers x 128, 0.6M tokens) to show this: "
-               "on 32 x 128 pile-filtered-demo tokens the demo's original sinks in 3.8% of (layer, head, query) triples "
-               "(the paper's GPT-2: 55.3%, 45.3% once LN-free) and its first-token raw norm is 0.86-1.26x the other "
-               "tokens' (the paper: close to 10x, about 1x LN-free), so their charts stay flat. GPT-2 from the Hub "
-               "shows the paper's pattern; `python -m lnfree_core demo findings` measures the demo's numbers.")
+specs, labels, dataset, n, seq_len, split, settings = one_dataset_page(
+    "First tokens",
+    "In models with LayerNorm the first position's residual norm grows far above the others' and many "
+    "heads park their attention on it (attention sinks); the paper finds LN-free models keep moderate "
+    "first-token norms and fewer sinks (section 5.3).",
+    "**Demo models** are too small and too briefly trained (3 layers x 128, 0.6M tokens) to show this: "
+    "on 32 x 128 pile-filtered-demo tokens the demo's original sinks in 3.8% of (layer, head, query) triples "
+    "(the paper's GPT-2: 55.3%, 45.3% once LN-free) and its first-token raw norm is 0.86-1.26x the other "
+    "tokens' (the paper: close to 10x, about 1x LN-free), so their charts stay flat. GPT-2 from the Hub "
+    "shows the paper's pattern; `python -m lnfree_core demo findings` measures the demo's numbers.")
 NORM_CHOICES = {"centred": "centred ||x - mean(x)|| (paper)", "raw": "raw ||x||"}
 POINT_CHOICES = {"resid_pre": "resid_pre", "resid_mid": "resid_mid", "resid_post": "resid_post"}
 SINK_DEFS = {"query": "per (layer, head, query), query 0 counted (paper)", "head-mean": "per head, mean over queries > 0"}
 CI_CHOICES = {"batches": "spread over batches of 8 sequences (paper)", "bootstrap": "bootstrap over sequences"}
 c1, c2, c3 = st.columns(3)
-common.seed("first.norm", "centred")
-norm_kind = c1.radio("Norm", list(NORM_CHOICES), key="first.norm", **common.PERSIST, format_func=NORM_CHOICES.get,
+seed("first.norm", "centred")
+norm_kind = c1.radio("Norm", list(NORM_CHOICES), key="first.norm", **PERSIST, format_func=NORM_CHOICES.get,
                      help="The paper's norms are of weight-centred models, whose residual stream has no mean "
                           "component: ||x - mean(x)||. Raw: the norm of the residual as the model holds it.")
-common.seed("first.points", list(POINT_CHOICES))
-kinds = c2.multiselect("Residual points", list(POINT_CHOICES), key="first.points", **common.PERSIST) or list(POINT_CHOICES)
-common.seed("first.log", True)
-log = c3.toggle("Log scale", key="first.log", **common.PERSIST)
+seed("first.points", list(POINT_CHOICES))
+kinds = c2.multiselect("Residual points", list(POINT_CHOICES), key="first.points", **PERSIST) or list(POINT_CHOICES)
+seed("first.log", True)
+log = c3.toggle("Log scale", key="first.log", **PERSIST)
 c1, c2, c3, c4 = st.columns(4)
-common.seed("first.threshold", DEFAULT_SINK_THRESHOLD)
-threshold = c1.select_slider("Sink threshold", options=list(SINK_THRESHOLDS), key="first.threshold", **common.PERSIST,
+seed("first.threshold", DEFAULT_SINK_THRESHOLD)
+threshold = c1.select_slider("Sink threshold", options=list(SINK_THRESHOLDS), key="first.threshold", **PERSIST,
                              help="The first token is a sink for a query when it draws more than this share of the "
                                   "query's attention (the paper: 0.3).")
-common.seed("first.sink_def", "query")
-sink_def = c2.radio("Sink rate counts", list(SINK_DEFS), key="first.sink_def", **common.PERSIST,
+seed("first.sink_def", "query")
+sink_def = c2.radio("Sink rate counts", list(SINK_DEFS), key="first.sink_def", **PERSIST,
                     format_func=SINK_DEFS.get)
-common.seed("first.ci", "batches")
-ci_method = c3.radio("Interval", list(CI_CHOICES), key="first.ci", **common.PERSIST, format_func=CI_CHOICES.get)
-common.seed("first.n_boot", 1000)
+seed("first.ci", "batches")
+ci_method = c3.radio("Interval", list(CI_CHOICES), key="first.ci", **PERSIST, format_func=CI_CHOICES.get)
+seed("first.n_boot", 1000)
 n_boot = c4.number_input("Bootstrap resamples", min_value=100, max_value=20_000, step=100, key="first.n_boot",
-                         **common.PERSIST, disabled=ci_method != "bootstrap")
+                         **PERSIST, disabled=ci_method != "bootstrap")
 
-data = common.data_spec(dataset, n, seq_len, split)
-results = common.evaluate_models(first_token_eval, specs, labels, data, settings)
+data = data_spec(dataset, n, seq_len, split)
+results = evaluate_models(first_token_eval, specs, labels, data, settings)
 if not results:
     st.stop()
 

@@ -6,10 +6,13 @@ import time
 
 import pandas as pd
 import streamlit as st
+from huggingface_hub import try_to_load_from_cache
 
 import jobs
 from lnfree_core.data import list_datasets
 from lnfree_core.method.presets import HUB_IDS, preset
+from pages._common.env import gpu_count, hub_reachable, model_layers
+from pages._common.state import page_link, page_setup, runs_root, show_error
 from pages._common.ui_data.demo_suite import (
     DEMO_BUILD,
     built_demo_datasets,
@@ -20,15 +23,12 @@ from pages._common.ui_data.demo_suite import (
 )
 from pages._common.ui_data.families import families_frame as common_families_frame, model_family
 from pages._common.ui_data.runs import format_duration
-from pages import _common as common
 
-common.page_setup()
+page_setup()
 
 
 def cached_on_disk(repo_id: str) -> bool:
     try:
-        from huggingface_hub import try_to_load_from_cache
-
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except Exception:
         return False
@@ -46,7 +46,7 @@ def models_frame(hub: bool, runs: list) -> pd.DataFrame:
                      "available from": "demo suite (offline)"})
     for st_ in runs:
         if st_.state == "finished":
-            rows.append({"model": st_.name, "kind": "finished run", "layers": common.model_layers(st_.run_dir),
+            rows.append({"model": st_.name, "kind": "finished run", "layers": model_layers(st_.run_dir),
                          "paper schedule": "", "available from": st_.run_dir})
     return pd.DataFrame(rows)
 
@@ -93,7 +93,7 @@ def demo_section() -> None:
         try:
             start_demo_build()
         except (RuntimeError, OSError) as e:
-            common.show_error(e, "Could not start the build: ")
+            show_error(e, "Could not start the build: ")
         st.rerun()
     rc = DEMO_BUILD.returncode
     if rc is not None:
@@ -181,7 +181,7 @@ for col, (path, label, icon) in zip(links, [("pages/schedule.py", "Design a sche
                                             ("pages/train.py", "Train a model", ":material/model_training:"),
                                             ("pages/runs.py", "See the runs", ":material/folder_open:")]):
     with col:
-        common.page_link(path, label=label, icon=icon)
+        page_link(path, label=label, icon=icon)
 
 st.markdown(
     "**The paper's experiments** (Analysis pages, each also `python -m lnfree_core analyze ...` or `bench`): "
@@ -197,10 +197,10 @@ st.markdown(
 
 st.header("This machine")
 with st.spinner("Checking the Hugging Face Hub..."):
-    hub = common.hub_reachable()
-root = common.runs_root()
+    hub = hub_reachable()
+root = runs_root()
 runs = jobs.list_runs(root)
-gpus = common.gpu_count()
+gpus = gpu_count()
 c = st.columns(3)
 c[0].metric("Hugging Face Hub", "reachable" if hub else "not reachable")
 c[1].metric("GPUs", gpus if gpus else "none (CPU)")

@@ -12,9 +12,12 @@ import streamlit as st
 
 from lnfree_core.analysis.cached_experiments import ioi_eval
 from lnfree_core.analysis.patching import improvement_score
-from pages import _common as common
+from pages._common.analysis_inputs import analysis_settings, model_labels, model_set_picker, shared_widget
+from pages._common.analysis_jobs import run_jobs
+from pages._common.charts import fit_chart
+from pages._common.state import page_setup, seed
 
-common.page_setup()
+page_setup()
 
 METHODS = {"act": "activation patching", "attr": "attribution patching", "err": "error (attribution - activation)"}
 
@@ -52,22 +55,22 @@ st.caption("Clean IOI prompts are patched into corrupted ones (the other name at
            "them all from one backward pass (eq. 7). The paper finds the estimate no better without LayerNorm "
            "(section 5.2, Fig. 2).")
 with st.container(border=True):
-    specs = common.model_set_picker()
+    specs = model_set_picker()
     c1, c2 = st.columns(2)
-    common.seed("ioi.n", 480)
-    n = int(common.shared_widget("ioi.n", c1.number_input, "IOI prompts", min_value=1, max_value=100_000, step=4,
+    seed("ioi.n", 480)
+    n = int(shared_widget("ioi.n", c1.number_input, "IOI prompts", min_value=1, max_value=100_000, step=4,
                                  help="The paper: 480 (groups of four name orderings)."))
-    common.seed("ioi.seed", 0)
-    seed = int(common.shared_widget("ioi.seed", c2.number_input, "Seed", min_value=0, max_value=2**31 - 1,
+    seed("ioi.seed", 0)
+    ioi_seed = int(shared_widget("ioi.seed", c2.number_input, "Seed", min_value=0, max_value=2**31 - 1,
                                     help="Draws names, places, objects and templates."))
-    settings = common.analysis_settings()
+    settings = analysis_settings()
 if not specs:
     st.info("Choose at least one model above.", icon=":material/info:")
     st.stop()
-labels = common.model_labels(specs)
+labels = model_labels(specs)
 opts = {"cache_dir": settings["cache_dir"], "device": settings["device"], "batch_size": settings["batch_size"]}
-results = common.run_jobs([(s, f"{labels[s]}: IOI patching",
-                            lambda progress, s=s: ioi_eval(s, n=n, seed=seed, progress=progress, **opts))
+results = run_jobs([(s, f"{labels[s]}: IOI patching",
+                            lambda progress, s=s: ioi_eval(s, n=n, seed=ioi_seed, progress=progress, **opts))
                            for s in specs])
 if not results:
     st.stop()
@@ -105,7 +108,7 @@ if with_ln and free:
     st.caption("Per layer: sum_t |error| of the vanilla model minus the same of the LN-free model; positive means "
                "attribution patching is more accurate without LN. The paper, GPT-2 Small: mean -0.026, std 0.082.")
     imp_df = pd.DataFrame({"layer": range(len(imp["per_layer"])), "improvement": imp["per_layer"]})
-    st.altair_chart(common.fit_chart(alt.Chart(imp_df).mark_bar().encode(
+    st.altair_chart(fit_chart(alt.Chart(imp_df).mark_bar().encode(
         x=alt.X("layer:O"), y=alt.Y("improvement:Q"),
         tooltip=[alt.Tooltip("layer:O"), alt.Tooltip("improvement:Q", format="+.4f")]).properties(
         title="per-layer improvement score (vanilla minus LN-free)"), 200), width="stretch")

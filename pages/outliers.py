@@ -23,11 +23,14 @@ from lnfree_core.analysis.outliers import (
     sequences_exceeding,
     token_losses,
 )
+from pages._common.analysis_inputs import one_dataset_page
+from pages._common.analysis_jobs import data_spec, evaluate_models, gpt2_decoder, gpt2_ids, model_decoder
+from pages._common.charts import fit_chart, model_color
+from pages._common.state import PERSIST, page_setup, seed
 from pages._common.ui_data.analysis_frames import ranked_frame, token_frame
 from pages._common.ui_data.token_view import token_spans_html
-from pages import _common as common
 
-common.page_setup()
+page_setup()
 
 NONE = "(none)"
 SEQ_KEY = "outliers.seq"
@@ -63,13 +66,13 @@ def loss_chart(df: pd.DataFrame, labels: list[str], order: list[str], log: bool)
         .encode(
             x=alt.X("position:Q", title="token position"),
             y=alt.Y("loss:Q", title="CE (nats)", scale=alt.Scale(type="log" if log else "linear")),
-            color=common.model_color(order),
+            color=model_color(order),
             tooltip=[alt.Tooltip("model:N"), alt.Tooltip("position:Q"), alt.Tooltip("token_id:Q", title="id"),
                      alt.Tooltip("token:N"), alt.Tooltip("loss:Q", format=".4f")],
         )
         .properties(title="per-token loss")
     )
-    return common.fit_chart(chart, 220)
+    return fit_chart(chart, 220)
 
 
 def diff_chart(df: pd.DataFrame, title: str) -> alt.Chart:
@@ -86,14 +89,14 @@ def diff_chart(df: pd.DataFrame, title: str) -> alt.Chart:
         )
         .properties(title=title)
     )
-    return common.fit_chart(chart, 160)
+    return fit_chart(chart, 160)
 
 
-st.title("Outliers")
-st.caption("Which sequences a model finds hardest, and where in them the loss blows up: the paper traces "
-           "GPT-2 XL LN-free's mean CE of 130 on The Pile to three sequences with tokens that OpenWebText lacks "
-           "(appendix E.1).")
-specs, labels, dataset, n, seq_len, split, settings = common.one_dataset_inputs()
+specs, labels, dataset, n, seq_len, split, settings = one_dataset_page(
+    "Outliers",
+    "Which sequences a model finds hardest, and where in them the loss blows up: the paper traces "
+    "GPT-2 XL LN-free's mean CE of 130 on The Pile to three sequences with tokens that OpenWebText lacks "
+    "(appendix E.1).")
 
 c1, c2 = st.columns(2)
 if st.session_state.get("outliers.a") not in specs:
@@ -104,20 +107,20 @@ if st.session_state.get("outliers.b") not in others:
     st.session_state["outliers.b"] = others[1] if len(others) > 1 else NONE
 spec_b = c2.selectbox("Compare with", others, key="outliers.b", format_func=lambda s: labels.get(s, s))
 c1, c2, c3 = st.columns(3)
-common.seed("outliers.by", "mean")
-by = c1.segmented_control("Rank by", ["mean", "max"], key="outliers.by", **common.PERSIST,
+seed("outliers.by", "mean")
+by = c1.segmented_control("Rank by", ["mean", "max"], key="outliers.by", **PERSIST,
                           format_func=lambda b: f"{b} token CE", help="A sequence's mean token CE, or its largest.") \
     or "mean"
-common.seed("outliers.threshold", DEFAULT_THRESHOLD)
-threshold = c2.number_input("CE threshold (nats)", min_value=0.0, step=5.0, key="outliers.threshold", **common.PERSIST,
+seed("outliers.threshold", DEFAULT_THRESHOLD)
+threshold = c2.number_input("CE threshold (nats)", min_value=0.0, step=5.0, key="outliers.threshold", **PERSIST,
                             help="A token whose CE exceeds this is flagged; the paper uses 50.")
-common.seed("outliers.top", 10)
-top = c3.number_input("Sequences listed", min_value=1, max_value=1000, step=5, key="outliers.top", **common.PERSIST)
+seed("outliers.top", 10)
+top = c3.number_input("Sequences listed", min_value=1, max_value=1000, step=5, key="outliers.top", **PERSIST)
 order = [labels[s] for s in specs]
 
-data = common.data_spec(dataset, n, seq_len, split)
+data = data_spec(dataset, n, seq_len, split)
 chosen = [spec_a] + ([spec_b] if spec_b != NONE else [])
-results = common.evaluate_models(ce_eval, chosen, labels, data, settings)
+results = evaluate_models(ce_eval, chosen, labels, data, settings)
 if spec_a not in results:
     st.stop()
 res_a, res_b = results[spec_a], results.get(spec_b)
@@ -152,15 +155,15 @@ if st.session_state.get(SEQ_KEY) is None or not 0 <= int(st.session_state[SEQ_KE
 c1, c2, c3 = st.columns([1, 1, 1])
 seq = int(c1.number_input("Sequence index", min_value=0, max_value=n_seq - 1, step=1, key=SEQ_KEY,
                           help=f"Any of the {n_seq} sequences (0-based, in dataset order)."))
-common.seed("outliers.context", DEFAULT_CONTEXT)
+seed("outliers.context", DEFAULT_CONTEXT)
 context = int(c2.number_input("Tokens before the first exceedance", min_value=1, max_value=50,
-                              key="outliers.context", **common.PERSIST))
-common.seed("outliers.vmax", 10.0)
-vmax = float(c3.number_input("Colour scale top (nats)", min_value=0.5, step=1.0, key="outliers.vmax", **common.PERSIST,
+                              key="outliers.context", **PERSIST))
+seed("outliers.vmax", 10.0)
+vmax = float(c3.number_input("Colour scale top (nats)", min_value=0.5, step=1.0, key="outliers.vmax", **PERSIST,
                              help="Losses at or above this get the darkest red; differences of this size the "
                                   "darkest red/blue."))
-to_gpt2 = common.gpt2_ids(spec_a, dataset)
-decode = common.gpt2_decoder() if to_gpt2 is not None else common.model_decoder(spec_a)
+to_gpt2 = gpt2_ids(spec_a, dataset)
+decode = gpt2_decoder() if to_gpt2 is not None else model_decoder(spec_a)
 toks, la = (tokens[seq] if to_gpt2 is None else np.asarray(to_gpt2(tokens[seq]))), losses[seq]
 if to_gpt2 is not None:
     st.caption("This model uses a compact vocabulary (the demo suite's): its token ids are shown as GPT-2 ids.")

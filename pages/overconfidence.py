@@ -12,35 +12,36 @@ import streamlit as st
 
 from lnfree_core.analysis.cached import confidence_eval
 from lnfree_core.analysis.cached_experiments import ablation_gap, overconfidence_eval
-from pages import _common as common
+from pages._common.analysis_inputs import model_labels, models_and_data
+from pages._common.analysis_jobs import (
+    data_spec, dataset_labels, evaluate_models, model_dataset_jobs, run_jobs, run_options,
+)
+from pages._common.charts import fit_chart, model_color
+from pages._common.state import PERSIST, page_setup, seed
 
-common.page_setup()
+page_setup()
 
 st.title("Overconfidence")
 st.caption("A calibrated model's mean entropy equals its mean cross-entropy; below it, the model is more confident "
            "than it is right. The paper finds every LN-free model overconfident, and that disabled confidence "
            "neurons explain only part of it (sections 5.4, 6.1, appendix H).")
-specs, datasets, n, seq_len, split, settings = common.models_and_data(multi_data=True)
+specs, datasets, n, seq_len, split, settings = models_and_data(multi_data=True)
 if not specs or not datasets:
     st.info("Choose at least one model and a dataset above.", icon=":material/info:")
     st.stop()
-labels = common.model_labels(specs)
-ds_labels = common.dataset_labels(datasets)
+labels = model_labels(specs)
+ds_labels = dataset_labels(datasets)
 c1, c2 = st.columns(2)
-common.seed("oc.bins", 15)
-bins = int(c1.number_input("Reliability bins", min_value=2, max_value=100, key="oc.bins", **common.PERSIST))
-common.seed("oc.top_k", 3)
+seed("oc.bins", 15)
+bins = int(c1.number_input("Reliability bins", min_value=2, max_value=100, key="oc.bins", **PERSIST))
+seed("oc.top_k", 3)
 top_k = int(c2.number_input("Confidence neurons to ablate", min_value=0, max_value=32, key="oc.top_k",
-                            **common.PERSIST, help="Mean-ablated together in each model with LN (0: none; the "
+                            **PERSIST, help="Mean-ablated together in each model with LN (0: none; the "
                                                    "paper: 3)."))
-opts = {**common.run_options(settings), "precision": "fp32"}  # fp32 as the ablation: entropies comparable
-jobs = []
-for spec in specs:
-    for ds in datasets:
-        d = common.data_spec(ds, n, seq_len, split)
-        jobs.append(((spec, ds), f"{labels[spec]} on {ds_labels[ds]}",
-                     lambda progress, spec=spec, d=d: overconfidence_eval(spec, d, progress=progress, **opts)))
-all_results = common.run_jobs(jobs)
+opts = {**run_options(settings), "precision": "fp32"}  # fp32 as the ablation: entropies comparable
+all_results = run_jobs(model_dataset_jobs(
+    specs, datasets, labels, ds_labels, n, seq_len, split,
+    lambda spec, data, progress: overconfidence_eval(spec, data, progress=progress, **opts)))
 if not all_results:
     st.stop()
 table = pd.DataFrame([{"model": labels[s], "dataset": ds_labels[ds], "ln_free": r.ln_free, **r.summary(bins).to_dict()}
@@ -53,7 +54,7 @@ computed = [ds for ds in datasets if any((s, ds) in all_results for s in specs)]
 if st.session_state.get("oc.dataset") not in computed:
     st.session_state.pop("oc.dataset", None)
 dataset = st.selectbox("Dataset of the charts below", computed, key="oc.dataset", format_func=ds_labels.get)
-data = common.data_spec(dataset, n, seq_len, split)
+data = data_spec(dataset, n, seq_len, split)
 results = {s: all_results[(s, dataset)] for s in specs if (s, dataset) in all_results}
 order = [labels[s] for s in results]
 summ = {s: r.summary(bins) for s, r in results.items()}
@@ -63,9 +64,9 @@ for i, s in enumerate(results):
                                delta_color="off")
 long = pd.DataFrame([{"model": labels[s], "quantity": q, "nats": getattr(summ[s], q)}
                      for s in results for q in ("mean_ce", "mean_entropy")])
-st.altair_chart(common.fit_chart(alt.Chart(long).mark_bar().encode(
+st.altair_chart(fit_chart(alt.Chart(long).mark_bar().encode(
     x=alt.X("quantity:N", title=None), xOffset=alt.XOffset("model:N", sort=order), y=alt.Y("nats:Q"),
-    color=common.model_color(order), tooltip=["model", "quantity", alt.Tooltip("nats:Q", format=".4f")]).properties(
+    color=model_color(order), tooltip=["model", "quantity", alt.Tooltip("nats:Q", format=".4f")]).properties(
     title=f"mean cross-entropy and mean entropy (nats) on {ds_labels[dataset]}"), 220), width="stretch")
 
 st.header("Reliability diagram")
@@ -82,10 +83,10 @@ diag = alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]})).mark_line(col
     x="x:Q", y="y:Q")
 points = alt.Chart(rel_df).mark_line(point=True).encode(
     x=alt.X("confidence:Q", title="mean top-token confidence", scale=alt.Scale(domain=[0, 1])),
-    y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])), color=common.model_color(order),
+    y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])), color=model_color(order),
     tooltip=["model", "bin", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"),
              "count"])
-st.altair_chart(common.fit_chart(alt.layer(diag, points).properties(
+st.altair_chart(fit_chart(alt.layer(diag, points).properties(
     title="reliability: accuracy per confidence bin (on the diagonal: calibrated)"), 300), width="stretch")
 st.caption("ECE = sum over bins of (share of tokens) x |accuracy - mean confidence|: "
            + ", ".join(f"{labels[s]} {summ[s].ece:.4f}" for s in results) + ".")
@@ -95,7 +96,7 @@ if top_k:
     st.header("After ablating the top confidence neurons")
     with_ln = [s for s in results if not results[s].ln_free]
     free = [s for s in results if results[s].ln_free]
-    abl = common.evaluate_models(confidence_eval, with_ln, labels, data, settings, top_k=top_k, precision="fp32")
+    abl = evaluate_models(confidence_eval, with_ln, labels, data, settings, top_k=top_k, precision="fp32")
     st.caption(f"On {ds_labels[dataset]}.")
     for s, r in abl.items():
         a = r.entry.meta["ablation"]

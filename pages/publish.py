@@ -23,9 +23,9 @@ from lnfree_core.publish import (
     split_model_card,
     validate_repo_id,
 )
-from pages import _common as common
+from pages._common.state import for_page, page_setup
 
-common.page_setup()
+page_setup()
 
 K = "publish."  # widget-key prefix of this page
 TOKEN_KEY = K + "token"
@@ -69,7 +69,7 @@ def _export(run: Path, out: Path, rid: str, ce_md: str, allow_live: bool, overwr
                                       overwrite=overwrite)
         except PublishError as e:
             status.update(label="Export failed", state="error", expanded=True)
-            st.error(common.for_page(str(e)), icon=":material/error:")
+            st.error(for_page(str(e)), icon=":material/error:")
             return
         status.update(label=f"{'Exported' if exported else 'Export already up to date'}: {out}", state="complete")
 
@@ -84,7 +84,7 @@ def _push(out: Path, rid: str, private: bool, endpoint: str, token: str) -> None
                               progress=status.write)
         except PublishError as e:
             status.update(label="Push failed", state="error", expanded=True)
-            failure = common.for_page(str(e))
+            failure = for_page(str(e))
         else:
             status.update(label=f"Pushed to {rid}", state="complete")
             failure = None

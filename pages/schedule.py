@@ -6,6 +6,8 @@ import streamlit as st
 
 from lnfree_core.method.presets import preset, preset_names
 from lnfree_core.method.schedule import GROUPS, HParams, Schedule, ScheduleError, ema_summary, fit_schedule
+from pages._common.charts import layered_chart, removal_rules, show_chart
+from pages._common.state import PERSIST, page_link, page_setup, seed, show_error
 from pages._common.ui_data.schedule_view import (
     GROUP_LABELS,
     events_frame,
@@ -14,9 +16,8 @@ from pages._common.ui_data.schedule_view import (
     schedule_summary,
     schedule_to_text,
 )
-from pages import _common as common
 
-common.page_setup()
+page_setup()
 
 E = "sched.e."  # editor widget keys
 SOURCES = {"preset": "a preset (paper, Table 3)", "auto": "auto: fit to a model", "file": "a schedule file"}
@@ -55,22 +56,22 @@ def load_editor(s: Schedule) -> None:
 
 def base_schedule() -> Schedule | None:
     """The schedule chosen under 'Start from' (None with an inline error if it cannot be made)."""
-    common.seed("sched.source", "preset")
-    source = st.radio("Start from", list(SOURCES), key="sched.source", **common.PERSIST, format_func=SOURCES.get, horizontal=True)
+    seed("sched.source", "preset")
+    source = st.radio("Start from", list(SOURCES), key="sched.source", **PERSIST, format_func=SOURCES.get, horizontal=True)
     if source == "preset":
-        common.seed("sched.preset", "gpt2")
-        name = st.selectbox("Preset", preset_names(), key="sched.preset", **common.PERSIST)
+        seed("sched.preset", "gpt2")
+        name = st.selectbox("Preset", preset_names(), key="sched.preset", **PERSIST)
         return preset(name)
     if source == "auto":
-        common.seed("sched.auto_layers", 12)
-        common.seed("sched.auto_steps", 300)
+        seed("sched.auto_layers", 12)
+        seed("sched.auto_steps", 300)
         c1, c2 = st.columns(2)
-        n_layers = c1.number_input("Layers", min_value=1, max_value=200, step=1, key="sched.auto_layers", **common.PERSIST)
-        max_steps = c2.number_input("Max steps", min_value=2, step=50, key="sched.auto_steps", **common.PERSIST)
+        n_layers = c1.number_input("Layers", min_value=1, max_value=200, step=1, key="sched.auto_layers", **PERSIST)
+        max_steps = c2.number_input("Max steps", min_value=2, step=50, key="sched.auto_steps", **PERSIST)
         try:
             return fit_schedule(int(n_layers), int(max_steps))
         except ScheduleError as e:
-            common.show_error(e)
+            show_error(e)
             return None
     up = st.file_uploader("Schedule file (.yaml, .yml or .json)", type=["yaml", "yml", "json"], key="sched_upload")
     if up is not None:
@@ -78,7 +79,7 @@ def base_schedule() -> Schedule | None:
             st.session_state["_sched.uploaded"] = schedule_from_text(up.getvalue(), up.name).to_dict()
             st.session_state["_sched.uploaded_name"] = up.name
         except ScheduleError as e:
-            common.show_error(e, f"{up.name}: ")
+            show_error(e, f"{up.name}: ")
             return None
     if "_sched.uploaded" not in st.session_state:
         st.info("Upload a schedule file saved from this page or by `python -m lnfree_core schedule fit`.")
@@ -91,34 +92,34 @@ def editor() -> dict:
     """Widgets for every field of the schedule; returns the schedule as a dict."""
     ss = st.session_state
     c1, c2, c3 = st.columns([2, 1, 3])
-    c1.text_input("Name", key=E + "name", **common.PERSIST)
-    c2.number_input("Layers", min_value=1, max_value=200, step=1, key=E + "n_layers", **common.PERSIST)
-    c3.multiselect("Group order (removal order)", list(GROUPS), key=E + "order", **common.PERSIST, format_func=GROUP_LABELS.get,
+    c1.text_input("Name", key=E + "name", **PERSIST)
+    c2.number_input("Layers", min_value=1, max_value=200, step=1, key=E + "n_layers", **PERSIST)
+    c3.multiselect("Group order (removal order)", list(GROUPS), key=E + "order", **PERSIST, format_func=GROUP_LABELS.get,
                    help="Groups are removed one after another in this order; each must start after the previous ends.")
     st.markdown("**Starts and gaps** (steps; block of layer *l* in a group is removed at start + *l* x gap)")
     cols = st.columns(4)
     for col, g in zip(cols, GROUPS):
         with col:
-            st.number_input(f"{GROUP_LABELS[g]} start", min_value=0, step=1, key=E + f"start.{g}", **common.PERSIST)
+            st.number_input(f"{GROUP_LABELS[g]} start", min_value=0, step=1, key=E + f"start.{g}", **PERSIST)
             if g != "f":
-                st.number_input(f"{GROUP_LABELS[g]} gap", min_value=0, step=1, key=E + f"gap.{g}", **common.PERSIST,
+                st.number_input(f"{GROUP_LABELS[g]} gap", min_value=0, step=1, key=E + f"gap.{g}", **PERSIST,
                                 help="0 removes every layer of the group at once")
             else:
                 st.caption("a single block")
     with st.expander("Hyperparameters", expanded=True):
         cols = st.columns(5)
         for i, (k, label) in enumerate(INT_HP.items()):
-            cols[i % 5].number_input(label, min_value=0, step=1, key=E + k, **common.PERSIST)
+            cols[i % 5].number_input(label, min_value=0, step=1, key=E + k, **PERSIST)
         cols = st.columns(5)
         for i, (k, (label, fmt, step)) in enumerate(FLOAT_HP.items()):
-            cols[i % 5].number_input(label, min_value=0.0, format=fmt, step=step, key=E + k, **common.PERSIST)
+            cols[i % 5].number_input(label, min_value=0.0, format=fmt, step=step, key=E + k, **PERSIST)
         c1, c2, c3 = st.columns(3)
-        ema_on = c1.checkbox("EMA for sigma_avg", key=E + "ema_on", **common.PERSIST,
+        ema_on = c1.checkbox("EMA for sigma_avg", key=E + "ema_on", **PERSIST,
                              help="Off: sigma_avg is the last step's value. On: an EMA (every preset, as the reference runs; "
                                   "the presets' factor applies per a number of tokens per block kind, shown below).")
-        c2.number_input("EMA factor", min_value=0.0, max_value=0.9999, format="%.4f", key=E + "sigma_ema", **common.PERSIST,
+        c2.number_input("EMA factor", min_value=0.0, max_value=0.9999, format="%.4f", key=E + "sigma_ema", **PERSIST,
                         disabled=not ema_on)
-        c3.checkbox("gradient checkpointing", key=E + "grad_checkpointing", **common.PERSIST)
+        c3.checkbox("gradient checkpointing", key=E + "grad_checkpointing", **PERSIST)
     extra = ss.get("_sched.base_extra") or {}
     hp = {k: int(ss[E + k]) for k in INT_HP}
     hp.update({k: float(ss[E + k]) for k in FLOAT_HP})
@@ -155,8 +156,8 @@ def timeline(s: Schedule) -> dict:
                         {"field": "lr", "type": "quantitative", "format": ".3e"}],
         },
     }
-    return common.layered_chart(
-        [common.removal_rules("events", events), lr],
+    return layered_chart(
+        [removal_rules("events", events), lr],
         {"events": events[["step", "name", "group"]], "lr": lr_frame(s.hparams)},
         title=f"{len(events)} removal events and the learning rate", height=260,
     )
@@ -189,9 +190,9 @@ except ScheduleError as e:
 
 st.subheader("Timeline")
 if error is not None:
-    common.show_error(error, "This schedule cannot run: ")
+    show_error(error, "This schedule cannot run: ")
 if schedule is not None and len(schedule.order) == len(GROUPS):
-    common.show_chart(timeline(schedule))
+    show_chart(timeline(schedule))
     if error is None:
         hp = schedule.hparams
         last = schedule.last_event_step()
@@ -221,4 +222,4 @@ if error is None and schedule is not None:
     c2.download_button("Download JSON", schedule_to_text(schedule, "json"), file_name=f"{stem}.json",
                        mime="application/json", icon=":material/download:")
     with c3:
-        common.page_link("pages/train.py", label="Train with this schedule", icon=":material/arrow_forward:")
+        page_link("pages/train.py", label="Train with this schedule", icon=":material/arrow_forward:")

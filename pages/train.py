@@ -11,6 +11,13 @@ import jobs
 from lnfree_core.config import ConfigError
 from lnfree_core.method.presets import HUB_IDS, preset, preset_names
 from lnfree_core.method.schedule import Schedule, ScheduleError
+from pages._common.background import background_future, clear_background, run_in_background
+from pages._common.charts import metric_chart, show_chart, sigma_chart
+from pages._common.env import gpu_count, model_context, model_layers
+from pages._common.pickers import dataset_picker, model_picker, run_picker
+from pages._common.state import (
+    PERSIST, for_page, page_link, page_setup, run_action, runs_root, seed, show_error,
+)
 from pages._common.ui_data.background import tail_lines
 from pages._common.ui_data.families import data_fit_problem
 from pages._common.ui_data.metrics import (
@@ -33,9 +40,8 @@ from pages._common.ui_data.runs import (
 )
 from pages._common.ui_data.schedule_view import schedule_from_text, schedule_summary
 from pages._common.ui_data.throughput_view import throughput_caption, throughput_info
-from pages import _common as common
 
-common.page_setup()
+page_setup()
 
 REFRESH_S = 2.0
 SCHED_SOURCES = {"preset": "a preset", "auto": "auto (fit to the model)", "designed": "the one designed on the "
@@ -50,13 +56,13 @@ LOG_METRICS = {"loss", "aux_loss", "grad_norm"}
 # ---------------------------------------------------------------------------------------- launch form
 def schedule_choice(model: str | None) -> str | dict | None:
     """The schedule to train with: a preset name, 'auto', or a schedule dict (designed or from a file)."""
-    common.seed("train.sched_src", "preset")
-    src = st.radio("Schedule", list(SCHED_SOURCES), key="train.sched_src", **common.PERSIST, format_func=SCHED_SOURCES.get,
+    seed("train.sched_src", "preset")
+    src = st.radio("Schedule", list(SCHED_SOURCES), key="train.sched_src", **PERSIST, format_func=SCHED_SOURCES.get,
                    horizontal=True)
     if src == "preset":
         guess = next((n for n, h in HUB_IDS.items() if model in (n, h)), "gpt2")
-        common.seed("train.preset", guess)
-        return st.selectbox("Preset", preset_names(), key="train.preset", **common.PERSIST)
+        seed("train.preset", guess)
+        return st.selectbox("Preset", preset_names(), key="train.preset", **PERSIST)
     if src == "auto":
         st.caption("Fits the paper's proportions to the model's layer count and the max steps below (300 if empty).")
         return "auto"
@@ -65,11 +71,11 @@ def schedule_choice(model: str | None) -> str | dict | None:
         bad = st.session_state.get("designed_schedule_error")
         if not d and bad:
             st.error(f"The schedule on the Schedule page cannot run: {bad}")
-            common.page_link("pages/schedule.py", label="Fix it", icon=":material/timeline:")
+            page_link("pages/schedule.py", label="Fix it", icon=":material/timeline:")
             return None
         if not d:
             st.info("No schedule designed yet.")
-            common.page_link("pages/schedule.py", label="Design one", icon=":material/timeline:")
+            page_link("pages/schedule.py", label="Design one", icon=":material/timeline:")
             return None
         st.caption(schedule_summary(Schedule.from_dict(d)))
         return d
@@ -79,7 +85,7 @@ def schedule_choice(model: str | None) -> str | dict | None:
     try:
         s = schedule_from_text(up.getvalue(), up.name).validate()
     except ScheduleError as e:
-        common.show_error(e, f"{up.name}: ")
+        show_error(e, f"{up.name}: ")
         return None
     st.caption(schedule_summary(s))
     return s.to_dict()
@@ -95,7 +101,7 @@ def adapt_to_model(model: str | None) -> str | None:
         return ss.get("_train.adapted_note") if model else None
     ss["_train.adapted_for"] = model
     notes = []
-    n_layers, context = common.model_layers(model), common.model_context(model)
+    n_layers, context = model_layers(model), model_context(model)
     fitting = next((n for n in preset_names() if n_layers is not None and preset(n).n_layers == n_layers), None)
     if ss.get("train.sched_src", "preset") == "preset" and n_layers is not None:
         if fitting:
@@ -118,7 +124,7 @@ def adapt_to_model(model: str | None) -> str | None:
 
 
 def seq_len_mismatch(model: str | None, seq_len: int | None) -> str | None:
-    context = common.model_context(model)
+    context = model_context(model)
     if context is not None and seq_len is not None and seq_len > context:
         return (f"Sequence length {seq_len} is longer than the model's context ({context} positions): set it to "
                 f"{context} or less.")
@@ -128,7 +134,7 @@ def seq_len_mismatch(model: str | None, seq_len: int | None) -> str | None:
 def layer_mismatch(model: str | None, schedule: str | dict | None, mode: str) -> str | None:
     if not model or schedule in (None, "auto") or mode == "vanilla":
         return None
-    n_model = common.model_layers(model)
+    n_model = model_layers(model)
     try:
         n_sched = Schedule.from_dict(schedule).n_layers if isinstance(schedule, dict) else preset(schedule).n_layers
     except ScheduleError:
@@ -140,32 +146,32 @@ def layer_mismatch(model: str | None, schedule: str | dict | None, mode: str) ->
 
 
 def launch_form(root: Path) -> None:
-    common.seed("train.name", time.strftime("run-%Y%m%d-%H%M%S"))
-    st.text_input("Run name", key="train.name", **common.PERSIST, help="Letters, digits, '-', '_' and '.'; a pair adds -lnfree / -vanilla.")
+    seed("train.name", time.strftime("run-%Y%m%d-%H%M%S"))
+    st.text_input("Run name", key="train.name", **PERSIST, help="Letters, digits, '-', '_' and '.'; a pair adds -lnfree / -vanilla.")
     c1, c2 = st.columns(2)
     with c1:
-        model = common.model_picker("train.model", root=root)
+        model = model_picker("train.model", root=root)
     with c2:
-        dataset = common.dataset_picker("train.data")
+        dataset = dataset_picker("train.data")
     adapted = adapt_to_model(model)
     schedule = schedule_choice(model)
     c1, c2 = st.columns(2)
-    common.seed("train.mode", "ln-free")
-    mode = c1.radio("Mode", list(MODE_CHOICES), key="train.mode", **common.PERSIST, format_func=MODE_CHOICES.get, horizontal=True,
+    seed("train.mode", "ln-free")
+    mode = c1.radio("Mode", list(MODE_CHOICES), key="train.mode", **PERSIST, format_func=MODE_CHOICES.get, horizontal=True,
                     help="A pair launches <name>-lnfree and <name>-vanilla with the same data order and schedule.")
-    devices = device_choices(common.gpu_count())
+    devices = device_choices(gpu_count())
     labels = [d.label for d in devices]
     if st.session_state.get("train.device") not in labels:
         st.session_state["train.device"] = labels[1] if len(labels) > 1 else labels[0]
-    label = c2.selectbox("Device", labels, key="train.device", **common.PERSIST)
+    label = c2.selectbox("Device", labels, key="train.device", **PERSIST)
     device = devices[labels.index(label)]
     st.markdown("**Overrides** (empty: the schedule's value)")
     cols = st.columns(len(OVERRIDES) + 1)
-    overrides = {k: cols[i].number_input(lbl, min_value=1, value=None, step=1, key=f"train.ov.{k}", **common.PERSIST)
+    overrides = {k: cols[i].number_input(lbl, min_value=1, value=None, step=1, key=f"train.ov.{k}", **PERSIST)
                  for i, (k, lbl) in enumerate(OVERRIDES.items())}
-    common.seed("train.save_every", 50)
-    save_every = cols[-1].number_input("checkpoint every", min_value=1, step=10, key="train.save_every", **common.PERSIST)
-    st.text_input("Keep the checkpoints of steps", key="train.keep_steps", **common.PERSIST, placeholder="the schedule's",
+    seed("train.save_every", 50)
+    save_every = cols[-1].number_input("checkpoint every", min_value=1, step=10, key="train.save_every", **PERSIST)
+    st.text_input("Keep the checkpoints of steps", key="train.keep_steps", **PERSIST, placeholder="the schedule's",
                   help="Comma-separated steps (e.g. 300,600): checkpointed and never rotated away. Empty: the "
                        "schedule's keep_steps (presets: the step of the released model).")
     if adapted:
@@ -173,13 +179,13 @@ def launch_form(root: Path) -> None:
     mismatch = (layer_mismatch(model, schedule, mode) or seq_len_mismatch(model, overrides.get("seq_len"))
                 or data_fit_problem(model, dataset))
     if mismatch:
-        st.error(common.for_page(mismatch))
+        st.error(for_page(mismatch))
     st.button("Launch", type="primary", icon=":material/rocket_launch:", key="train_launch",
               disabled=bool(mismatch) or model is None or dataset is None or schedule is None,
               on_click=launch, args=(root, model, dataset, schedule, mode, device, overrides, int(save_every)))
     result = st.session_state.pop("_train.launched", None)
     if result and result.get("error"):
-        common.show_error(RuntimeError(result["error"]), "Not launched: ")
+        show_error(RuntimeError(result["error"]), "Not launched: ")
     elif result:
         st.success(f"Launched {', '.join(result['started'])}.", icon=":material/rocket_launch:")
 
@@ -227,18 +233,18 @@ def has_checkpoint(run_dir) -> bool:
 def run_controls(status) -> None:
     """Cancel / resume buttons for one run (cancelling runs in a worker thread: it can take a while)."""
     key = f"cancel.{status.name}"
-    fut = common.background_future(key)
+    fut = background_future(key)
     if fut is not None and not fut.done():
         if status.alive:  # once the run says it was cancelled, "Cancelling..." is no longer true
             st.info(f"Cancelling {status.name}...", icon=":material/hourglass_top:")
         return
     if fut is not None and fut.done():
-        common.clear_background(key)
+        clear_background(key)
         if fut.exception() is not None:
-            common.show_error(fut.exception(), f"Cancelling {status.name} failed: ")
+            show_error(fut.exception(), f"Cancelling {status.name} failed: ")
     if status.alive:
         if st.button(f"Cancel {status.name}", icon=":material/stop_circle:", key=f"train_cancel_{status.name}"):
-            common.run_in_background(key, jobs.cancel_run, status.run_dir)
+            run_in_background(key, jobs.cancel_run, status.run_dir)
             st.rerun()
     elif status.state == "failed" and not status.step and not has_checkpoint(status.run_dir):
         # Failed while setting up (bad model, data or schedule): a resume would fail the same way.
@@ -246,11 +252,7 @@ def run_controls(status) -> None:
                    "Fix the cause shown above and launch a new run.")
     elif status.state in ("failed", "cancelled"):
         if st.button(f"Resume {status.name}", icon=":material/play_circle:", key=f"train_resume_{status.name}"):
-            try:
-                jobs.resume_run(status.run_dir)
-            except jobs.JobError as e:
-                common.show_error(e)
-            else:
+            if run_action(jobs.resume_run, status.run_dir):
                 st.rerun()
 
 
@@ -301,12 +303,12 @@ def live_view(root: Path, names: list[str], log: bool, was_active: bool, states:
             if part.empty:
                 continue
             with grid[i % 2]:
-                common.show_chart(common.metric_chart(part, title=title, log=log and metric in LOG_METRICS,
+                show_chart(metric_chart(part, title=title, log=log and metric in LOG_METRICS,
                                                       events=removals))
         sig = next((f for f in (sigma_frame(r) for r in rows.values()) if not f.empty), None)
         if sig is not None:
             with grid[len(CHARTS) % 2]:
-                common.show_chart(common.sigma_chart(downsample(sig, y="sigma", by=["block"], max_points=4000),
+                show_chart(sigma_chart(downsample(sig, y="sigma", by=["block"], max_points=4000),
                                                      log=log, events=removals))
     for n in names:
         notes = notable_events(rows[n])
@@ -320,7 +322,7 @@ def live_view(root: Path, names: list[str], log: bool, was_active: bool, states:
 
 # ---------------------------------------------------------------------------------------- page
 st.title("Train")
-root = common.runs_root()
+root = runs_root()
 q_run = st.query_params.get("run")
 if q_run and (root / q_run).is_dir() and st.session_state.get("_train.q_run") != q_run:
     st.session_state["train.watch"] = q_run
@@ -328,21 +330,21 @@ if q_run and (root / q_run).is_dir() and st.session_state.get("_train.q_run") !=
 
 # Decided once per session: an `expanded` that changed between reruns made the form collapse on its
 # first click (the run picker below sets train.watch on the first run).
-common.seed("_train.form_open", not jobs.list_runs(root) or "train.watch" not in st.session_state)
+seed("_train.form_open", not jobs.list_runs(root) or "train.watch" not in st.session_state)
 with st.expander("Launch a run", expanded=bool(st.session_state["_train.form_open"])):
     launch_form(root)
 
 st.header("Live view")
 c1, c2, c3 = st.columns([3, 2, 1])
 with c1:
-    name = common.run_picker("train.watch", label="Run", root=root)
+    name = run_picker("train.watch", label="Run", root=root)
 names = [name] if name else []
 partner = partner_run(name) if name else None
 if partner and (root / partner).is_dir():
-    common.seed("train.overlay", True)
-    if c2.checkbox(f"show the paired run {partner} on the same axes", key="train.overlay", **common.PERSIST):
+    seed("train.overlay", True)
+    if c2.checkbox(f"show the paired run {partner} on the same axes", key="train.overlay", **PERSIST):
         names.append(partner)
-log = c3.toggle("log scale", key="train.log", **common.PERSIST)
+log = c3.toggle("log scale", key="train.log", **PERSIST)
 if names:
     shown = {n: jobs.run_status(root / n) for n in names}
     active = any(s.active for s in shown.values())

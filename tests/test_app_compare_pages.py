@@ -441,7 +441,7 @@ def test_offline_defaults_are_the_demo_suite_and_tokens_decode_through_its_vocab
     at.switch_page("pages/outliers.py").run()
     assert not at.exception and at.session_state["analysis.dataset"] == folders[-1]
     seq = int(at.number_input(key="outliers.seq").value)
-    from pages._common import DEFAULT_N_SEQUENCES
+    from pages._common.analysis_inputs import DEFAULT_N_SEQUENCES
 
     assert at.session_state["analysis.n"] == DEFAULT_N_SEQUENCES
     res = ce_eval("demo:ln-free", DataSpec(folders[-1], n=DEFAULT_N_SEQUENCES, seq_len=32),

@@ -31,13 +31,13 @@ def _first_statement_calls_page_setup(path: Path) -> bool:
         return False
     first = body[0]
     return (isinstance(first, ast.Expr) and isinstance(first.value, ast.Call)
-            and ast.unparse(first.value.func) == "common.page_setup")
+            and ast.unparse(first.value.func) == "page_setup")
 
 
 @pytest.mark.parametrize("page", registered_pages())
 def test_every_page_calls_page_setup_first(page):
     assert _first_statement_calls_page_setup(REPO / page), (
-        f"{page} must call common.page_setup() before drawing anything: without it, a deep link to this page "
+        f"{page} must call page_setup() before drawing anything: without it, a deep link to this page "
         "opened first on a fresh server runs the file alone (Streamlit's pages/ directory mode)")
 
 

@@ -369,9 +369,9 @@ def test_train_page_offers_built_demo_models_and_data(root, tmp_path, monkeypatc
 def test_train_page_launches_on_several_gpus_with_torchrun(root, tmp_path, monkeypatch):
     import jobs
 
-    from pages import _common
+    from pages._common import env
 
-    monkeypatch.setattr(_common, "gpu_count", lambda: 2)
+    monkeypatch.setattr(env, "gpu_count", lambda: 2)
     launched = []
     monkeypatch.setattr(jobs, "start_run", lambda r, name, cfg, nproc=1, **kw: launched.append((name, cfg, nproc)))
     folder, data = S.write_train_inputs(tmp_path, n_layer=12)

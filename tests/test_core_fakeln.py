@@ -132,7 +132,7 @@ def test_model_surgery_live_equals_stock_and_sigma_is_mean_over_micro_batches():
 def test_gradient_checkpointing_counts_each_micro_batch_once(monkeypatch):
     from transformers.models.gpt2 import modeling_gpt2
 
-    from lnfree_core.train import enable_checkpointing
+    from lnfree_core.train_setup import enable_checkpointing
 
     calls = []
     mlp_forward = modeling_gpt2.GPT2MLP.forward

@@ -70,7 +70,7 @@ def test_successful_push_empties_the_token_at_once(hub_env, tmp_path):
 
 
 def test_messages_name_widgets_not_cli_flags():
-    from pages._common import for_page
+    from pages._common.state import for_page
 
     msg = for_page("Check the network, proxy settings and the endpoint (--endpoint / HF_ENDPOINT).")
     assert "--endpoint" not in msg and "Hub endpoint" in msg

@@ -18,6 +18,11 @@ from typing import Any
 import streamlit as st
 
 from lnfree_core.analysis.cache import DEFAULT_CACHE_DIR  # the CLI's --cache-dir default: both share results
+from lnfree_core.data import DatasetNotFoundError, list_datasets, resolve_dataset
+from pages._common.ui_data import demo_suite
+from pages._common.ui_data.demo_suite import built_demo_models
+from pages._common.ui_data.model_specs import model_context, model_option_text, model_spec_problem, unique_labels
+from pages._common.ui_data.runs import run_request
 
 from .env import gpu_count, hub_reachable
 from .pickers import _runs, model_picker
@@ -63,9 +68,6 @@ def _query_runs(root: Path) -> list[str]:
 
 def _base_models(run_dirs: Sequence[str]) -> list[str]:
     """The usable base models the runs were fine-tuned from (their request's `model`), deduplicated."""
-    from pages._common.ui_data.model_specs import model_spec_problem
-    from pages._common.ui_data.runs import run_request
-
     out: list[str] = []
     for rd in run_dirs:
         base = run_request(rd).get("model")
@@ -77,15 +79,13 @@ def _base_models(run_dirs: Sequence[str]) -> list[str]:
 def default_models() -> list[str]:
     """The model set a session starts with: the Runs page's selection (and the base models), else the
     paper's GPT-2 Small triple when the Hub answers, else the demo suite, else finished runs."""
-    from pages._common.ui_data.demo_suite import demo_catalog
-
     root = runs_root()
     picked = [str(root / n) for n in selected_runs() if (root / n / "checkpoints").is_dir()]
     if picked:
         return _base_models(picked) + picked
     if hub_reachable():
         return list(PAPER_MODELS[:3])
-    demo = list(demo_catalog()["models"].values())
+    demo = list(demo_suite.demo_catalog()["models"].values())
     if demo:
         return demo
     finished = [s for s in _runs(root, ("finished",)) if (Path(s.run_dir) / "checkpoints").is_dir()]
@@ -106,9 +106,6 @@ def model_set_picker(*, label: str = "Models", help: str | None = None) -> list[
     offers the model picker of the Train page); the selection persists across the analysis pages.
     Returns the usable specs (those with a problem are reported and left out).
     """
-    from pages._common.ui_data.demo_suite import demo_catalog
-    from pages._common.ui_data.model_specs import model_option_text, model_spec_problem
-
     root = runs_root()
     if MODELS_KEY not in st.session_state:
         st.session_state[MODELS_KEY] = default_models()
@@ -120,7 +117,7 @@ def model_set_picker(*, label: str = "Models", help: str | None = None) -> list[
             st.session_state[MODELS_KEY] = _base_models(runs) + runs
     current = list(st.session_state.get(MODELS_KEY) or [])
     runs = [str(Path(s.run_dir)) for s in _runs(root) if (Path(s.run_dir) / "checkpoints").is_dir()]
-    options = list(dict.fromkeys([*current, *demo_catalog()["models"].values(), *runs, *PAPER_MODELS]))
+    options = list(dict.fromkeys([*current, *demo_suite.demo_catalog()["models"].values(), *runs, *PAPER_MODELS]))
     specs = shared_widget(MODELS_KEY, st.multiselect, label, options, format_func=model_option_text,
                           accept_new_options=True, placeholder="choose models, or type a Hub id or folder path",
                           help=help or "Shared by every analysis page. Runs use their newest checkpoint "
@@ -142,29 +139,22 @@ def model_set_picker(*, label: str = "Models", help: str | None = None) -> list[
 
 def model_labels(specs: Sequence[str]) -> dict[str, str]:
     """{spec: unique short label} for charts and tables."""
-    from pages._common.ui_data.model_specs import unique_labels
-
     return unique_labels(specs)
 
 
 def _dataset_options() -> tuple[list[str], dict[str, str]]:
     """(dataset options, {option: text}): the demo suite's datasets, the registry's, in that order."""
-    from lnfree_core.data import list_datasets
-    from pages._common.ui_data.demo_suite import demo_catalog
-
-    texts = {path: f"demo: {name}" for name, path in demo_catalog()["datasets"].items()}
+    texts = {path: f"demo: {name}" for name, path in demo_suite.demo_catalog()["datasets"].items()}
     texts.update({s.name: f"{s.name} (Hub)" for s in list_datasets()})
     return list(texts), texts
 
 
 def default_datasets(multi: bool) -> list[str]:
     """?dataset=, else the demo suite's datasets when the Hub does not answer, else the paper's."""
-    from pages._common.ui_data.demo_suite import demo_catalog
-
     q = st.query_params.get_all("dataset")
     if q:
         return list(q)
-    demo = list(demo_catalog()["datasets"].values())
+    demo = list(demo_suite.demo_catalog()["datasets"].values())
     if demo and not hub_reachable():
         return demo if multi else demo[-1:]
     return ["owt", "pile", "pile-filtered"] if multi else ["pile-filtered"]
@@ -175,8 +165,6 @@ def _dataset_text(value: str, texts: dict[str, str]) -> str:
 
 
 def _check_dataset(value: str) -> str | None:
-    from lnfree_core.data import DatasetNotFoundError, resolve_dataset
-
     try:
         spec = resolve_dataset(str(Path(value).expanduser()) if Path(value).expanduser().exists() else value)
     except (DatasetNotFoundError, ValueError, OSError) as e:
@@ -219,8 +207,6 @@ def data_size_inputs(specs: Sequence[str] = (), *, n_default: int = DEFAULT_N_SE
                      seq_len_default: int = DEFAULT_SEQ_LEN) -> tuple[int, int, str | None]:
     """(sequences, tokens per sequence, split or None = the dataset's evaluation split); shared keys.
     The tokens per sequence start at `seq_len_default` or the shortest context of `specs`' models."""
-    from pages._common.ui_data.model_specs import model_context
-
     contexts = {s: model_context(s) for s in specs}
     known = [c for c in contexts.values() if c]
     seed("analysis.n", n_default)
@@ -283,8 +269,6 @@ def models_and_data(*, multi_data: bool = False, n_default: int = DEFAULT_N_SEQU
 def missing_inputs_hint(specs: Sequence[str], datasets: Sequence[str]) -> None:
     """What to do when a page has no model or no dataset to analyse: before the demo suite is built and
     with the Hub out of reach, point to the demo build (Home page or CLI) and to local folders and runs."""
-    from pages._common.ui_data.demo_suite import built_demo_models
-
     if specs and datasets:
         return
     offline_no_demo = not hub_reachable() and not built_demo_models()
@@ -307,3 +291,16 @@ def one_dataset_inputs(**kwargs: Any) -> tuple[list[str], dict[str, str], str, i
         missing_inputs_hint(specs, datasets)
         st.stop()
     return specs, model_labels(specs), datasets[0], n, seq_len, split, settings
+
+
+def one_dataset_page(title: str, claim: str, demo_note: str | None = None,
+                     **kwargs: Any) -> tuple[list[str], dict[str, str], str, int, int, str | None, dict]:
+    """The head of an analysis page on one dataset: its title, the paper's claim as a caption, the inputs
+    (one_dataset_inputs(**kwargs)), and `demo_note` (why the demo models do not show the effect) when a
+    demo model is among them. Returns what one_dataset_inputs returns."""
+    st.title(title)
+    st.caption(claim)
+    specs, labels, dataset, n, seq_len, split, settings = one_dataset_inputs(**kwargs)
+    if demo_note and any(s.startswith("demo:") for s in specs):
+        st.caption(demo_note)
+    return specs, labels, dataset, n, seq_len, split, settings

@@ -11,6 +11,13 @@ from typing import Any
 
 import streamlit as st
 
+from lnfree_core.analysis.cached import DataSpec
+from lnfree_core.data import load_gpt2_tokenizer
+from lnfree_core.model_tokenizer import model_decoder as make_model_decoder
+from pages._common.ui_data import demo_suite
+from pages._common.ui_data.analysis_frames import job_fraction
+from pages._common.ui_data.model_specs import unique_names
+
 
 def analysis_errors() -> tuple[type[BaseException], ...]:
     """What an analysis can fail with for a user's reason (missing model or data, offline Hub, a
@@ -26,8 +33,6 @@ class JobProgress:
         self.slot = st.empty()
 
     def callback(self, job: int, label: str) -> Callable[[int, int], None]:
-        from pages._common.ui_data.analysis_frames import job_fraction
-
         def report(done: int, total: int) -> None:
             self.slot.progress(job_fraction(job, self.n_jobs, done, total),
                                text=f"{label}: {done} of {total} sequences (job {job + 1} of {self.n_jobs})")
@@ -61,10 +66,22 @@ def run_jobs(jobs: Sequence[tuple[Any, str, Callable[[Callable[[int, int], None]
     return out
 
 
+def model_dataset_jobs(specs: Sequence[str], datasets: Sequence[str], labels: dict[str, str],
+                       ds_labels: dict[str, str], n: int, seq_len: int, split: str | None,
+                       evaluate: Callable[..., Any]) -> list[tuple[Any, str, Callable]]:
+    """run_jobs' jobs for every (model, dataset) pair: key (spec, dataset), label "model on dataset",
+    running evaluate(spec, data_spec(dataset, n, seq_len, split), progress=progress)."""
+    jobs = []
+    for spec in specs:
+        for ds in datasets:
+            data = data_spec(ds, n, seq_len, split)
+            jobs.append(((spec, ds), f"{labels[spec]} on {ds_labels[ds]}",
+                         lambda progress, spec=spec, data=data: evaluate(spec, data, progress=progress)))
+    return jobs
+
+
 def data_spec(dataset: str, n: int, seq_len: int, split: str | None):
     """The analysis DataSpec of a dataset choice."""
-    from lnfree_core.analysis.cached import DataSpec
-
     return DataSpec(dataset=dataset, split=split, n=n, seq_len=seq_len)
 
 
@@ -87,9 +104,7 @@ def evaluate_models(evaluate: Callable[..., Any], specs: Sequence[str], labels: 
 
 def dataset_label(dataset: str) -> str:
     """A short name for a dataset choice (registry or demo-suite name, or the file/folder name)."""
-    from pages._common.ui_data.demo_suite import demo_catalog
-
-    for name, path in demo_catalog()["datasets"].items():
+    for name, path in demo_suite.demo_catalog()["datasets"].items():
         if path == dataset:
             return name
     return Path(dataset).name if Path(dataset).exists() else dataset
@@ -97,15 +112,11 @@ def dataset_label(dataset: str) -> str:
 
 def dataset_labels(datasets: Sequence[str]) -> dict[str, str]:
     """{dataset choice: short unique name} ('x', 'x (2)' when two files share a name)."""
-    from pages._common.ui_data.model_specs import unique_names
-
     return unique_names(datasets, dataset_label)
 
 
 @st.cache_resource(show_spinner=False)
 def _gpt2_tokenizer():
-    from lnfree_core.data import load_gpt2_tokenizer
-
     return load_gpt2_tokenizer()
 
 
@@ -119,14 +130,10 @@ def gpt2_decoder() -> Callable[[list[int]], str]:
 def model_decoder(model_spec: str) -> Callable[[list[int]], str]:
     """decode(ids) -> text with the tokenizer of the model's family (GPT-2's for GPT-2 models; the
     model's own, found locally, for Pythia/Llama/Qwen; '<id>' tokens when it has none here)."""
-    from lnfree_core.model_tokenizer import model_decoder as make
-
-    return make(model_spec)
+    return make_model_decoder(model_spec)
 
 
 def gpt2_ids(model_spec: str | None = None, dataset: str | None = None) -> Callable[[Any], list[int]] | None:
     """A function mapping the token ids of `model_spec`'s (else `dataset`'s) compact vocabulary (the
     demo suite's) to GPT-2 ids, so pages show and decode GPT-2 ids; None when they are GPT-2 ids."""
-    from pages._common.ui_data.demo_suite import gpt2_id_mapper
-
-    return gpt2_id_mapper(model_spec, dataset)
+    return demo_suite.gpt2_id_mapper(model_spec, dataset)

@@ -8,40 +8,37 @@ import json
 from pathlib import Path
 
 import streamlit as st
+import torch
+
+from lnfree_core.data import hub_reachable as probe_hub
+from lnfree_core.demo.paths import demo_model_path
+from lnfree_core.method.presets import HUB_IDS, preset
+from pages._common.ui_data import demo_suite
+from pages._common.ui_data.model_specs import model_context as read_model_context
 
 
 def demo_available() -> bool:
     """Whether this install can load demo-suite models (`demo:NAME`)."""
-    from pages._common.ui_data.demo_suite import demo_models_available
-
-    return demo_models_available()
+    return demo_suite.demo_models_available()
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def gpu_count() -> int:
-    import torch
-
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 @st.cache_data(ttl=30, show_spinner=False)
 def hub_reachable() -> bool:
-    from lnfree_core.data import hub_reachable as probe
-
-    return probe()
+    return probe_hub()
 
 
 def model_layers(spec: str) -> int | None:
     """The layer count of a model spec when it is known without loading weights (else None)."""
-    from lnfree_core.method.presets import HUB_IDS, preset
-
     for name, hub_id in HUB_IDS.items():
         if spec in (name, hub_id):
             return preset(name).n_layers
     path = Path(spec.partition("@")[0])
     if spec.startswith("demo:"):
-        from lnfree_core.demo.paths import demo_model_path
-
         try:
             path = demo_model_path(spec.split(":", 1)[1])
         except (FileNotFoundError, ValueError):
@@ -62,6 +59,4 @@ def model_context(spec: str | None) -> int | None:
     None when unknown (pages._common.ui_data.model_context)."""
     if not spec:
         return None
-    from pages._common.ui_data.model_specs import model_context as read
-
-    return read(spec)
+    return read_model_context(spec)

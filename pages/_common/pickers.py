@@ -10,6 +10,12 @@ from typing import Any
 
 import streamlit as st
 
+import jobs
+from lnfree_core.data import DatasetNotFoundError, list_datasets, resolve_dataset
+from lnfree_core.method.presets import HUB_IDS
+from pages._common.ui_data.demo_suite import built_demo_datasets, built_demo_models
+from pages._common.ui_data.families import family_hub_examples, model_family
+
 from .env import demo_available, hub_reachable, model_layers
 from .state import PERSIST, runs_root, seed
 
@@ -19,8 +25,6 @@ MODEL_KINDS = {"hub": "Hub id", "folder": "local folder", "run": "a run", "demo"
 
 
 def _runs(root: Path, states: Sequence[str] | None = None) -> list[Any]:
-    import jobs
-
     return [s for s in jobs.list_runs(root) if states is None or s.state in states]
 
 
@@ -55,12 +59,7 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
     not usable yet. Widget keys: `{key}.kind`, `{key}.hub`, `{key}.folder`, `{key}.run`, `{key}.demo`
     (give a key starting with 'pick.', 'train.' etc. to keep the choice across pages).
     """
-    from lnfree_core.method.presets import HUB_IDS
-    from pages._common.ui_data.families import family_hub_examples, model_family
-
     if "demo" in kinds and not hub_reachable() and demo_available():
-        from pages._common.ui_data.demo_suite import built_demo_models
-
         if built_demo_models():  # offline: the demo models load; a Hub id would not
             seed(f"{key}.kind", "demo")
     kind = st.radio(label, list(kinds), key=f"{key}.kind", **PERSIST, format_func=MODEL_KINDS.get, horizontal=True)
@@ -108,8 +107,6 @@ def model_picker(key: str, *, label: str = "Base model", kinds: Sequence[str] = 
         if not demo_available():
             st.info("Demo suite not available in this install.", icon=":material/info:")
             return None
-        from pages._common.ui_data.demo_suite import built_demo_models
-
         specs = built_demo_models()
         if not specs:
             st.info("The demo suite is not built yet: build it on the Home page "
@@ -127,9 +124,6 @@ def dataset_picker(key: str, *, label: str = "Dataset") -> str | None:
 
     Widget keys: `{key}.name`, `{key}.path`.
     """
-    from lnfree_core.data import DatasetNotFoundError, list_datasets, resolve_dataset
-    from pages._common.ui_data.demo_suite import built_demo_datasets
-
     specs = {s.name: s for s in list_datasets()}
     demo = built_demo_datasets()
     # Offline, the demo-suite datasets come first (the Hub ones cannot stream).

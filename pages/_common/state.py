@@ -8,9 +8,19 @@ import contextlib
 import inspect
 import threading
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
+
+import jobs
+import lnfree_core.demo  # noqa: F401  (plug-in: registers the demo: names for pages run on their own)
+
+try:  # Streamlit's pages/ directory mode, which page_setup ends (absent from a Streamlit without it)
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+except ImportError:  # pragma: no cover
+    PagesManager = get_script_run_ctx = None
 
 
 DEFAULT_RUNS_ROOT = "runs"
@@ -57,10 +67,7 @@ def page_setup() -> None:
     """
     if getattr(_RUN, "inside_app", False):
         return
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-    except ImportError:  # pragma: no cover - a Streamlit without the old mode
+    if PagesManager is None:  # pragma: no cover - a Streamlit without the old mode
         return
     ctx = get_script_run_ctx()
     if ctx is None or Path(ctx.pages_manager.main_script_path).name != "app.py":
@@ -146,3 +153,14 @@ def for_page(message: str) -> str:
 
 def show_error(e: BaseException, prefix: str = "") -> None:
     st.error(for_page(f"{prefix}{e}"), icon=":material/error:")
+
+
+def run_action(action: Callable[[Any], Any], run_dir: Path) -> bool:
+    """A jobs/ action on a run (jobs.cancel_run, resume_run, delete_run): its JobError is shown on the page,
+    not raised. Returns whether it succeeded (the caller then usually reruns the page)."""
+    try:
+        action(run_dir)
+    except jobs.JobError as e:
+        show_error(e)
+        return False
+    return True

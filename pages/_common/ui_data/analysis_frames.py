@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lnfree_core.analysis.tables import TableEntry, ce_table
+
 
 SUMMARY_STATS = {"mean": "mean (Table 1)", "median": "median",
                  "p2.5-97.5": "2.5th-97.5th percentile (the paper's \"95th\")", "p1-99": "1st-99th percentile",
@@ -52,8 +54,6 @@ def ce_summary_frame(rows: Sequence[CERow]) -> pd.DataFrame:
 def stat_table(rows: Sequence[CERow], stat: str = "mean"):
     """Table 1 (lnfree_core.analysis.tables.ce_table) of `stat` ('mean' or 'median'): the lowest per
     group and dataset marked, LN-free gaps to it."""
-    from lnfree_core.analysis.tables import TableEntry, ce_table
-
     if stat not in ("mean", "median"):
         raise ValueError(f"stat must be 'mean' or 'median' for Table 1, got {stat!r}")
     return ce_table([TableEntry(r.label, r.dataset, float(getattr(r.summary, stat)), ln_free=bool(r.ln_free),

@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from lnfree_core.data.vocab_map import load_vocab_map, to_gpt2_ids
+
 from .background import BackgroundCommand, python_command
 
 
@@ -121,10 +123,6 @@ def demo_tables(status: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
 def gpt2_id_mapper(model_spec: str | None, dataset: str | None = None) -> Callable[[list[int]], list[int]] | None:
     """For a model (else a dataset) that uses a compact vocabulary (the demo suite's): a function mapping
     its token ids to GPT-2 ids (lnfree_core.data.vocab_map), for display; None when ids are GPT-2 ids."""
-    if importlib.util.find_spec("lnfree_core.data.vocab_map") is None:
-        return None
-    from lnfree_core.data.vocab_map import load_vocab_map, to_gpt2_ids
-
     vmap = None
     for ref in (model_spec, dataset):
         if ref and vmap is None:

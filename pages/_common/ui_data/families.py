@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+from huggingface_hub import try_to_load_from_cache
+
+from lnfree_core.data.model_fit import check_tokenizer_fit
 from lnfree_core.model_tokenizer import config_model_type
 
 # model_type, family, normalisation, example Hub ids, paper status, verified here
@@ -47,8 +51,6 @@ def family_hub_examples() -> list[str]:
 
 def families_frame():
     """FAMILY_TABLE as a frame for the Home page."""
-    import pandas as pd
-
     return pd.DataFrame([{"family": r["family"], "normalisation": r["norm"], "in the paper": r["paper"],
                           "verified in lnfree": r["verified"], "examples": ", ".join(r["examples"])}
                          for r in FAMILY_TABLE])
@@ -69,8 +71,6 @@ def _config_path(spec: str) -> Path | None:
     if path.exists():
         return None
     try:  # a Hub id: only its locally cached config is read (nothing is downloaded)
-        from huggingface_hub import try_to_load_from_cache
-
         found = try_to_load_from_cache(spec, "config.json")
         return Path(found) if isinstance(found, str) else None
     except Exception:
@@ -110,8 +110,6 @@ def data_fit_problem(model_spec: str | None, dataset: str | None) -> str | None:
         model_type = next((r["model_type"] for r in FAMILY_TABLE if model_spec in r["examples"]), None)
     if model_type in (None, "gpt2") or model_type not in _BY_TYPE:
         return None
-    from lnfree_core.data.model_fit import check_tokenizer_fit
-
     try:
         check_tokenizer_fit(model_type, dataset)
     except ValueError as e:

@@ -11,6 +11,11 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import try_to_load_from_cache
+
+from lnfree_core.checkpoint import latest_checkpoint
+from lnfree_core.demo.paths import demo_model_path
+
 from . import demo_suite  # demo_catalog looked up at call time (the tests replace it there)
 
 
@@ -70,8 +75,6 @@ def model_context(spec: str) -> int | None:
     cfgs: list[Path] = []
     if kind == "demo":
         try:
-            from lnfree_core.demo.paths import demo_model_path
-
             return model_context(str(demo_model_path(spec.split(":", 1)[1])))
         except Exception:  # no demo suite, or not built
             return None
@@ -79,8 +82,6 @@ def model_context(spec: str) -> int | None:
         if re.fullmatch(r"(openai-community/)?gpt2(-medium|-large|-xl)?|schaeff/gpt2-\w+", spec):
             return 1024
         try:
-            from huggingface_hub import try_to_load_from_cache
-
             found = try_to_load_from_cache(spec, "config.json")
             cfgs = [Path(found)] if isinstance(found, str) else []
         except Exception:
@@ -122,8 +123,6 @@ def model_spec_problem(spec: str, hub_ok: bool) -> str | None:
         if hub_ok:
             return None
         try:
-            from huggingface_hub import try_to_load_from_cache
-
             cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
         except Exception:  # a malformed id, or no cache
             cached = False
@@ -133,8 +132,6 @@ def model_spec_problem(spec: str, hub_ok: bool) -> str | None:
     if not path.exists():
         return f"`{path}` does not exist."
     if kind == "run":
-        from lnfree_core.checkpoint import latest_checkpoint
-
         if step:
             ok = (path / "checkpoints" / f"step_{int(step) if step.isdigit() else -1:08d}").is_dir()
             return None if ok else f"run `{path.name}` has no checkpoint for step {step}."
