@@ -88,11 +88,7 @@ def test_the_name_registry_depends_on_nothing_of_lnfree():
 # ------------------------------------------------------------------ function-local imports
 LOCAL_REASON = re.compile(r"#\s*local( import)?:")  # `# local: <reason>` or `# local import: <cycle>`
 LOCAL_IMPORT_PACKAGES = ("lnfree_core", "jobs", "bench")
-# Not checked yet: code other people are rewriting for issue 10 / 13 at the same time. Remove an entry
-# when its work has landed (and give its function-local imports their `# local` comments).
-LOCAL_IMPORT_EXCLUDED = (
-    "lnfree_core/train.py",  # being split into setup / step / removal events / checkpointing
-)
+LOCAL_IMPORT_EXCLUDED: tuple[str, ...] = ()  # paths (prefixes) not checked; none: every module says why
 
 
 def unexplained_local_imports(path: Path) -> list[int]:
