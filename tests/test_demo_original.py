@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -76,10 +77,7 @@ def test_a_build_on_the_same_data_installs_the_shipped_original_and_only_fine_tu
 
 def test_a_shipped_original_for_other_data_or_settings_is_not_used_and_the_build_says_why(shipped, tmp_path):
     out, work, recipe = shipped
-    other = tmp_path / "other"
-    other.mkdir()
-    for f in out.iterdir():
-        other.joinpath(f.name).write_bytes(f.read_bytes())
+    other = shutil.copytree(out, tmp_path / "other")
     r = json.loads((other / "recipe.json").read_text())
     r["data"]["owt_demo_train_rows_sha256"] = "0" * 64
     (other / "recipe.json").write_text(json.dumps(r))
@@ -94,10 +92,7 @@ def test_a_shipped_original_for_other_data_or_settings_is_not_used_and_the_build
 
 def test_a_damaged_shipped_file_is_refused_with_the_fix(shipped, tmp_path):
     out, work, _ = shipped
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for f in out.iterdir():
-        bad.joinpath(f.name).write_bytes(f.read_bytes())
+    bad = shutil.copytree(out, tmp_path / "bad")
     data = bytearray((bad / "model.safetensors").read_bytes())
     data[-1] ^= 1
     (bad / "model.safetensors").write_bytes(bytes(data))
