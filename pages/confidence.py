@@ -109,11 +109,11 @@ specs, labels, dataset, n, seq_len, split, settings = one_dataset_page(
     "Confidence neurons of the last MLP layer write large vectors into the unembedding's near-null space: "
     "through the final LayerNorm they scale all logits alike and so regulate the output entropy. Without "
     "LayerNorm they keep their weights but lose their effect (appendix H).",
-    "**Demo models** are too small and too briefly trained (3 layers x 128, 0.6M tokens) to have "
-    "confidence neurons: on 32 x 128 pile-filtered-demo tokens, ablating the demo original's top-3 "
-    "neurons changes entropy by less than 0.01% (the paper's GPT-2 Medium: more than -3% for 0.1% of CE, and no "
-    "change LN-free), so their ablation charts show noise. GPT-2 from the Hub shows the paper's effect; "
-    "`python -m lnfree_core demo findings` measures the demo's numbers.")
+    "**Demo models** have no confidence neurons: on 32 x 128 pile-filtered-demo tokens, ablating the original's "
+    "top-3 changes entropy by less than 0.01% in the default `full` build and by +0.07% (CE +0.02%) in the "
+    "`findings` build (the paper's GPT-2 Medium: more than -3% for 0.1% of CE, and no change LN-free), so their "
+    "ablation charts show noise. GPT-2 from the Hub shows the paper's effect; "
+    "`python -m lnfree_core demo findings` measures the built demo.")
 NEURON_CHOICES = {"same": "the first model's top-k in every model (paper)", "own": "each model's own top-k"}
 seed("cn.neurons", "same")
 which = st.radio("Neurons ablated", list(NEURON_CHOICES), key="cn.neurons", **PERSIST,

@@ -93,11 +93,13 @@ specs, labels, dataset, n, seq_len, split, settings = one_dataset_page(
     "In models with LayerNorm the first position's residual norm grows far above the others' and many "
     "heads park their attention on it (attention sinks); the paper finds LN-free models keep moderate "
     "first-token norms and fewer sinks (section 5.3).",
-    "**Demo models** are too small and too briefly trained (3 layers x 128, 0.6M tokens) to show this: "
-    "on 32 x 128 pile-filtered-demo tokens the demo's original sinks in 3.8% of (layer, head, query) triples "
-    "(the paper's GPT-2: 55.3%, 45.3% once LN-free) and its first-token raw norm is 0.86-1.26x the other "
-    "tokens' (the paper: close to 10x, about 1x LN-free), so their charts stay flat. GPT-2 from the Hub "
-    "shows the paper's pattern; `python -m lnfree_core demo findings` measures the demo's numbers.")
+    "**Demo models**: the default `full` build (3 layers x 128, 0.6M tokens of pretraining) is too small and "
+    "too briefly trained to show this: on 32 x 128 pile-filtered-demo tokens its original sinks in 4.5% of "
+    "(layer, head, query) triples (the paper's GPT-2: 55.3%, 45.3% once LN-free) and its first-token norm is "
+    "0.86-1.26x the other tokens'. The `findings` build (`demo build --size findings`, which fine-tunes a shipped "
+    "original pretrained for 54 minutes) shows the norm finding: 1.26-2.32x in the original, 1.00-1.18x LN-free "
+    "(the paper: far above 1, about 1 LN-free); its sinks (8%) do not shrink with LN removal. GPT-2 from the "
+    "Hub shows both; `python -m lnfree_core demo findings` measures the built demo.")
 NORM_CHOICES = {"centred": "centred ||x - mean(x)|| (paper)", "raw": "raw ||x||"}
 POINT_CHOICES = {"resid_pre": "resid_pre", "resid_mid": "resid_mid", "resid_post": "resid_post"}
 SINK_DEFS = {"query": "per (layer, head, query), query 0 counted (paper)", "head-mean": "per head, mean over queries > 0"}

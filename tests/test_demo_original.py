@@ -111,11 +111,12 @@ def test_cli_pretrain_original_rejects_bad_input_before_any_work(tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
-def test_the_shipped_original_is_the_full_sizes_model_and_matches_its_recipe():
-    """The file in the repository: its SHA-256, size limit, config and recipe agree with SIZES['full']."""
-    full = get_size("full")
+def test_the_shipped_original_is_the_findings_sizes_model_and_matches_its_recipe():
+    """The file in the repository: its SHA-256, size limit, config and recipe agree with SIZES['findings']."""
+    full = get_size("findings")
     recipe = orig.read_recipe()
-    assert full.original == "shipped" and recipe is not None
+    assert full.original == "shipped" and recipe is not None and recipe["size"] == "findings"
+    assert get_size("full").original == "pretrain"  # the default size still pretrains its own
     assert recipe["settings"] == {k: getattr(full, k) for k in orig.RECIPE_FIELDS}
     weights = orig.SHIPPED_DIR / "model.safetensors"
     assert orig.file_sha256(weights) == recipe["weights_sha256"]

@@ -28,7 +28,9 @@ def register(sub) -> None:
                                     "half-built. --size full (default) takes a few minutes on a 2-core CPU; tiny "
                                     "takes seconds (for tests; no quality promised).")
     b.add_argument("--out", metavar="DIR", default=None, help="demo root (default ./lnfree_home/demo)")
-    b.add_argument("--size", choices=["full", "tiny"], default="full")
+    b.add_argument("--size", choices=["full", "findings", "tiny"], default="full",
+                   help="full (default): pretrains its own small original; findings: fine-tunes the shipped, longer-pretrained "
+                        "original that shows the first-token norm finding (lnfree_core.demo.sizes); tiny: for tests")
     b.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: all cores if idle at the start, else 1)")
     b.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
@@ -50,7 +52,7 @@ def register(sub) -> None:
     o = dsub.add_parser("pretrain-original", help="pretrain the demo's shipped original again (about an hour on 2 cores)",
                         description="Rebuild lnfree_core/demo/original (lnfree_core.demo.original): make the demo "
                                     "datasets and the seeded initial model in a work folder, pretrain with lnfree's "
-                                    "trainer and the full size's recipe, and write config.json, model.safetensors "
+                                    "trainer and the findings size's recipe, and write config.json, model.safetensors "
                                     "and recipe.json (settings, data SHA-256, training numbers) to --out. Stages "
                                     "already finished in the work folder are reused.")
     o.add_argument("--out", metavar="DIR", required=True,
@@ -135,7 +137,7 @@ def _pretrain_original(args) -> int:
     if os.path.exists(out) and not os.path.isdir(out):
         print(f"error: --out {out} is a file; give a folder", file=sys.stderr)
         return 2
-    size = get_size("full")
+    size = get_size("findings")
     try:
         recipe = rebuild_original(out, args.work, size, progress=ProgressPrinter(size), threads=args.threads)
     except DemoBuildCancelled as e:

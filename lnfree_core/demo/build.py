@@ -269,7 +269,7 @@ def _run_stages(root: Path, size: DemoSize, progress: Progress | None, n_threads
     return records
 
 
-def rebuild_original(out: str | os.PathLike, work: str | os.PathLike | None = None, size: str | DemoSize = "full",
+def rebuild_original(out: str | os.PathLike, work: str | os.PathLike | None = None, size: str | DemoSize = "findings",
                      progress: Progress | None = None, threads: int | None = None) -> dict:
     """Pretrain the shipped original again (:mod:`.original`) and write its folder ``out``; returns its recipe.
 
