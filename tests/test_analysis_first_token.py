@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lnfree_core.analysis.first_token import first_token_stats
-from lnfree_core.analysis.sinks import sink_rate
+from lnfree_core.analysis.first_token import SINK_THRESHOLDS, first_token_stats
+from lnfree_core.analysis.sinks import sink_rate, sink_rate_from_counts, uniform_rate
 from test_analysis_support import make_ln_free, tiny_gpt2, tokens
 
 
@@ -141,3 +141,43 @@ def test_head_mean_sink_rate_against_counting():
     assert sink_rate(a, 0.7, n_boot=10).rate == 0.0
     with pytest.raises(ValueError):
         sink_rate(a[0])
+
+
+@pytest.mark.parametrize("seq_len", [1, 3, 4, 12, 128, 512])
+def test_uniform_rate_against_hand_counts(seq_len):
+    """The floor of a rate: A[q, 0] = 1/(q+1) for heads that attend uniformly. At tau = 0.3 the query
+    definition counts q = 0, 1, 2 (1, 1/2, 1/3 > 0.3): 3/T, capped at T/T; the head-mean one needs the
+    mean of 1/(q+1) over q >= 1 to reach 0.3 (T = 3: (1/2 + 1/3)/2 = 0.417 counts; T = 4: 0.361 counts;
+    T = 12: 0.191 does not)."""
+    assert uniform_rate(seq_len, 0.3, "query") == pytest.approx(min(3, seq_len) / seq_len, abs=0)
+    expected_hm = {1: 0.0, 3: 1.0, 4: 1.0, 12: 0.0, 128: 0.0, 512: 0.0}[seq_len]
+    assert uniform_rate(seq_len, 0.3, "head-mean") == expected_hm
+    assert uniform_rate(512, 0.3) == pytest.approx(0.00586, abs=1e-5)  # the paper's length: 0.6%
+    with pytest.raises(ValueError, match="seq_len"):
+        uniform_rate(0)
+    with pytest.raises(ValueError, match="definition"):
+        uniform_rate(8, 0.3, "heads")
+
+
+def test_a_model_with_uniform_attention_scores_the_uniform_rate():
+    """Zero query and key weights and biases make every score 0, so causal softmax is uniform
+    (A[q, 0] = 1/(q+1) exactly). The measured rates must then equal uniform_rate (both definitions,
+    every counted threshold), and SinkRate.uniform carries it."""
+    model = tiny_gpt2(seed=3)
+    d = model.config.n_embd
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.attn.c_attn.weight[:, :2 * d] = 0  # HF Conv1D: [d_in, 3 d] = [q | k | v]
+            block.attn.c_attn.bias[:2 * d] = 0
+    toks = tokens(n=8, seq_len=12, seed=4)
+    st = first_token_stats(model, toks, batch_size=4)
+    for tau in (0.3, 0.5):
+        if round(tau, 6) not in [round(t, 6) for t in SINK_THRESHOLDS]:
+            continue
+        r = sink_rate_from_counts(st.sink_counts, st.n_queries, SINK_THRESHOLDS, tau)
+        assert r.rate == pytest.approx(uniform_rate(12, tau, "query"), abs=1e-12)
+        assert r.uniform == pytest.approx(r.rate, abs=1e-12)
+    np.testing.assert_allclose(st.first_attn, np.mean(1.0 / np.arange(2, 13)), rtol=1e-5)
+    hm = sink_rate(st.first_attn, 0.15, n_boot=10, seq_len=12)  # mean 0.191 >= 0.15: every head counts
+    assert hm.rate == 1.0 and hm.uniform == 1.0
+    assert sink_rate(st.first_attn, 0.3, n_boot=10).uniform is None  # T not given

@@ -254,6 +254,8 @@ def test_findings_match_an_independent_computation(built):
     for name in MODEL_NAMES:
         got, ref = found["models"][name], reference_findings(load_model(str(root / "models" / name)).model, x)
         assert got["sink_rate_queries"] == pytest.approx(ref["sink_rate"], abs=1e-9), name
+        # uniform attention: A[q, 0] = 1/(q+1) > 0.3 for q = 0, 1, 2 only
+        assert got["sink_rate_uniform"] == pytest.approx(3 / TINY.seq_len, abs=1e-12), name
         assert 0.0 <= got["sink_rate_heads"] <= 1.0
         assert got["norm_ratios"] == pytest.approx(ref["norm_ratios"], rel=1e-4), name
         assert got["neurons"] == ref["neurons"], name
@@ -261,6 +263,7 @@ def test_findings_match_an_independent_computation(built):
         assert got["rel_ce"] == pytest.approx(ref["rel_ce"], rel=1e-3, abs=1e-6), name
     table = format_findings(found)
     assert all(name in table.splitlines()[1] for name in MODEL_NAMES) and "sink rate" in table
+    assert f"| {100 * 3 / TINY.seq_len:.1f}% |" in table  # the floor row
 
 
 def test_findings_cli_rejects_bad_input(built, tmp_path, capsys):

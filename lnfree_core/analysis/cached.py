@@ -227,7 +227,7 @@ class FirstTokenResult:
                                          seed=seed)
         if definition == "head-mean":
             return sink_rate(self.stats.first_attn, threshold, ci_method=ci_method or "bootstrap", ci_batch=ci_batch,
-                             n_boot=n_boot, ci=ci, seed=seed)
+                             n_boot=n_boot, ci=ci, seed=seed, seq_len=self.stats.n_queries)
         raise ValueError(f"sink definition must be one of {DEFINITIONS}, got {definition!r}")
 
     def to_json(self, threshold: float = 0.3, n_boot: int = 1000, *, norm: str = "centred",

@@ -18,6 +18,16 @@ The reported rate is the mean of rate_i over sequences. Intervals (`ci_method`):
   consecutive batches of `ci_batch` sequences (8 in the reference); the rate is then the mean of the
   batch rates, as the reference reports it (equal to the sequence mean when n is a multiple of 8).
   "bootstrap": a percentile bootstrap interval of the mean over sequences (stats.py).
+
+What a rate means depends on the sequence length T, because early queries have few positions to
+attend to. `uniform_rate` is the rate of a model whose every head attends uniformly over its causal
+prefix (A[q, 0] = 1/(q+1)), the floor a head with no preference for position 0 already reaches:
+
+  "query":     #{q in 0..T-1 : 1/(q+1) > tau} / T          (tau = 0.3: q = 0, 1, 2, so 3/T;
+                                                              2.3% at T = 128, 0.6% at T = 512)
+  "head-mean": [ 1/(T-1) sum_{q=1}^{T-1} 1/(q+1) >= tau ]   (0 for tau = 0.3 once T >= 4)
+
+SinkRate.uniform holds it (None where T is not known).
 """
 
 from __future__ import annotations
@@ -44,11 +54,26 @@ class SinkRate:
     definition: str = "query"
     ci_method: str = "batches"
     ci_label: str = ""
+    uniform: float | None = None  # the rate under uniform causal attention (uniform_rate), None if T unknown
 
     def to_dict(self) -> dict:
         return {"threshold": self.threshold, "rate": self.rate, "ci": list(self.ci), "per_layer": self.per_layer,
                 "per_head": self.per_head, "definition": self.definition, "ci_method": self.ci_method,
-                "ci_label": self.ci_label}
+                "ci_label": self.ci_label, "uniform": self.uniform}
+
+
+def uniform_rate(seq_len: int, threshold: float = DEFAULT_SINK_THRESHOLD, definition: str = "query") -> float:
+    """The sink rate of heads that attend uniformly over the causal prefix (A[q, 0] = 1/(q+1); module docstring)."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    q = np.arange(seq_len, dtype=np.float64)
+    if definition == "query":
+        return float(np.mean(1.0 / (q + 1.0) > threshold))
+    if definition == "head-mean":
+        if seq_len < 2:
+            return 0.0  # no query after position 0: first_attn is undefined; nothing counts
+        return float(np.mean(1.0 / (q[1:] + 1.0)) >= threshold)
+    raise ValueError(f"sink definition must be one of {DEFINITIONS}, got {definition!r}")
 
 
 def _interval(per_seq: np.ndarray, ci_method: str, ci_batch: int, n_boot: int, ci: float,
@@ -83,12 +108,15 @@ def sink_rate_from_counts(counts, n_queries: int, thresholds, threshold: float =
     per_seq = share.reshape(share.shape[0], -1).mean(axis=1)  # [n]
     rate, interval, label = _interval(per_seq, ci_method, ci_batch, n_boot, ci, seed)
     return SinkRate(threshold=float(threshold), rate=rate, ci=interval, per_layer=share.mean(axis=(0, 2)).tolist(),
-                    per_head=share.mean(axis=0).tolist(), definition="query", ci_method=ci_method, ci_label=label)
+                    per_head=share.mean(axis=0).tolist(), definition="query", ci_method=ci_method, ci_label=label,
+                    uniform=uniform_rate(n_queries, threshold, "query"))
 
 
 def sink_rate(first_attn, threshold: float = DEFAULT_SINK_THRESHOLD, *, ci_method: str = "bootstrap",
-              ci_batch: int = REFERENCE_CI_BATCH, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> SinkRate:
-    """The "head-mean" sink rate of first_attn [n, L, H] (mean attention to position 0 over queries > 0)."""
+              ci_batch: int = REFERENCE_CI_BATCH, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
+              seq_len: int | None = None) -> SinkRate:
+    """The "head-mean" sink rate of first_attn [n, L, H] (mean attention to position 0 over queries > 0);
+    ``seq_len`` (T, when known) fills SinkRate.uniform."""
     a = np.asarray(first_attn, dtype=np.float64)
     if a.ndim != 3:
         raise ValueError(f"first_attn must be [n, layers, heads], got shape {a.shape}")
@@ -97,4 +125,4 @@ def sink_rate(first_attn, threshold: float = DEFAULT_SINK_THRESHOLD, *, ci_metho
     rate, interval, label = _interval(per_seq, ci_method, ci_batch, n_boot, ci, seed)
     return SinkRate(threshold=float(threshold), rate=rate, ci=interval, per_layer=sinks.mean(axis=(0, 2)).tolist(),
                     per_head=sinks.mean(axis=0).tolist(), definition="head-mean", ci_method=ci_method,
-                    ci_label=label)
+                    ci_label=label, uniform=None if seq_len is None else uniform_rate(seq_len, threshold, "head-mean"))

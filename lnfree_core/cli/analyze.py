@@ -201,6 +201,9 @@ def _first_token(args) -> int:
     op = ">" if sk["definition"] == "query" else ">="
     print(f"attention sink rate ({what} {op} {sk['threshold']:g}): {100 * sk['rate']:.1f}% "
           f"[{100 * sk['ci'][0]:.1f}%, {100 * sk['ci'][1]:.1f}%] ({sk['ci_label']})")
+    if sk["uniform"] is not None:
+        print(f"  uniform attention over the earlier positions (no preference for the first token) would score "
+              f"{100 * sk['uniform']:.1f}% on these sequences")
     return 0
 
 

@@ -7,7 +7,9 @@ on The Pile-filtered), with lnfree's analyses (:mod:`lnfree_core.analysis`):
   tokens page shows it): the share of (sequence, layer, head, query q) whose attention weight on
   position 0 exceeds ``threshold`` (0.3), query 0 included (A[0, 0] = 1 always counts),
       rate = 1/(n L H T) sum_{i,l,h,q} [A_{i,l,h}[q, 0] > threshold]
-  (:func:`lnfree_core.analysis.sinks.sink_rate_from_counts`);
+  (:func:`lnfree_core.analysis.sinks.sink_rate_from_counts`); ``sink_rate_uniform`` is what heads
+  attending uniformly over the earlier positions would score (3/T at 0.3: 2.3% for the demo's 128 tokens),
+  the floor the rate is read against (:func:`lnfree_core.analysis.sinks.uniform_rate`);
 * ``sink_rate_heads``: :func:`lnfree_core.analysis.sinks.sink_rate`, lnfree's earlier per-head
   convention (a (layer, head) sinks on a sequence when its attention on position 0, averaged over
   the queries q >= 1, is at least ``threshold``);
@@ -51,7 +53,8 @@ def model_findings(model: nn.Module, tokens, *, threshold: float = SINK_THRESHOL
     ratios = [float(prof["ratio"][prof["points"].index(p)]) for p in keep]
     top = confidence_scores(model).top(top_k)
     cum = ablate_neurons(model, tokens, top, batch_size=8).to_dict()["cumulative"][-1]
-    return {"sink_rate_queries": sink_rate_from_counts(st.sink_counts, st.n_queries, SINK_THRESHOLDS, threshold).rate,
+    queries = sink_rate_from_counts(st.sink_counts, st.n_queries, SINK_THRESHOLDS, threshold)
+    return {"sink_rate_queries": queries.rate, "sink_rate_uniform": queries.uniform,
             "sink_rate_heads": sink_rate(st.first_attn, threshold, n_boot=100).rate,
             "norm_ratios": ratios, "norm_ratio": max(ratios), "neurons": top,
             "rel_entropy": cum["rel_entropy"], "rel_ce": cum["rel_ce"]}
@@ -76,6 +79,7 @@ def format_findings(f: dict) -> str:
     rows = [
         (f"attention sink rate, (layer, head, query) > {f['threshold']:g} (the paper's)",
          lambda r: f"{100 * r['sink_rate_queries']:.1f}%"),
+        ("the same for heads attending uniformly (the floor)", lambda r: f"{100 * r['sink_rate_uniform']:.1f}%"),
         (f"attention sink rate, (layer, head) >= {f['threshold']:g} averaged over queries",
          lambda r: f"{100 * r['sink_rate_heads']:.1f}%"),
         ("first-token / other-token residual norm (centred)", lambda r: "–".join(

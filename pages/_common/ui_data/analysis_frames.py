@@ -154,9 +154,11 @@ def norm_profile_frame(profiles: Mapping[str, Mapping[str, Any]]) -> pd.DataFram
 
 
 def sink_frames(rates: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """{model: SinkRate} as (overall: model, rate, ci_lo, ci_hi, threshold; per layer: model, layer, rate)."""
-    overall = pd.DataFrame([{"model": m, "rate": r.rate, "ci_lo": r.ci[0], "ci_hi": r.ci[1], "threshold": r.threshold}
-                            for m, r in rates.items()], columns=["model", "rate", "ci_lo", "ci_hi", "threshold"])
+    """{model: SinkRate} as (overall: model, rate, ci_lo, ci_hi, threshold, uniform (the rate of uniform causal
+    attention, sinks.uniform_rate); per layer: model, layer, rate)."""
+    cols = ["model", "rate", "ci_lo", "ci_hi", "threshold", "uniform"]
+    overall = pd.DataFrame([{"model": m, "rate": r.rate, "ci_lo": r.ci[0], "ci_hi": r.ci[1], "threshold": r.threshold,
+                             "uniform": r.uniform} for m, r in rates.items()], columns=cols)
     per_layer = pd.DataFrame([{"model": m, "layer": i, "rate": v} for m, r in rates.items()
                               for i, v in enumerate(r.per_layer)], columns=["model", "layer", "rate"])
     return overall, per_layer
