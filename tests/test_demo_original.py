@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from lnfree_core.data.vocab_map import save_vocab_map
 from lnfree_core.demo import demo_dataset_path, demo_model_path, demo_run_path, get_size
@@ -54,6 +55,7 @@ def test_rebuild_writes_weights_config_vocab_and_a_recipe_that_describes_them(sh
     assert recipe["settings"] == {k: getattr(TINY, k) for k in orig.RECIPE_FIELDS}
     assert recipe["data"] == orig.data_fingerprint(work)
     assert recipe["training"]["steps"] == TINY.pretrain_steps and recipe["training"]["source"] == "pretrained here"
+    assert recipe["training"]["device"] == "cpu"  # the trainer's own report of where it ran
     assert recipe["command"].startswith("python -m lnfree_core demo pretrain-original")
     # the same bytes as the model the work root's pretrain stage made
     assert (out / "model.safetensors").read_bytes() == (demo_model_path("original", work) / "model.safetensors").read_bytes()
@@ -108,6 +110,13 @@ def test_cli_pretrain_original_rejects_bad_input_before_any_work(tmp_path, capsy
     assert main(["demo", "pretrain-original", "--out", str(f)]) == 2
     assert "is a file" in capsys.readouterr().err
     assert main(["demo", "pretrain-original", "--out", str(tmp_path / "o"), "--threads", "0"]) == 2
+    assert not (tmp_path / "o").exists()
+    capsys.readouterr()
+    assert main(["demo", "pretrain-original", "--out", str(tmp_path / "o"), "--device", "tpu"]) == 2
+    assert "--device" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # a GPU asked for where none is visible: refused before any work
+        assert main(["demo", "pretrain-original", "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+        assert "no CUDA GPU is visible" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

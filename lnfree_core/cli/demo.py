@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 
+from lnfree_core.config import ConfigError
 from lnfree_core.demo import demo_status, format_status, get_size
 from lnfree_core.demo.status import ce_table
 
@@ -61,6 +62,9 @@ def register(sub) -> None:
                    help="demo root for the datasets and the run (default ./lnfree_home/demo-original-work)")
     o.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: all cores if idle at the start, else 1)")
+    o.add_argument("--device", default="cpu", metavar="DEV",
+                   help="where the pretraining runs: cpu (default, as the shipped original was made), cuda, cuda:N "
+                        "or auto (CUDA when visible); float32 either way, and recipe.json records it")
     o.set_defaults(func=_pretrain_original)
 
 
@@ -129,6 +133,7 @@ def _build(args) -> int:
 
 def _pretrain_original(args) -> int:
     from lnfree_core.demo.build import DemoBuildCancelled, DemoBuildError, rebuild_original  # local: demo.build imports torch and transformers (~5.8 s CPU), which `--help` and `demo status` do not need
+    from lnfree_core.train_setup import pick_device  # local: imports torch, as above
 
     if args.threads is not None and args.threads < 1:
         print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
@@ -137,9 +142,15 @@ def _pretrain_original(args) -> int:
     if os.path.exists(out) and not os.path.isdir(out):
         print(f"error: --out {out} is a file; give a folder", file=sys.stderr)
         return 2
+    try:
+        device = str(pick_device(args.device, 0, 1))
+    except ConfigError as e:
+        print(f"error: --device: {e}", file=sys.stderr)
+        return 2
     size = get_size("findings")
     try:
-        recipe = rebuild_original(out, args.work, size, progress=ProgressPrinter(size), threads=args.threads)
+        recipe = rebuild_original(out, args.work, size, progress=ProgressPrinter(size), threads=args.threads,
+                                  device=device)
     except DemoBuildCancelled as e:
         print(f"stopped: {e}", file=sys.stderr, flush=True)
         _die_by(e.signum)

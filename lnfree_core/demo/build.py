@@ -236,15 +236,16 @@ def _build(root: Path, size: str | DemoSize, progress: Progress | None, n_thread
 
 
 def _run_stages(root: Path, size: DemoSize, progress: Progress | None, n_threads: int,
-                until: str | None = None) -> dict[str, dict]:
-    """Run (or reuse) the stages in order, up to and including ``until`` (None: all); their records."""
+                until: str | None = None, pretrain_device: str = "cpu") -> dict[str, dict]:
+    """Run (or reuse) the stages in order, up to and including ``until`` (None: all); their records.
+    ``pretrain_device``: where the pretrain stage trains (the fine-tunes and evaluation stay on the CPU)."""
     report = progress or (lambda stage, done, total: None)
     root.mkdir(parents=True, exist_ok=True)
     makers = {
         "datasets": lambda: make_datasets(root, size, report),
         "filter": lambda: make_filtered(root, size, report),
         "init": lambda: make_init(root, size, report),
-        "pretrain": lambda: make_original(root, size, report),
+        "pretrain": lambda: make_original(root, size, report, pretrain_device),
         "vanilla": lambda: make_finetune(root, size, "vanilla", report),
         "ln-free": lambda: make_finetune(root, size, "ln-free", report),
         "evaluate": lambda: evaluate_models(root, size, report),
@@ -270,18 +271,20 @@ def _run_stages(root: Path, size: DemoSize, progress: Progress | None, n_threads
 
 
 def rebuild_original(out: str | os.PathLike, work: str | os.PathLike | None = None, size: str | DemoSize = "findings",
-                     progress: Progress | None = None, threads: int | None = None) -> dict:
+                     progress: Progress | None = None, threads: int | None = None, device: str = "cpu") -> dict:
     """Pretrain the shipped original again (:mod:`.original`) and write its folder ``out``; returns its recipe.
 
     Runs the build's ``datasets``, ``filter``, ``init`` and ``pretrain`` stages for ``size`` with
     ``original="pretrain"`` in the demo root ``work`` (default ``./lnfree_home/demo-original-work``; finished
     stages are reused; a stopped pretraining starts again), then writes ``config.json``,
     ``model.safetensors`` and ``recipe.json`` (settings, data SHA-256, training numbers) to ``out``.
+    ``device``: where the pretraining runs (the trainer's auto | cpu | cuda | cuda:N, float32; the recipe's
+    training numbers record it). A longer recipe is a change to the ``findings`` size in :mod:`.sizes`.
     """
     sz = get_size(size) if isinstance(size, str) else size
     sz = dataclasses.replace(sz, original="pretrain")
     work = demo_root(work if work is not None else Path.cwd() / DEFAULT_WORK)
     n_threads = choose_threads(threads)
     with torch_threads(n_threads):
-        records = _run_stages(work, sz, progress, n_threads, until="pretrain")
+        records = _run_stages(work, sz, progress, n_threads, until="pretrain", pretrain_device=device)
     return write_shipped(out, demo_model_path("original", work), work, sz, records["pretrain"]["result"])

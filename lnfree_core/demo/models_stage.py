@@ -99,14 +99,15 @@ def _watch(run_dir: Path, stage: str, total: int, progress: Progress, stop: thre
 
 
 def run_training(stage: str, model: str, run_dir: Path, dataset: Path, mode: str, schedule: dict,
-                 seed: int, progress: Progress) -> dict:
-    """Train with the project's trainer into the new ``run_dir``; DemoBuildError unless it finishes."""
+                 seed: int, progress: Progress, device: str = "cpu") -> dict:
+    """Train with the project's trainer into the new ``run_dir`` on ``device`` (the trainer's auto | cpu | cuda
+    | cuda:N, float32); DemoBuildError unless it finishes."""
     if threading.current_thread() is not threading.main_thread():
         raise DemoBuildError("the demo build trains models, which must run in the main thread; "
                              "use `python -m lnfree_core demo build` from another thread or process")
     steps = int(schedule["hparams"]["max_steps"])
     cfg = TrainConfig(model=model, out=str(run_dir), dataset=str(dataset), schedule=schedule, mode=mode,
-                      device="cpu", precision="fp32", seed=seed, shuffle=True, save_every=steps, keep_checkpoints=1)
+                      device=device, precision="fp32", seed=seed, shuffle=True, save_every=steps, keep_checkpoints=1)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(run_dir, stage, steps, progress, stop), daemon=True)
     progress(stage, 0, steps)
@@ -124,7 +125,14 @@ def run_training(stage: str, model: str, run_dir: Path, dataset: Path, mode: str
         raise DemoBuildError(f"demo stage {stage!r}: training ended {result.state} at step {result.step}"
                              + (f": {result.reason}" if result.reason else ""))
     progress(stage, steps, steps)
-    return _train_numbers(run_dir)
+    return {**_train_numbers(run_dir), "device": _run_device(run_dir)}
+
+
+def _run_device(run_dir: Path) -> str:
+    """The device the trainer reported (its throughput event's ``device_name``), or "unknown"."""
+    names = [r.get("device_name") for r in read_jsonl(run_dir / METRICS_FILE)
+             if r.get("type") == "event" and r.get("kind") == "throughput"]
+    return str(names[-1]) if names and names[-1] else "unknown"
 
 
 def _train_numbers(run_dir: Path) -> dict:
@@ -138,9 +146,9 @@ def _train_numbers(run_dir: Path) -> dict:
             "removals": sum(1 for r in rows if r.get("type") == "event" and r.get("kind") == "removal")}
 
 
-def make_original(root: Path, size: DemoSize, progress: Progress) -> dict:
+def make_original(root: Path, size: DemoSize, progress: Progress, device: str = "cpu") -> dict:
     """``models/original``: the shipped pretrained model when ``size.original == "shipped"`` and it serves this
-    build's data (:mod:`.original`), else pretrained here from ``work/init`` (vanilla mode)."""
+    build's data (:mod:`.original`), else pretrained here from ``work/init`` (vanilla mode) on ``device``."""
     if size.original == "shipped" and use_or_warn(root, size):
         numbers = install_shipped(root)
         progress("pretrain", size.pretrain_steps, size.pretrain_steps)
@@ -149,7 +157,7 @@ def make_original(root: Path, size: DemoSize, progress: Progress) -> dict:
     sched = _schedule(size, size.pretrain_steps, size.pretrain_lr, size.pretrain_min_lr, size.pretrain_warmup,
                       size.pretrain_weight_decay)
     numbers = run_training("pretrain", str(init_model_path(root)), run_dir, demo_dataset_path("owt-demo", root),
-                           "vanilla", sched, size.seed, progress)
+                           "vanilla", sched, size.seed, progress, device)
     vocab = load_vocab_map(init_model_path(root))
     save_vocab_map(run_dir, vocab)
     loaded = load_model(str(run_dir), device="cpu")

@@ -46,6 +46,16 @@ the embeddings); 6 x 128 x 8 heads, LR 6e-3, decay 0.3: 5.9%, 1.45; the same wit
 6.9%, 2.17. Sinks grow slowly with steps (the 4-layer run: 2.2% at 250 steps, 3.9% at 500, 5.6% at
 1,000), and none of these moved the confidence-neuron ablation's entropy by more than 0.25%.
 
+What did not help further (issue 13, second round; the README's demo section has the numbers): 300-step
+fine-tunes (sinks 8.5% / 8.1% / 8.5%); an L1 shrinkage or weight decay of the final norm's gain, which
+gives the unembedding a null space but no confidence neurons (top-3 ablation +0.05% entropy); marker /
+trigger recall pairs that make heads useful only at rare tokens (8.1% at 1,600 steps). Every sink rate
+here is read against the 2.3% that uniform attention scores at 128 tokens
+(:func:`lnfree_core.analysis.sinks.uniform_rate`), and no head of the shipped original sinks on more than
+17% of its queries. The training split (840k tokens, seen about 6 times) is overfitted (training loss
+2.24, validation 3.98), so a longer recipe needs a larger corpus and a GPU:
+``demo pretrain-original --device cuda``.
+
 ``tiny`` exercises every stage in seconds and promises nothing about quality.
 
 ``ioi_sentences`` (:mod:`.ioi_text`) adds complete IOI sentences to the training split so that the IOI
