@@ -64,13 +64,18 @@ def ratio_chart(df: pd.DataFrame, order: list[str]) -> alt.Chart:
 def sink_chart(overall: pd.DataFrame, order: list[str]) -> alt.LayerChart:
     base = alt.Chart(overall).encode(y=alt.Y("model:N", title=None, sort=order))
     bars = base.mark_bar(opacity=0.8).encode(
-        x=alt.X("rate:Q", title="sink rate (share of heads)", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        x=alt.X("rate:Q", title="sink rate", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
         color=model_color(order, legend=False),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("rate:Q", format=".1%"),
                  alt.Tooltip("ci_lo:Q", format=".1%", title="CI low"), alt.Tooltip("ci_hi:Q", format=".1%", title="CI high")])
     ci = base.mark_errorbar(ticks=True, color="#111").encode(x=alt.X("ci_lo:Q", title=""), x2="ci_hi:Q")
-    return fit_chart(alt.layer(bars, ci).properties(title="attention sink rate with its interval"),
-                            32 * len(overall))
+    layers = [bars, ci]
+    floor = overall.dropna(subset=["uniform"]).drop_duplicates("uniform")
+    if len(floor):  # the rate of heads attending uniformly (sinks.uniform_rate): dashed
+        layers.append(alt.Chart(floor).mark_rule(strokeDash=[4, 3], color="#555").encode(
+            x="uniform:Q", tooltip=[alt.Tooltip("uniform:Q", format=".1%", title="uniform-attention floor")]))
+    return fit_chart(alt.layer(*layers).properties(title="attention sink rate with its interval (dashed: the rate "
+                                                         "of uniform attention)"), 32 * len(overall))
 
 
 def per_layer_chart(per_layer: pd.DataFrame, order: list[str]) -> alt.Chart:
