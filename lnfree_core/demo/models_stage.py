@@ -125,25 +125,22 @@ def run_training(stage: str, model: str, run_dir: Path, dataset: Path, mode: str
         raise DemoBuildError(f"demo stage {stage!r}: training ended {result.state} at step {result.step}"
                              + (f": {result.reason}" if result.reason else ""))
     progress(stage, steps, steps)
-    return {**_train_numbers(run_dir), "device": _run_device(run_dir)}
-
-
-def _run_device(run_dir: Path) -> str:
-    """The device the trainer reported (its throughput event's ``device_name``), or "unknown"."""
-    names = [r.get("device_name") for r in read_jsonl(run_dir / METRICS_FILE)
-             if r.get("type") == "event" and r.get("kind") == "throughput"]
-    return str(names[-1]) if names and names[-1] else "unknown"
+    return _train_numbers(run_dir)
 
 
 def _train_numbers(run_dir: Path) -> dict:
-    """Final training loss (mean of the last 10 steps), steps and tokens/s from metrics.jsonl."""
+    """Final training loss (mean of the last 10 steps), steps, tokens/s and the device the trainer reported
+    (its throughput event's ``device_name``) from metrics.jsonl."""
     rows = read_jsonl(run_dir / METRICS_FILE)
     steps = [r for r in rows if r.get("type") == "step"]
+    events = [r for r in rows if r.get("type") == "event"]
+    devices = [r["device_name"] for r in events if r.get("kind") == "throughput" and r.get("device_name")]
     last = steps[-10:]
     tps = sorted(r["tokens_per_s"] for r in steps)
     return {"steps": len(steps), "final_train_loss": sum(r["loss"] for r in last) / len(last),
             "median_tokens_per_s": tps[len(tps) // 2], "tokens": steps[-1]["tokens"],
-            "removals": sum(1 for r in rows if r.get("type") == "event" and r.get("kind") == "removal")}
+            "removals": sum(1 for r in events if r.get("kind") == "removal"),
+            "device": str(devices[-1]) if devices else "unknown"}
 
 
 def make_original(root: Path, size: DemoSize, progress: Progress, device: str = "cpu") -> dict:
